@@ -1,0 +1,66 @@
+//! The `grpc-timeout` header: how long the caller is willing to wait.
+//!
+//! Each hop reads the time its caller left it and passes on what remains, so a
+//! client's deadline bounds the whole path. Format (gRPC over HTTP/2): at most
+//! eight ASCII digits followed by a unit, `H` `M` `S` `m` `u` `n`.
+
+use std::time::Duration;
+use tonic::metadata::MetadataMap;
+
+const HEADER: &str = "grpc-timeout";
+
+/// The timeout the caller set on this request, if any and if well-formed.
+pub fn from_metadata(metadata: &MetadataMap) -> Option<Duration> {
+    parse(metadata.get(HEADER)?.to_str().ok()?)
+}
+
+/// Parses a `grpc-timeout` value; `None` when it is malformed.
+pub fn parse(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_unit() {
+        assert_eq!(parse("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(parse("7n"), Some(Duration::from_nanos(7)));
+    }
+
+    #[test]
+    fn refuses_malformed_values() {
+        for bad in ["", "S", "5", "5s", "-5S", "123456789S", "1.5S", "+5S", "5 S"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reads_the_header_from_metadata() {
+        let mut metadata = MetadataMap::new();
+        assert_eq!(from_metadata(&metadata), None);
+        metadata.insert(HEADER, "1500m".parse().unwrap());
+        assert_eq!(from_metadata(&metadata), Some(Duration::from_millis(1500)));
+    }
+}

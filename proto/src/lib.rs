@@ -1,0 +1,41 @@
+//! Horoscoper's wire: the public API, the internal mesh protocol, and what
+//! every service needs where it touches the wire.
+//!
+//! - [`v1`]: the public API, package `horoscoper.v1` (the gateway serves it).
+//! - [`mesh`]: the internal protocol, package `horoscoper.mesh.v1`
+//!   (gateway → batcher → workers).
+//! - [`deadline`]: the `grpc-timeout` header, read and written.
+//! - [`shutdown`]: the drain signal (Ctrl-C or SIGTERM) shared by every binary.
+//! - [`logging`]: the `tracing` subscriber every binary installs.
+//! - [`process`]: what every service binary does around its `run`.
+//!
+//! Code is generated at build time by tonic-prost-build from a descriptor set
+//! that protox compiles, so no `protoc` is needed.
+
+pub mod deadline;
+pub mod logging;
+pub mod process;
+pub mod shutdown;
+
+/// The public API, package `horoscoper.v1`.
+pub mod v1 {
+    tonic::include_proto!("horoscoper.v1");
+
+    /// Encoded `FileDescriptorSet` of the public API, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/horoscoper_v1_descriptor.bin"));
+
+    /// Longest prefix the gateway accepts, in characters.
+    pub const MAX_PREFIX_CHARS: usize = 1024;
+}
+
+/// The internal mesh protocol, package `horoscoper.mesh.v1`.
+pub mod mesh {
+    tonic::include_proto!("horoscoper.mesh.v1");
+
+    /// Encoded `FileDescriptorSet` of the mesh protocol, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(
+        env!("OUT_DIR"),
+        "/horoscoper_mesh_v1_descriptor.bin"
+    ));
+}

@@ -1,0 +1,198 @@
+//! One batch on a worker: its requests and the tokens each step emits.
+//!
+//! Tokens are the text split on single spaces; every token but the last keeps
+//! its trailing space, so concatenating them gives the text back. Each step
+//! emits the next token of every live request; a request ends with its own
+//! last token, and a cancelled one emits nothing more.
+
+use crate::{Error, choice, corpus::Corpus};
+use horoscoper_proto::mesh::{Batch, StepToken};
+use std::sync::Arc;
+
+/// A request of the running batch.
+#[derive(Debug)]
+struct Live {
+    request_id: u64,
+    text: Arc<str>,
+    /// Byte offset of the next token in `text`.
+    next: usize,
+}
+
+impl Live {
+    fn next_token(&mut self) -> StepToken {
+        let rest = &self.text[self.next..];
+        let len = rest.find(' ').map_or(rest.len(), |space| space + 1);
+        self.next += len;
+        StepToken {
+            request_id: self.request_id,
+            text: rest[..len].to_owned(),
+            last: self.next == self.text.len(),
+        }
+    }
+}
+
+/// The state of one running batch.
+#[derive(Debug)]
+pub struct Running {
+    pub batch_id: u64,
+    live: Vec<Live>,
+    steps: usize,
+}
+
+impl Running {
+    /// Starts a batch: chooses each request's horoscope.
+    pub fn start(batch: Batch, corpus: &Corpus) -> Result<Running, Error> {
+        if batch.items.is_empty() {
+            return Err(Error::EmptyBatch(batch.batch_id));
+        }
+        let mut live: Vec<Live> = Vec::with_capacity(batch.items.len());
+        for item in batch.items {
+            if live.iter().any(|l| l.request_id == item.request_id) {
+                return Err(Error::DuplicateRequest {
+                    batch_id: batch.batch_id,
+                    request_id: item.request_id,
+                });
+            }
+            let (_, text) = choice::choose(corpus, &item.prefix);
+            live.push(Live {
+                request_id: item.request_id,
+                text,
+                next: 0,
+            });
+        }
+        let steps = live
+            .iter()
+            .map(|l| token_count(&l.text))
+            .max()
+            .unwrap_or(0);
+        Ok(Running {
+            batch_id: batch.batch_id,
+            live,
+            steps,
+        })
+    }
+
+    /// How many steps the batch takes: its longest text's token count.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// The next token of every live request; requests that emit their last
+    /// token leave the batch.
+    pub fn step(&mut self) -> Vec<StepToken> {
+        let tokens: Vec<StepToken> = self.live.iter_mut().map(Live::next_token).collect();
+        self.live.retain(|l| l.next < l.text.len());
+        tokens
+    }
+
+    /// Stops generating for a request; false when it is not live.
+    pub fn cancel(&mut self, request_id: u64) -> bool {
+        let before = self.live.len();
+        self.live.retain(|l| l.request_id != request_id);
+        self.live.len() < before
+    }
+
+    /// True once every request has finished or been cancelled.
+    pub fn is_done(&self) -> bool {
+        self.live.is_empty()
+    }
+}
+
+/// How many tokens `text` splits into.
+pub fn token_count(text: &str) -> usize {
+    text.split(' ').count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::Sign;
+    use horoscoper_proto::mesh::BatchItem;
+
+    fn corpus() -> Corpus {
+        let mut csv = String::from("sign;text\n");
+        for sign in Sign::ALL {
+            csv.push_str(&format!("{sign};The {sign} sky is wide.\n"));
+        }
+        // Two CANCER texts of different lengths: "hello" is n mod 2 = 1.
+        csv.push_str("CANCER;Short one.\n");
+        Corpus::parse(csv.as_bytes(), None).unwrap()
+    }
+
+    fn batch(prefixes: &[&str]) -> Batch {
+        Batch {
+            batch_id: 9,
+            items: prefixes
+                .iter()
+                .enumerate()
+                .map(|(i, prefix)| BatchItem {
+                    request_id: i as u64 + 100,
+                    prefix: prefix.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    fn texts(tokens: &[StepToken]) -> Vec<(&str, bool)> {
+        tokens.iter().map(|t| (t.text.as_str(), t.last)).collect()
+    }
+
+    #[test]
+    fn requests_step_in_lockstep_and_end_with_their_own_last_token() {
+        let corpus = corpus();
+        let (_, long) = choice::choose(&corpus, "aries");
+        let (_, short) = choice::choose(&corpus, "hello");
+        assert_eq!(&*long, "The ARIES sky is wide.");
+        assert_eq!(&*short, "Short one.");
+
+        let mut running = Running::start(batch(&["aries", "hello"]), &corpus).unwrap();
+        assert_eq!(running.steps(), 5);
+        assert_eq!(texts(&running.step()), [("The ", false), ("Short ", false)]);
+        assert_eq!(texts(&running.step()), [("ARIES ", false), ("one.", true)]);
+        assert_eq!(texts(&running.step()), [("sky ", false)]);
+        assert_eq!(texts(&running.step()), [("is ", false)]);
+        assert!(!running.is_done());
+        let last = running.step();
+        assert_eq!(texts(&last), [("wide.", true)]);
+        assert_eq!(last[0].request_id, 100);
+        assert!(running.is_done());
+    }
+
+    #[test]
+    fn concatenated_tokens_give_the_text_back() {
+        let corpus = Corpus::built_in();
+        let mut running = Running::start(batch(&["hello"]), &corpus).unwrap();
+        let mut text = String::new();
+        while !running.is_done() {
+            text.extend(running.step().into_iter().map(|t| t.text));
+        }
+        assert_eq!(text, &*choice::choose(&corpus, "hello").1);
+    }
+
+    #[test]
+    fn a_cancelled_request_emits_nothing_more() {
+        let corpus = corpus();
+        let mut running = Running::start(batch(&["aries", "aries"]), &corpus).unwrap();
+        running.step();
+        assert!(running.cancel(101));
+        assert!(!running.cancel(101));
+        assert_eq!(running.step().iter().map(|t| t.request_id).collect::<Vec<_>>(), [100]);
+        assert!(running.cancel(100));
+        assert!(running.is_done());
+    }
+
+    #[test]
+    fn refuses_empty_batches_and_duplicate_requests() {
+        let corpus = corpus();
+        assert!(matches!(
+            Running::start(batch(&[]), &corpus),
+            Err(Error::EmptyBatch(9))
+        ));
+        let mut twice = batch(&["a", "b"]);
+        twice.items[1].request_id = 100;
+        assert!(matches!(
+            Running::start(twice, &corpus),
+            Err(Error::DuplicateRequest { request_id: 100, .. })
+        ));
+    }
+}

@@ -1,0 +1,113 @@
+//! The worker's command-line flags (each also an environment variable) and the
+//! validated configuration [`crate::run`] takes.
+
+use crate::{Error, corpus::Corpus, schedule::DelayRange};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+/// Flags of the standalone `worker` binary.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "worker", version, about = "Horoscoper worker: streams horoscopes for batches")]
+pub struct Args {
+    /// Address to serve `horoscoper.mesh.v1.WorkerService` on.
+    #[arg(long, env = "HOROSCOPER_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Id shown to clients in BatchInfo (default: the listen address).
+    #[arg(long, env = "HOROSCOPER_WORKER_ID")]
+    pub worker_id: Option<String>,
+    #[command(flatten)]
+    pub generation: GenerationArgs,
+}
+
+/// How a worker generates: shared by the `worker` binary and the one-process
+/// mesh.
+#[derive(Clone, Debug, clap::Args)]
+pub struct GenerationArgs {
+    /// Least time a whole batch takes, in milliseconds.
+    #[arg(long, env = "HOROSCOPER_MIN_DELAY_MS", default_value_t = 500)]
+    pub min_delay_ms: u64,
+    /// Most time a whole batch takes, in milliseconds.
+    #[arg(long, env = "HOROSCOPER_MAX_DELAY_MS", default_value_t = 3000)]
+    pub max_delay_ms: u64,
+    /// CSV of horoscopes in the original's format (`;`-delimited, columns
+    /// `sign` and `text`) instead of the built-in corpus.
+    #[arg(long, env = "HOROSCOPER_CORPUS")]
+    pub corpus: Option<PathBuf>,
+    /// Seed for the delay draws, to make them reproducible.
+    #[arg(long, env = "HOROSCOPER_SEED")]
+    pub seed: Option<u64>,
+}
+
+impl GenerationArgs {
+    /// Checks the flags and loads the corpus.
+    pub fn load(&self) -> Result<Generation, Error> {
+        if self.min_delay_ms > self.max_delay_ms {
+            return Err(Error::DelayRange {
+                min: self.min_delay_ms,
+                max: self.max_delay_ms,
+            });
+        }
+        let corpus = match &self.corpus {
+            Some(path) => Corpus::load(path)?,
+            None => Corpus::built_in(),
+        };
+        Ok(Generation {
+            corpus: Arc::new(corpus),
+            delays: DelayRange {
+                min: Duration::from_millis(self.min_delay_ms),
+                max: Duration::from_millis(self.max_delay_ms),
+            },
+            seed: self.seed,
+        })
+    }
+}
+
+/// How a worker generates, validated.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub corpus: Arc<Corpus>,
+    pub delays: DelayRange,
+    /// Seed for the delay draws; `None` seeds from the OS.
+    pub seed: Option<u64>,
+}
+
+/// Everything [`crate::run`] needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Id shown to clients; `None` uses the listen address.
+    pub worker_id: Option<String>,
+    pub generation: Generation,
+}
+
+impl Args {
+    /// Validates the flags into a configuration.
+    pub fn into_config(self) -> Result<Config, Error> {
+        Ok(Config {
+            worker_id: self.worker_id,
+            generation: self.generation.load()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let args = Args::try_parse_from(["worker"]).unwrap();
+        assert_eq!(args.generation.min_delay_ms, 500);
+        assert_eq!(args.generation.max_delay_ms, 3000);
+        let config = args.into_config().unwrap();
+        assert_eq!(config.generation.delays.max, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn refuses_an_inverted_delay_range() {
+        let args = Args::try_parse_from(["worker", "--min-delay-ms", "10", "--max-delay-ms", "5"]).unwrap();
+        assert_eq!(
+            args.into_config().unwrap_err().to_string(),
+            "--min-delay-ms (10) must not be greater than --max-delay-ms (5)"
+        );
+    }
+}

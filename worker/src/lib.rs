@@ -1,0 +1,74 @@
+//! Horoscoper's worker: the stand-in for a model. It answers every prompt with
+//! a deterministic horoscope, one word per generation step, every prompt of a
+//! batch in lockstep, with delays like a real model's.
+//!
+//! - [`corpus`]: the horoscopes (the built-in set, or a CSV in the original's
+//!   format) and the twelve signs.
+//! - [`choice`]: which horoscope a prefix gets (blake3, as DESIGN.md states).
+//! - [`schedule`]: how a batch's total time is split into per-step delays.
+//! - [`batch`]: one batch's requests and the tokens each step emits.
+//! - [`service`]: the `WorkerService.Generate` stream that runs batches.
+//! - [`config`]: command-line flags and the validated configuration.
+//! - [`error`]: the crate's error type and its gRPC status.
+//!
+//! [`run`] serves the worker on a listener until the shutdown future resolves.
+
+pub mod batch;
+pub mod choice;
+pub mod config;
+pub mod corpus;
+pub mod error;
+pub mod schedule;
+pub mod service;
+
+pub use config::{Args, Config, Generation, GenerationArgs};
+pub use error::Error;
+
+use horoscoper_proto::mesh::{self, worker_service_server::WorkerServiceServer};
+use std::future::Future;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+/// Serves the worker on `listener` until `shutdown` resolves, then finishes
+/// the batches under way, ends its streams and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let local_addr = listener.local_addr().map_err(Error::Listen)?;
+    let worker_id = config
+        .worker_id
+        .clone()
+        .unwrap_or_else(|| local_addr.to_string());
+    let draining = CancellationToken::new();
+    let worker = service::Worker::new(worker_id.clone(), config.generation, draining.clone());
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<WorkerServiceServer<service::Worker>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mesh::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(Error::Reflection)?;
+
+    tracing::info!(%local_addr, %worker_id, "worker listening");
+    let shutdown = async move {
+        shutdown.await;
+        health_reporter
+            .set_not_serving::<WorkerServiceServer<service::Worker>>()
+            .await;
+        draining.cancel();
+    };
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(WorkerServiceServer::new(worker))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(Error::Serve)?;
+    tracing::info!(%worker_id, "worker stopped");
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! `WorkerService.Generate`: one long-lived stream per batcher connection.
+//!
+//! The worker says Ready, then runs each batch that comes down: it sleeps until
+//! each step's absolute deadline, sends one Step holding a token per live
+//! request, applies cancellations as they arrive (a batch whose requests all
+//! left ends at once), and closes the batch with BatchDone. A worker runs one
+//! batch at a time, however many streams are open. On shutdown it finishes
+//! the batch under way, then ends its streams.
+
+use crate::{Error, Generation, batch::Running};
+use horoscoper_proto::mesh::{
+    BatchDone, GenerateRequest, GenerateResponse, Ready, Step, generate_request::Command,
+    generate_response::Event, worker_service_server::WorkerService,
+};
+use rand::{SeedableRng, rngs::StdRng};
+use std::sync::{Arc, Mutex};
+use tokio::{sync::mpsc, time::Instant};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+type Outbound = mpsc::Sender<Result<GenerateResponse, Status>>;
+
+/// The worker's gRPC service.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    generation: Generation,
+    rng: Mutex<StdRng>,
+    /// Held while a batch runs: one batch at a time per worker.
+    busy: tokio::sync::Mutex<()>,
+    draining: CancellationToken,
+}
+
+impl Worker {
+    /// A worker that ends its streams between batches once `draining` is
+    /// cancelled.
+    pub fn new(id: String, generation: Generation, draining: CancellationToken) -> Worker {
+        let rng = match generation.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        Worker {
+            inner: Arc::new(Inner {
+                id,
+                generation,
+                rng: Mutex::new(rng),
+                busy: tokio::sync::Mutex::new(()),
+                draining,
+            }),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerService for Worker {
+    type GenerateStream = ReceiverStream<Result<GenerateResponse, Status>>;
+
+    async fn generate(
+        &self,
+        request: Request<Streaming<GenerateRequest>>,
+    ) -> Result<Response<Self::GenerateStream>, Status> {
+        let (outbound, receiver) = mpsc::channel(16);
+        let inner = self.inner.clone();
+        let inbound = request.into_inner();
+        tokio::spawn(async move {
+            if let Err(status) = inner.serve(inbound, &outbound).await {
+                tracing::warn!(code = ?status.code(), message = status.message(), "generate stream failed");
+                let _ = outbound.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+/// How a batch ended.
+enum Ended {
+    /// Finished or fully cancelled: the stream goes on.
+    Batch,
+    /// The batcher closed the stream or stopped reading.
+    Stream,
+}
+
+impl Inner {
+    async fn serve(&self, mut inbound: Streaming<GenerateRequest>, outbound: &Outbound) -> Result<(), Status> {
+        let ready = Event::Ready(Ready {
+            worker_id: self.id.clone(),
+        });
+        if !send(outbound, ready).await {
+            return Ok(());
+        }
+        loop {
+            let command = tokio::select! {
+                biased;
+                () = self.draining.cancelled() => return Ok(()),
+                message = inbound.message() => message?,
+            };
+            match command.map(|request| request.command) {
+                None => return Ok(()),
+                Some(Some(Command::Batch(batch))) => {
+                    let running = Running::start(batch, &self.generation.corpus)?;
+                    match self.run_batch(running, &mut inbound, outbound).await? {
+                        Ended::Batch => {}
+                        Ended::Stream => return Ok(()),
+                    }
+                }
+                // The batch it names has already ended.
+                Some(Some(Command::Cancel(_))) => {}
+                Some(None) => return Err(Error::NoCommand.into()),
+            }
+        }
+    }
+
+    async fn run_batch(
+        &self,
+        mut running: Running,
+        inbound: &mut Streaming<GenerateRequest>,
+        outbound: &Outbound,
+    ) -> Result<Ended, Status> {
+        let _busy = self.busy.lock().await;
+        let offsets = {
+            let mut rng = self.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.generation.delays.offsets(running.steps(), &mut *rng)
+        };
+        let batch_id = running.batch_id;
+        let start = Instant::now();
+        tracing::debug!(batch_id, steps = offsets.len(), "batch started");
+        for offset in offsets {
+            let due = tokio::time::sleep_until(start + offset);
+            tokio::pin!(due);
+            loop {
+                tokio::select! {
+                    biased;
+                    message = inbound.message() => match message?.map(|request| request.command) {
+                        None => return Ok(Ended::Stream),
+                        Some(Some(Command::Cancel(cancel))) => {
+                            if cancel.batch_id == batch_id && running.cancel(cancel.request_id) && running.is_done() {
+                                tracing::debug!(batch_id, "every request left; batch ended early");
+                                return self.finish(batch_id, outbound).await;
+                            }
+                        }
+                        Some(Some(Command::Batch(batch))) => {
+                            return Err(Error::Busy { running: batch_id, new: batch.batch_id }.into());
+                        }
+                        Some(None) => return Err(Error::NoCommand.into()),
+                    },
+                    () = &mut due => break,
+                }
+            }
+            let tokens = running.step();
+            if !send(outbound, Event::Step(Step { batch_id, tokens })).await {
+                return Ok(Ended::Stream);
+            }
+            if running.is_done() {
+                break;
+            }
+        }
+        self.finish(batch_id, outbound).await
+    }
+
+    async fn finish(&self, batch_id: u64, outbound: &Outbound) -> Result<Ended, Status> {
+        tracing::debug!(batch_id, "batch done");
+        let done = send(outbound, Event::Done(BatchDone { batch_id })).await;
+        Ok(if done { Ended::Batch } else { Ended::Stream })
+    }
+}
+
+/// Sends an event; false when the batcher has gone.
+async fn send(outbound: &Outbound, event: Event) -> bool {
+    outbound
+        .send(Ok(GenerateResponse { event: Some(event) }))
+        .await
+        .is_ok()
+}
