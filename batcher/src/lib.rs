@@ -1,1 +1,84 @@
+//! Horoscoper's batcher: requests queue in arrival order and leave in static
+//! batches, each to a free worker, whose tokens stream back per request.
+//!
+//! - [`queue`]: the queue and the batching decisions (synchronous).
+//! - [`dispatcher`]: the task that owns the queue and the free workers.
+//! - [`connection`]: one task per worker: its Generate stream and routing.
+//! - [`service`]: `BatcherService.Submit`, and cancellation when a client leaves.
+//! - [`request`]: a request as the batcher holds it.
+//! - [`config`]: command-line flags and the validated configuration.
+//! - [`error`]: the crate's error type and its gRPC status.
+//!
+//! [`run`] serves the batcher on a listener until the shutdown future resolves.
 
+pub mod config;
+pub mod connection;
+pub mod dispatcher;
+pub mod error;
+pub mod queue;
+pub mod request;
+pub mod service;
+
+pub use config::{Args, Batching, BatchingArgs, Config};
+pub use error::Error;
+
+use horoscoper_proto::mesh::{self, batcher_service_server::BatcherServiceServer};
+use std::{future::Future, time::Duration};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+/// Serves the batcher on `listener` until `shutdown` resolves; then lets the
+/// open requests finish, closes the worker streams and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let local_addr = listener.local_addr().map_err(Error::Listen)?;
+    let stop = CancellationToken::new();
+    let dispatcher = dispatcher::Dispatcher::spawn(config.batching.policy, stop.clone());
+    for (index, url) in config.workers.iter().enumerate() {
+        let endpoint = Endpoint::from(url.clone())
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let connection = connection::Connection {
+            index,
+            endpoint,
+            dispatcher: dispatcher.clone(),
+            stop: stop.clone(),
+        };
+        tokio::spawn(connection.run());
+    }
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<BatcherServiceServer<service::Batcher>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mesh::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(Error::Reflection)?;
+    let batcher = service::Batcher::new(dispatcher, config.batching.time_to_live);
+
+    tracing::info!(%local_addr, workers = config.workers.len(), "batcher listening");
+    let shutdown = async move {
+        shutdown.await;
+        health_reporter
+            .set_not_serving::<BatcherServiceServer<service::Batcher>>()
+            .await;
+    };
+    let served = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(BatcherServiceServer::new(batcher))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    stop.cancel();
+    served.map_err(Error::Serve)?;
+    tracing::info!("batcher stopped");
+    Ok(())
+}

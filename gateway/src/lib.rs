@@ -1,1 +1,103 @@
+//! Horoscoper's gateway: the public face of the mesh. One port serves
+//! `horoscoper.v1.Horoscoper` over gRPC and gRPC-Web (with CORS), server
+//! reflection (v1 and v1alpha) and `grpc.health.v1`.
+//!
+//! - [`service`]: `Infer`: validation, forwarding to the batcher, streaming back.
+//! - [`config`]: command-line flags and the validated configuration.
+//! - [`error`]: the crate's error type and its gRPC status.
+//!
+//! [`run`] serves the gateway on a listener until the shutdown future resolves.
 
+pub mod config;
+pub mod error;
+pub mod service;
+
+pub use config::{Args, Config};
+pub use error::Error;
+
+use horoscoper_proto::v1::{self, horoscoper_server::HoroscoperServer};
+use http::{HeaderName, Method};
+use std::{future::Future, time::Duration};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{service::Routes, transport::Endpoint};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then lets the
+/// open streams finish and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let local_addr = listener.local_addr().map_err(Error::Listen)?;
+    // Lazy: the gateway starts without its batcher, answers UNAVAILABLE at
+    // once while it is down, and reconnects when it is back.
+    let batcher = Endpoint::from(config.batcher.clone())
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let gateway = service::Gateway::new(batcher, config.batcher.to_string());
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<HoroscoperServer<service::Gateway>>()
+        .await;
+    // grpcurl 1.8 speaks only v1alpha; newer clients ask for v1.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(Error::Reflection)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(Error::Reflection)?;
+
+    let grpc = Routes::new(HoroscoperServer::new(gateway))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(cors());
+
+    tracing::info!(%local_addr, batcher = %config.batcher, "gateway listening");
+    let shutdown = async move {
+        shutdown.await;
+        health_reporter
+            .set_not_serving::<HoroscoperServer<service::Gateway>>()
+            .await;
+    };
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .add_routes(Routes::from(grpc))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(Error::Serve)?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// CORS for browsers calling over gRPC-Web: any origin, the gRPC-Web
+/// headers in, the status trailers out.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_headers([
+            HeaderName::from_static("content-type"),
+            HeaderName::from_static("x-grpc-web"),
+            HeaderName::from_static("x-user-agent"),
+            HeaderName::from_static("grpc-timeout"),
+            HeaderName::from_static("authorization"),
+            HeaderName::from_static("traceparent"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("grpc-status"),
+            HeaderName::from_static("grpc-message"),
+            HeaderName::from_static("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(24 * 60 * 60))
+}

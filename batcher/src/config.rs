@@ -1,0 +1,144 @@
+//! The batcher's command-line flags (each also an environment variable) and
+//! the validated configuration [`crate::run`] takes.
+
+use crate::{Error, queue::Policy};
+use std::{net::SocketAddr, time::Duration};
+use tonic::transport::Uri;
+
+/// Flags of the standalone `batcher` binary.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "batcher", version, about = "Horoscoper batcher: static batches fanned out to workers")]
+pub struct Args {
+    /// Address to serve `horoscoper.mesh.v1.BatcherService` on.
+    #[arg(long, env = "HOROSCOPER_LISTEN", default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
+    /// A worker's URL, e.g. http://127.0.0.1:50051; repeat the flag (or
+    /// separate with commas in the env var) for several.
+    #[arg(long = "worker", env = "HOROSCOPER_WORKER_URLS", value_delimiter = ',', required = true)]
+    pub workers: Vec<String>,
+    #[command(flatten)]
+    pub batching: BatchingArgs,
+}
+
+/// How the batcher batches: shared by the `batcher` binary and the
+/// one-process mesh.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BatchingArgs {
+    /// Most requests in one batch.
+    #[arg(long, env = "HOROSCOPER_BATCH_SIZE", default_value_t = 4)]
+    pub batch_size: usize,
+    /// How long the oldest queued request waits for its batch to fill, in
+    /// milliseconds.
+    #[arg(long, env = "HOROSCOPER_BATCH_WINDOW_MS", default_value_t = 250)]
+    pub batch_window_ms: u64,
+    /// How long a request may wait for a free worker before it fails with
+    /// DEADLINE_EXCEEDED, in milliseconds (the client's deadline, if shorter,
+    /// wins).
+    #[arg(long, env = "HOROSCOPER_REQUEST_TTL_MS", default_value_t = 7000)]
+    pub request_ttl_ms: u64,
+}
+
+/// Largest batch a worker is asked to run.
+pub const MAX_BATCH_SIZE: usize = 4096;
+
+impl BatchingArgs {
+    /// Checks the flags.
+    pub fn validate(&self) -> Result<Batching, Error> {
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(Error::Config(format!(
+                "--batch-size is {}; it must be between 1 and {MAX_BATCH_SIZE}",
+                self.batch_size
+            )));
+        }
+        if self.request_ttl_ms == 0 {
+            return Err(Error::Config("--request-ttl-ms must be at least 1".into()));
+        }
+        Ok(Batching {
+            policy: Policy {
+                batch_size: self.batch_size,
+                window: Duration::from_millis(self.batch_window_ms),
+            },
+            time_to_live: Duration::from_millis(self.request_ttl_ms),
+        })
+    }
+}
+
+/// How the batcher batches, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batching {
+    pub policy: Policy,
+    pub time_to_live: Duration,
+}
+
+/// Everything [`crate::run`] needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub workers: Vec<Uri>,
+    pub batching: Batching,
+}
+
+impl Args {
+    /// Validates the flags into a configuration.
+    pub fn into_config(self) -> Result<Config, Error> {
+        Ok(Config {
+            workers: self
+                .workers
+                .iter()
+                .map(|url| parse_worker_url(url))
+                .collect::<Result<_, _>>()?,
+            batching: self.batching.validate()?,
+        })
+    }
+}
+
+/// A worker URL: `http://HOST:PORT` (or https).
+pub fn parse_worker_url(url: &str) -> Result<Uri, Error> {
+    let invalid = |why: &str| Error::Config(format!("--worker {url:?} {why}; expected http://HOST:PORT"));
+    let uri: Uri = url.trim().parse().map_err(|_| invalid("is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(invalid("has no http:// or https:// scheme")),
+    }
+    if uri.port_u16().is_none() {
+        return Err(invalid("has no port"));
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let args = Args::try_parse_from(args).map_err(|e| e.to_string())?;
+        args.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = parse(&["batcher", "--worker", "http://127.0.0.1:50051"]).unwrap();
+        assert_eq!(config.batching.policy.batch_size, 4);
+        assert_eq!(config.batching.policy.window, Duration::from_millis(250));
+        assert_eq!(config.batching.time_to_live, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn takes_several_workers() {
+        let config = parse(&["batcher", "--worker", "http://a:1", "--worker", "https://b:2"]).unwrap();
+        assert_eq!(config.workers.len(), 2);
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        assert!(parse(&["batcher"]).unwrap_err().contains("--worker"));
+        let message = parse(&["batcher", "--worker", "127.0.0.1:50051"]).unwrap_err();
+        assert!(message.contains("no http:// or https:// scheme"), "{message}");
+        let message = parse(&["batcher", "--worker", "http://worker"]).unwrap_err();
+        assert!(message.contains("has no port"), "{message}");
+        let message = parse(&["batcher", "--worker", "http://w:1", "--batch-size", "0"]).unwrap_err();
+        assert!(message.contains("--batch-size is 0"), "{message}");
+        let message = parse(&["batcher", "--worker", "http://w:1", "--request-ttl-ms", "0"]).unwrap_err();
+        assert!(message.contains("--request-ttl-ms"), "{message}");
+    }
+}

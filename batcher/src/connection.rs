@@ -1,0 +1,342 @@
+//! One task per worker address: it keeps a `WorkerService.Generate` stream
+//! open (reconnecting with backoff), runs the batches the dispatcher hands
+//! it, and routes each step's tokens to their requests' streams.
+
+use crate::{
+    Error,
+    dispatcher::{Dispatched, Dispatcher, Slot, ToWorker},
+    request::Reply,
+};
+use horoscoper_proto::mesh::{
+    self, Batch, BatchItem, GenerateRequest, GenerateResponse, Step, SubmitResponse,
+    generate_request::Command, generate_response::Event, worker_service_client::WorkerServiceClient,
+};
+use std::{collections::HashMap, sync::Arc, time::Duration};
+use tokio::{sync::mpsc, time::Instant};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming, transport::Endpoint};
+
+/// Reconnection delays: doubling from `FIRST` up to `MAX`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A worker connection's task.
+pub struct Connection {
+    pub index: usize,
+    pub endpoint: Endpoint,
+    pub dispatcher: Dispatcher,
+    pub stop: CancellationToken,
+}
+
+/// Why a session with the worker ended.
+enum Ended {
+    /// The batcher is stopping.
+    Stopped,
+    /// The worker closed the stream (it is draining) or broke it.
+    Lost(String),
+}
+
+impl Connection {
+    /// Runs until `stop` is cancelled.
+    pub async fn run(self) {
+        let url = self.endpoint.uri().to_string();
+        let mut backoff = FIRST_BACKOFF;
+        let mut failures = 0u32;
+        loop {
+            match self.session(&url, &mut backoff).await {
+                Ended::Stopped => return,
+                Ended::Lost(reason) => {
+                    failures += 1;
+                    // Say it once per outage, not once per retry.
+                    if failures == 1 {
+                        tracing::warn!(worker = %url, %reason, "worker unavailable; retrying with backoff");
+                    } else {
+                        tracing::debug!(worker = %url, %reason, ?backoff, "worker still unavailable");
+                    }
+                }
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            if backoff == FIRST_BACKOFF {
+                failures = 0;
+            }
+        }
+    }
+
+    /// Connects, says Ready to the dispatcher and serves batches until the
+    /// stream ends.
+    async fn session(&self, url: &str, backoff: &mut Duration) -> Ended {
+        let channel = match self.endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(error) => return Ended::Lost(format!("cannot connect: {error}")),
+        };
+        let (down, down_receiver) = mpsc::channel(32);
+        let mut up = match WorkerServiceClient::new(channel)
+            .generate(ReceiverStream::new(down_receiver))
+            .await
+        {
+            Ok(response) => response.into_inner(),
+            Err(status) => return Ended::Lost(format!("Generate refused: {status}")),
+        };
+        let worker_id: Arc<str> = match up.message().await {
+            Ok(Some(GenerateResponse {
+                event: Some(Event::Ready(ready)),
+            })) => ready.worker_id.into(),
+            Ok(other) => return Ended::Lost(format!("expected Ready first, got {other:?}")),
+            Err(status) => return Ended::Lost(format!("stream failed before Ready: {status}")),
+        };
+        *backoff = FIRST_BACKOFF;
+        tracing::info!(worker = %url, %worker_id, "worker connected");
+
+        let (commands, mut receiver) = mpsc::unbounded_channel();
+        let mut session = Session {
+            index: self.index,
+            url,
+            worker_id,
+            commands,
+            down,
+            running: None,
+            dispatcher: &self.dispatcher,
+        };
+        session.ready();
+        let ended = tokio::select! {
+            () = self.stop.cancelled() => Ended::Stopped,
+            ended = session.serve(&mut up, &mut receiver) => ended,
+        };
+
+        // Nothing that reached this connection may be lost: running requests
+        // end with a status, batches not yet started go back to the queue.
+        let error = match &ended {
+            Ended::Stopped => Error::ShuttingDown,
+            Ended::Lost(_) => Error::WorkerLost {
+                worker_id: session.worker_id.to_string(),
+            },
+        };
+        session.fail_running(error);
+        receiver.close();
+        while let Ok(command) = receiver.try_recv() {
+            if let ToWorker::Dispatch(batch) = command {
+                self.dispatcher.requeue(batch.requests);
+            }
+        }
+        ended
+    }
+}
+
+/// A request of the running batch.
+struct Route {
+    reply: Reply,
+    queue_time: Duration,
+}
+
+/// The batch the worker is running.
+struct Running {
+    batch_id: u64,
+    size: u32,
+    routes: HashMap<u64, Route>,
+}
+
+/// One open Generate stream.
+struct Session<'a> {
+    index: usize,
+    url: &'a str,
+    worker_id: Arc<str>,
+    commands: mpsc::UnboundedSender<ToWorker>,
+    down: mpsc::Sender<GenerateRequest>,
+    running: Option<Running>,
+    dispatcher: &'a Dispatcher,
+}
+
+impl Session<'_> {
+    fn ready(&self) {
+        self.dispatcher.free(Slot {
+            index: self.index,
+            worker_id: self.worker_id.clone(),
+            commands: self.commands.clone(),
+            since: Instant::now(),
+        });
+    }
+
+    async fn serve(
+        &mut self,
+        up: &mut Streaming<GenerateResponse>,
+        receiver: &mut mpsc::UnboundedReceiver<ToWorker>,
+    ) -> Ended {
+        loop {
+            tokio::select! {
+                command = receiver.recv() => {
+                    let Some(command) = command else {
+                        return Ended::Lost("command channel closed".into());
+                    };
+                    if let Err(ended) = self.command(command).await {
+                        return ended;
+                    }
+                }
+                message = up.message() => {
+                    let event = match message {
+                        Ok(Some(GenerateResponse { event: Some(event) })) => event,
+                        Ok(Some(GenerateResponse { event: None })) => {
+                            return self.protocol_error("a GenerateResponse carried no event");
+                        }
+                        Ok(None) => return Ended::Lost("the worker closed the stream".into()),
+                        Err(status) => return Ended::Lost(format!("stream failed: {status}")),
+                    };
+                    if let Err(ended) = self.event(event).await {
+                        return ended;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, command: ToWorker) -> Result<(), Ended> {
+        match command {
+            ToWorker::Dispatch(batch) => self.start(batch).await,
+            ToWorker::Cancel(request_id) => {
+                let Some(running) = &mut self.running else {
+                    return Ok(());
+                };
+                if running.routes.remove(&request_id).is_none() {
+                    return Ok(());
+                }
+                let batch_id = running.batch_id;
+                self.send(Command::Cancel(mesh::Cancel {
+                    batch_id,
+                    request_id,
+                }))
+                .await
+            }
+        }
+    }
+
+    async fn start(&mut self, batch: Dispatched) -> Result<(), Ended> {
+        if let Some(running) = &self.running {
+            // The dispatcher only hands a batch to a free worker.
+            let message = format!("batch {} dispatched while batch {} runs", batch.batch_id, running.batch_id);
+            self.dispatcher.requeue(batch.requests);
+            return Err(self.protocol_error(&message));
+        }
+        let mut items = Vec::with_capacity(batch.requests.len());
+        let mut routes = HashMap::with_capacity(batch.requests.len());
+        for entry in batch.requests {
+            items.push(BatchItem {
+                request_id: entry.id,
+                prefix: entry.item.prefix,
+            });
+            routes.insert(
+                entry.id,
+                Route {
+                    reply: entry.item.reply,
+                    queue_time: batch.at - entry.enqueued,
+                },
+            );
+        }
+        self.running = Some(Running {
+            batch_id: batch.batch_id,
+            size: items.len() as u32,
+            routes,
+        });
+        self.send(Command::Batch(Batch {
+            batch_id: batch.batch_id,
+            items,
+        }))
+        .await
+    }
+
+    async fn event(&mut self, event: Event) -> Result<(), Ended> {
+        match event {
+            Event::Step(step) => self.step(step).await,
+            Event::Done(done) => {
+                match &self.running {
+                    Some(running) if running.batch_id == done.batch_id => {}
+                    _ => return Err(self.protocol_error(&format!("BatchDone for unknown batch {}", done.batch_id))),
+                }
+                let running = self.running.take().expect("checked above");
+                if !running.routes.is_empty() {
+                    let status = Status::from(Error::BatchCutShort {
+                        worker_id: self.worker_id.to_string(),
+                        batch_id: running.batch_id,
+                    });
+                    for route in running.routes.into_values() {
+                        let _ = route.reply.send(Err(status.clone()));
+                    }
+                }
+                self.ready();
+                Ok(())
+            }
+            Event::Ready(_) => Err(self.protocol_error("Ready sent twice")),
+        }
+    }
+
+    async fn step(&mut self, step: Step) -> Result<(), Ended> {
+        let Some(running) = self.running.as_mut().filter(|r| r.batch_id == step.batch_id) else {
+            return Err(self.protocol_error(&format!("Step for unknown batch {}", step.batch_id)));
+        };
+        let mut left = Vec::new();
+        for token in step.tokens {
+            let Some(route) = running.routes.get(&token.request_id) else {
+                continue; // cancelled since the step was sent
+            };
+            let batch = token.last.then(|| mesh::BatchInfo {
+                batch_id: running.batch_id,
+                batch_size: running.size,
+                worker_id: self.worker_id.to_string(),
+                queue_time: prost_types::Duration::try_from(route.queue_time).ok(),
+            });
+            let response = SubmitResponse {
+                text: token.text,
+                last: token.last,
+                batch,
+            };
+            let delivered = route.reply.send(Ok(response)).is_ok();
+            if token.last || !delivered {
+                // Dropping the route ends the request's stream after its
+                // last token.
+                running.routes.remove(&token.request_id);
+            }
+            if !delivered {
+                left.push(token.request_id);
+            }
+        }
+        let batch_id = running.batch_id;
+        for request_id in left {
+            self.send(Command::Cancel(mesh::Cancel {
+                batch_id,
+                request_id,
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, command: Command) -> Result<(), Ended> {
+        self.down
+            .send(GenerateRequest {
+                command: Some(command),
+            })
+            .await
+            .map_err(|_| Ended::Lost("the stream to the worker closed".into()))
+    }
+
+    fn protocol_error(&self, message: &str) -> Ended {
+        let error = Error::WorkerProtocol {
+            url: self.url.to_string(),
+            message: message.to_string(),
+        };
+        tracing::error!(%error);
+        Ended::Lost(error.to_string())
+    }
+
+    fn fail_running(&mut self, error: Error) {
+        if let Some(running) = self.running.take() {
+            let status = Status::from(error);
+            for route in running.routes.into_values() {
+                let _ = route.reply.send(Err(status.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The batcher's errors, and the one place they become gRPC statuses.
+
+use crate::request::Limit;
+use std::time::Duration;
+use tonic::{Code, Status};
+
+/// Everything that can go wrong in the batcher.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}", expired_message(*.waited, *.limit))]
+    Expired { waited: Duration, limit: Limit },
+    #[error("worker {worker_id} disconnected while generating this request")]
+    WorkerLost { worker_id: String },
+    #[error("worker {worker_id} ended batch {batch_id} before this request's last token")]
+    BatchCutShort { worker_id: String, batch_id: u64 },
+    #[error("the batcher is shutting down")]
+    ShuttingDown,
+    #[error("worker at {url} broke the protocol: {message}")]
+    WorkerProtocol { url: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot read the listener's address: {0}")]
+    Listen(#[source] std::io::Error),
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    #[error("server failed: {0}")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+fn expired_message(waited: Duration, limit: Limit) -> String {
+    let waited = waited.as_millis();
+    match limit {
+        Limit::TimeToLive(ttl) => format!(
+            "waited {waited} ms for a free worker: not dispatched within the request time to live of {} ms",
+            ttl.as_millis()
+        ),
+        Limit::ClientDeadline(deadline) => format!(
+            "waited {waited} ms for a free worker: not dispatched within the client's deadline of {} ms",
+            deadline.as_millis()
+        ),
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = match &error {
+            Error::Expired { .. } => Code::DeadlineExceeded,
+            Error::WorkerLost { .. } | Error::ShuttingDown => Code::Unavailable,
+            Error::BatchCutShort { .. }
+            | Error::WorkerProtocol { .. }
+            | Error::Config(_)
+            | Error::Listen(_)
+            | Error::Reflection(_)
+            | Error::Serve(_) => Code::Internal,
+        };
+        Status::new(code, error.to_string())
+    }
+}

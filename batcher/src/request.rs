@@ -1,0 +1,44 @@
+//! A client request inside the batcher: what the queue holds and how its
+//! tokens travel back to the Submit stream.
+
+use horoscoper_proto::mesh::SubmitResponse;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+/// Where a request's tokens go. Unbounded, yet bounded in practice by its
+/// text: one message per token, one status at most.
+pub type Reply = mpsc::UnboundedSender<Result<SubmitResponse, Status>>;
+
+/// What bounds a request's time in the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// The batcher's `--request-ttl-ms`.
+    TimeToLive(Duration),
+    /// The client's gRPC deadline, shorter than the time to live.
+    ClientDeadline(Duration),
+}
+
+impl Limit {
+    /// The shorter of the time to live and the client's deadline.
+    pub fn new(time_to_live: Duration, client_deadline: Option<Duration>) -> Limit {
+        match client_deadline {
+            Some(deadline) if deadline < time_to_live => Limit::ClientDeadline(deadline),
+            _ => Limit::TimeToLive(time_to_live),
+        }
+    }
+
+    pub fn duration(self) -> Duration {
+        match self {
+            Limit::TimeToLive(duration) | Limit::ClientDeadline(duration) => duration,
+        }
+    }
+}
+
+/// A request waiting in the queue or running in a batch.
+#[derive(Debug)]
+pub struct Pending {
+    pub prefix: String,
+    pub limit: Limit,
+    pub reply: Reply,
+}

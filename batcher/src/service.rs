@@ -1,0 +1,112 @@
+//! `BatcherService.Submit`: one call per client request. The request joins
+//! the queue; its tokens stream back as its worker produces them. A client
+//! that leaves is cancelled all the way down.
+
+use crate::{
+    Error,
+    dispatcher::Dispatcher,
+    queue::Entry,
+    request::{Limit, Pending},
+};
+use horoscoper_proto::{
+    deadline,
+    mesh::{SubmitRequest, SubmitResponse, batcher_service_server::BatcherService},
+};
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::{sync::mpsc, time::Instant};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// The batcher's gRPC service.
+#[derive(Clone)]
+pub struct Batcher {
+    dispatcher: Dispatcher,
+    time_to_live: Duration,
+    next_request_id: Arc<AtomicU64>,
+}
+
+impl Batcher {
+    pub fn new(dispatcher: Dispatcher, time_to_live: Duration) -> Batcher {
+        Batcher {
+            dispatcher,
+            time_to_live,
+            next_request_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl BatcherService for Batcher {
+    type SubmitStream = RequestStream;
+
+    async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<RequestStream>, Status> {
+        let limit = Limit::new(self.time_to_live, deadline::from_metadata(request.metadata()));
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, tokens) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        let entry = Entry {
+            id,
+            enqueued: now,
+            expires: now + limit.duration(),
+            item: Pending {
+                prefix: request.into_inner().prefix,
+                limit,
+                reply,
+            },
+        };
+        if self.dispatcher.enqueue(entry).is_err() {
+            return Err(Error::ShuttingDown.into());
+        }
+        Ok(Response::new(RequestStream {
+            id,
+            tokens,
+            dispatcher: self.dispatcher.clone(),
+            finished: false,
+        }))
+    }
+}
+
+/// A request's tokens. Dropped before its end (the client left), it cancels
+/// the request: off the queue, or stopped at its worker.
+pub struct RequestStream {
+    id: u64,
+    tokens: mpsc::UnboundedReceiver<Result<SubmitResponse, Status>>,
+    dispatcher: Dispatcher,
+    finished: bool,
+}
+
+impl Stream for RequestStream {
+    type Item = Result<SubmitResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let item = std::task::ready!(self.tokens.poll_recv(cx));
+        self.finished = match &item {
+            Some(Ok(response)) => response.last,
+            Some(Err(_)) | None => true,
+        };
+        // Every path that drops a request's reply sends a status first; should
+        // one ever not, the client still gets an error rather than a cut text
+        // that looks complete.
+        Poll::Ready(item.or_else(|| Some(Err(Status::internal("the request ended without its last token")))))
+    }
+}
+
+impl Drop for RequestStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::debug!(request_id = self.id, "client left; cancelling");
+            self.dispatcher.cancel(self.id);
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The gateway's errors, and the one place they become gRPC statuses.
+
+use horoscoper_proto::v1::MAX_PREFIX_CHARS;
+use tonic::{Code, Status};
+
+/// Everything that can go wrong in the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("prefix has {chars} characters, at most {MAX_PREFIX_CHARS} are allowed")]
+    PrefixTooLong { chars: usize },
+    #[error("the batcher at {url} is unavailable: {message}")]
+    BatcherUnavailable { url: String, message: String },
+    /// A status from the batcher, passed on as it is.
+    #[error("{}", .0.message())]
+    Upstream(Status),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot read the listener's address: {0}")]
+    Listen(#[source] std::io::Error),
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    #[error("server failed: {0}")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = match &error {
+            Error::PrefixTooLong { .. } => Code::InvalidArgument,
+            Error::BatcherUnavailable { .. } => Code::Unavailable,
+            Error::Upstream(status) => return status.clone(),
+            Error::Config(_) | Error::Listen(_) | Error::Reflection(_) | Error::Serve(_) => Code::Internal,
+        };
+        Status::new(code, error.to_string())
+    }
+}
