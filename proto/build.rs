@@ -6,8 +6,14 @@ use prost::Message;
 use std::{env, fs, path::PathBuf};
 
 const APIS: [(&str, &str); 2] = [
-    ("horoscoper/v1/horoscoper.proto", "horoscoper_v1_descriptor.bin"),
-    ("horoscoper/mesh/v1/mesh.proto", "horoscoper_mesh_v1_descriptor.bin"),
+    (
+        "horoscoper/v1/horoscoper.proto",
+        "horoscoper_v1_descriptor.bin",
+    ),
+    (
+        "horoscoper/mesh/v1/mesh.proto",
+        "horoscoper_mesh_v1_descriptor.bin",
+    ),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

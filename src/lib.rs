@@ -16,7 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Flags of the one-process mesh.
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "horoscoper", version, about = "The whole Horoscoper mesh in one process")]
+#[command(
+    name = "horoscoper",
+    version,
+    about = "The whole Horoscoper mesh in one process"
+)]
 pub struct Args {
     /// Address of the gateway: gRPC, gRPC-Web, reflection and health.
     #[arg(long, env = "HOROSCOPER_LISTEN", default_value = "127.0.0.1:8080")]
@@ -91,12 +95,19 @@ pub async fn run(
             worker_id: Some(format!("worker-{}", index + 1)),
             generation,
         };
-        workers.spawn(horoscoper_worker::run(worker, listener, workers_stop.clone().cancelled_owned()));
+        workers.spawn(horoscoper_worker::run(
+            worker,
+            listener,
+            workers_stop.clone().cancelled_owned(),
+        ));
     }
 
     let batcher_stop = CancellationToken::new();
     let batcher_listener = loopback().await?;
-    let batcher_url = format!("http://{}", batcher_listener.local_addr().map_err(Error::Bind)?);
+    let batcher_url = format!(
+        "http://{}",
+        batcher_listener.local_addr().map_err(Error::Bind)?
+    );
     let batcher_config = horoscoper_batcher::Config {
         workers: worker_urls,
         batching: config.batching,
@@ -124,10 +135,8 @@ pub async fn run(
     };
 
     batcher_stop.cancel();
-    if !batcher_done {
-        if let Ok(Err(error)) = batcher.await {
-            tracing::error!(%error, "batcher failed while draining");
-        }
+    if !batcher_done && let Ok(Err(error)) = batcher.await {
+        tracing::error!(%error, "batcher failed while draining");
     }
     workers_stop.cancel();
     while let Some(joined) = workers.join_next().await {

@@ -7,14 +7,23 @@ use tonic::transport::Uri;
 
 /// Flags of the standalone `batcher` binary.
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "batcher", version, about = "Horoscoper batcher: static batches fanned out to workers")]
+#[command(
+    name = "batcher",
+    version,
+    about = "Horoscoper batcher: static batches fanned out to workers"
+)]
 pub struct Args {
     /// Address to serve `horoscoper.mesh.v1.BatcherService` on.
     #[arg(long, env = "HOROSCOPER_LISTEN", default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
     /// A worker's URL, e.g. http://127.0.0.1:50051; repeat the flag (or
     /// separate with commas in the env var) for several.
-    #[arg(long = "worker", env = "HOROSCOPER_WORKER_URLS", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "worker",
+        env = "HOROSCOPER_WORKER_URLS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub workers: Vec<String>,
     #[command(flatten)]
     pub batching: BatchingArgs,
@@ -93,7 +102,8 @@ impl Args {
 
 /// A worker URL: `http://HOST:PORT` (or https).
 pub fn parse_worker_url(url: &str) -> Result<Uri, Error> {
-    let invalid = |why: &str| Error::Config(format!("--worker {url:?} {why}; expected http://HOST:PORT"));
+    let invalid =
+        |why: &str| Error::Config(format!("--worker {url:?} {why}; expected http://HOST:PORT"));
     let uri: Uri = url.trim().parse().map_err(|_| invalid("is not a URL"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
@@ -125,7 +135,14 @@ mod tests {
 
     #[test]
     fn takes_several_workers() {
-        let config = parse(&["batcher", "--worker", "http://a:1", "--worker", "https://b:2"]).unwrap();
+        let config = parse(&[
+            "batcher",
+            "--worker",
+            "http://a:1",
+            "--worker",
+            "https://b:2",
+        ])
+        .unwrap();
         assert_eq!(config.workers.len(), 2);
     }
 
@@ -133,12 +150,17 @@ mod tests {
     fn refuses_bad_values() {
         assert!(parse(&["batcher"]).unwrap_err().contains("--worker"));
         let message = parse(&["batcher", "--worker", "127.0.0.1:50051"]).unwrap_err();
-        assert!(message.contains("no http:// or https:// scheme"), "{message}");
+        assert!(
+            message.contains("no http:// or https:// scheme"),
+            "{message}"
+        );
         let message = parse(&["batcher", "--worker", "http://worker"]).unwrap_err();
         assert!(message.contains("has no port"), "{message}");
-        let message = parse(&["batcher", "--worker", "http://w:1", "--batch-size", "0"]).unwrap_err();
+        let message =
+            parse(&["batcher", "--worker", "http://w:1", "--batch-size", "0"]).unwrap_err();
         assert!(message.contains("--batch-size is 0"), "{message}");
-        let message = parse(&["batcher", "--worker", "http://w:1", "--request-ttl-ms", "0"]).unwrap_err();
+        let message =
+            parse(&["batcher", "--worker", "http://w:1", "--request-ttl-ms", "0"]).unwrap_err();
         assert!(message.contains("--request-ttl-ms"), "{message}");
     }
 }

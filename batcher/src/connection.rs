@@ -9,7 +9,8 @@ use crate::{
 };
 use horoscoper_proto::mesh::{
     self, Batch, BatchItem, GenerateRequest, GenerateResponse, Step, SubmitResponse,
-    generate_request::Command, generate_response::Event, worker_service_client::WorkerServiceClient,
+    generate_request::Command, generate_response::Event,
+    worker_service_client::WorkerServiceClient,
 };
 use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
@@ -216,7 +217,10 @@ impl Session<'_> {
     async fn start(&mut self, batch: Dispatched) -> Result<(), Ended> {
         if let Some(running) = &self.running {
             // The dispatcher only hands a batch to a free worker.
-            let message = format!("batch {} dispatched while batch {} runs", batch.batch_id, running.batch_id);
+            let message = format!(
+                "batch {} dispatched while batch {} runs",
+                batch.batch_id, running.batch_id
+            );
             self.dispatcher.requeue(batch.requests);
             return Err(self.protocol_error(&message));
         }
@@ -253,7 +257,12 @@ impl Session<'_> {
             Event::Done(done) => {
                 match &self.running {
                     Some(running) if running.batch_id == done.batch_id => {}
-                    _ => return Err(self.protocol_error(&format!("BatchDone for unknown batch {}", done.batch_id))),
+                    _ => {
+                        return Err(self.protocol_error(&format!(
+                            "BatchDone for unknown batch {}",
+                            done.batch_id
+                        )));
+                    }
                 }
                 let running = self.running.take().expect("checked above");
                 if !running.routes.is_empty() {
@@ -273,7 +282,11 @@ impl Session<'_> {
     }
 
     async fn step(&mut self, step: Step) -> Result<(), Ended> {
-        let Some(running) = self.running.as_mut().filter(|r| r.batch_id == step.batch_id) else {
+        let Some(running) = self
+            .running
+            .as_mut()
+            .filter(|r| r.batch_id == step.batch_id)
+        else {
             return Err(self.protocol_error(&format!("Step for unknown batch {}", step.batch_id)));
         };
         let mut left = Vec::new();

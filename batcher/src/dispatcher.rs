@@ -97,10 +97,10 @@ impl Dispatcher {
     /// Requests a worker connection could not run: they go back to their
     /// places at the head of the queue.
     pub fn requeue(&self, requests: Vec<Entry<Pending>>) {
-        if let Err(error) = self.commands.send(Command::Requeue(requests)) {
-            if let Command::Requeue(requests) = error.0 {
-                fail_all(requests, Error::ShuttingDown);
-            }
+        if let Err(error) = self.commands.send(Command::Requeue(requests))
+            && let Command::Requeue(requests) = error.0
+        {
+            fail_all(requests, Error::ShuttingDown);
         }
     }
 }
@@ -115,7 +115,11 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, stop: CancellationToken) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        stop: CancellationToken,
+    ) {
         loop {
             let now = Instant::now();
             self.expire(now);
@@ -181,7 +185,10 @@ impl Task {
             let Some(reason) = self.queue.ready(now, slot.since) else {
                 break;
             };
-            let slot = self.free.pop_front().expect("a free worker is at the front");
+            let slot = self
+                .free
+                .pop_front()
+                .expect("a free worker is at the front");
             let requests: Vec<Entry<Pending>> = self
                 .queue
                 .take_batch()
@@ -229,5 +236,272 @@ pub fn fail_all(requests: Vec<Entry<Pending>>, error: Error) {
     let status = tonic::Status::from(error);
     for entry in requests {
         let _ = entry.item.reply.send(Err(status.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Limit;
+    use horoscoper_proto::mesh::SubmitResponse;
+    use std::time::Duration;
+    use tonic::{Code, Status};
+
+    const WINDOW: Duration = Duration::from_millis(250);
+    const TTL: Duration = Duration::from_secs(7);
+
+    type Tokens = mpsc::UnboundedReceiver<Result<SubmitResponse, Status>>;
+
+    struct Harness {
+        dispatcher: Dispatcher,
+        stop: CancellationToken,
+        next_id: u64,
+    }
+
+    impl Harness {
+        fn new(batch_size: usize) -> Harness {
+            let stop = CancellationToken::new();
+            let policy = Policy {
+                batch_size,
+                window: WINDOW,
+            };
+            Harness {
+                dispatcher: Dispatcher::spawn(policy, stop.clone()),
+                stop,
+                next_id: 1,
+            }
+        }
+
+        fn request_with(&mut self, time_to_live: Duration) -> (u64, Tokens) {
+            let (reply, tokens) = mpsc::unbounded_channel();
+            let id = self.next_id;
+            self.next_id += 1;
+            let now = Instant::now();
+            let entry = Entry {
+                id,
+                enqueued: now,
+                expires: now + time_to_live,
+                item: Pending {
+                    prefix: format!("request {id}"),
+                    limit: Limit::TimeToLive(time_to_live),
+                    reply,
+                },
+            };
+            self.dispatcher.enqueue(entry).expect("the dispatcher runs");
+            (id, tokens)
+        }
+
+        fn requests(&mut self, count: usize) -> Vec<Tokens> {
+            (0..count).map(|_| self.request_with(TTL).1).collect()
+        }
+
+        fn free(&self, index: usize) -> mpsc::UnboundedReceiver<ToWorker> {
+            let (commands, receiver) = mpsc::unbounded_channel();
+            self.free_with(index, commands);
+            receiver
+        }
+
+        fn free_with(&self, index: usize, commands: mpsc::UnboundedSender<ToWorker>) {
+            self.dispatcher.free(Slot {
+                index,
+                worker_id: format!("worker-{index}").into(),
+                commands,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn batch(worker: &mut mpsc::UnboundedReceiver<ToWorker>) -> Dispatched {
+        match worker.recv().await {
+            Some(ToWorker::Dispatch(batch)) => batch,
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    fn ids(batch: &Dispatched) -> Vec<u64> {
+        batch.requests.iter().map(|e| e.id).collect()
+    }
+
+    /// Lets the dispatcher task handle what was sent, without moving the clock.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dispatches_a_full_batch_at_once() {
+        let mut h = Harness::new(4);
+        let mut worker = h.free(0);
+        let t0 = Instant::now();
+        let _requests = h.requests(4);
+        let batch = batch(&mut worker).await;
+        assert_eq!(ids(&batch), [1, 2, 3, 4]);
+        assert_eq!(batch.reason, Reason::Full);
+        assert_eq!(Instant::now(), t0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_for_the_window_before_sending_a_partial_batch() {
+        let mut h = Harness::new(4);
+        let mut worker = h.free(0);
+        let t0 = Instant::now();
+        let _requests = h.requests(2);
+        let batch = batch(&mut worker).await;
+        assert_eq!(ids(&batch), [1, 2]);
+        assert_eq!(batch.reason, Reason::Window);
+        assert_eq!(Instant::now() - t0, WINDOW);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_a_stale_head_as_soon_as_a_worker_frees() {
+        let mut h = Harness::new(4);
+        let _requests = h.requests(1);
+        tokio::time::advance(Duration::from_millis(400)).await;
+        let t1 = Instant::now();
+        let mut worker = h.free(0);
+        let batch = batch(&mut worker).await;
+        assert_eq!(batch.reason, Reason::StaleHead);
+        assert_eq!(
+            Instant::now(),
+            t1,
+            "a stale head does not wait a second window"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn eight_requests_arriving_two_then_six_give_batches_of_two_four_and_two() {
+        let mut h = Harness::new(4);
+        let mut first = h.free(0);
+        let mut second = h.free(1);
+        let _early = h.requests(2);
+        let one = batch(&mut first).await;
+        assert_eq!((ids(&one), one.reason), (vec![1, 2], Reason::Window));
+
+        let _late = h.requests(6);
+        let two = batch(&mut second).await;
+        assert_eq!((ids(&two), two.reason), (vec![3, 4, 5, 6], Reason::Full));
+
+        // Both workers are busy past the window; the first to free takes the rest.
+        tokio::time::advance(Duration::from_millis(600)).await;
+        let mut first = h.free(0);
+        let three = batch(&mut first).await;
+        assert_eq!((ids(&three), three.reason), (vec![7, 8], Reason::StaleHead));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn seals_no_batch_until_a_worker_can_take_it() {
+        let mut h = Harness::new(4);
+        let _requests = h.requests(3);
+        tokio::time::advance(WINDOW * 4).await;
+        let _more = h.requests(3);
+        settle().await;
+        // Had the window sealed a batch of 3 while every worker was busy, the
+        // free worker would get 3; it gets the 4 oldest instead.
+        let mut worker = h.free(0);
+        let batch = batch(&mut worker).await;
+        assert_eq!(
+            (ids(&batch), batch.reason),
+            (vec![1, 2, 3, 4], Reason::Full)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_free_worker_idles_while_a_batch_is_ready() {
+        let mut h = Harness::new(2);
+        let mut first = h.free(0);
+        let mut second = h.free(1);
+        let _requests = h.requests(4);
+        assert_eq!(ids(&batch(&mut first).await), [1, 2]);
+        assert_eq!(ids(&batch(&mut second).await), [3, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_free_worker_gets_the_next_batch() {
+        let mut h = Harness::new(1);
+        let mut first = h.free(0);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let mut second = h.free(1);
+        let _requests = h.requests(1);
+        assert_eq!(ids(&batch(&mut first).await), [1]);
+        settle().await;
+        assert!(second.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_not_dispatched_in_time_ends_with_deadline_exceeded() {
+        let mut h = Harness::new(4);
+        let (_, mut tokens) = h.request_with(Duration::from_millis(100));
+        let status = tokens.recv().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert_eq!(
+            status.message(),
+            "waited 100 ms for a free worker: not dispatched within the request time to live of 100 ms"
+        );
+        // It is gone from the queue: a worker that frees later gets nothing.
+        let mut worker = h.free(0);
+        tokio::time::advance(WINDOW * 2).await;
+        settle().await;
+        assert!(worker.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_leaves_the_queue_is_not_dispatched() {
+        let mut h = Harness::new(4);
+        let (gone, _tokens) = h.request_with(TTL);
+        let _stays = h.requests(1);
+        let (_, dropped) = h.request_with(TTL);
+        drop(dropped);
+        h.dispatcher.cancel(gone);
+        let mut worker = h.free(0);
+        let batch = batch(&mut worker).await;
+        assert_eq!(ids(&batch), [2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_for_a_dispatched_request_reaches_its_worker() {
+        let mut h = Harness::new(1);
+        let mut worker = h.free(0);
+        let (id, _tokens) = h.request_with(TTL);
+        batch(&mut worker).await;
+        h.dispatcher.cancel(id);
+        match worker.recv().await {
+            Some(ToWorker::Cancel(cancelled)) => assert_eq!(cancelled, id),
+            other => panic!("expected a cancel, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_for_a_vanished_worker_goes_to_the_next_one_intact() {
+        let mut h = Harness::new(2);
+        let (commands, receiver) = mpsc::unbounded_channel();
+        h.free_with(0, commands);
+        drop(receiver);
+        let mut alive = h.free(1);
+        let _requests = h.requests(2);
+        assert_eq!(ids(&batch(&mut alive).await), [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requeued_requests_keep_their_place() {
+        let mut h = Harness::new(2);
+        let mut worker = h.free(0);
+        let _requests = h.requests(3);
+        let first = batch(&mut worker).await;
+        h.dispatcher.requeue(first.requests);
+        let mut worker = h.free(0);
+        assert_eq!(ids(&batch(&mut worker).await), [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_fails_what_is_queued_with_unavailable() {
+        let mut h = Harness::new(4);
+        let mut requests = h.requests(2);
+        settle().await;
+        h.stop.cancel();
+        for tokens in &mut requests {
+            let status = tokens.recv().await.unwrap().unwrap_err();
+            assert_eq!(status.code(), Code::Unavailable);
+        }
     }
 }

@@ -47,8 +47,14 @@ impl Batcher {
 impl BatcherService for Batcher {
     type SubmitStream = RequestStream;
 
-    async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<RequestStream>, Status> {
-        let limit = Limit::new(self.time_to_live, deadline::from_metadata(request.metadata()));
+    async fn submit(
+        &self,
+        request: Request<SubmitRequest>,
+    ) -> Result<Response<RequestStream>, Status> {
+        let limit = Limit::new(
+            self.time_to_live,
+            deadline::from_metadata(request.metadata()),
+        );
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let (reply, tokens) = mpsc::unbounded_channel();
         let now = Instant::now();
@@ -98,7 +104,11 @@ impl Stream for RequestStream {
         // Every path that drops a request's reply sends a status first; should
         // one ever not, the client still gets an error rather than a cut text
         // that looks complete.
-        Poll::Ready(item.or_else(|| Some(Err(Status::internal("the request ended without its last token")))))
+        Poll::Ready(item.or_else(|| {
+            Some(Err(Status::internal(
+                "the request ended without its last token",
+            )))
+        }))
     }
 }
 

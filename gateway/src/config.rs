@@ -7,13 +7,21 @@ use tonic::transport::Uri;
 
 /// Flags of the standalone `gateway` binary.
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "gateway", version, about = "Horoscoper gateway: the public gRPC and gRPC-Web endpoint")]
+#[command(
+    name = "gateway",
+    version,
+    about = "Horoscoper gateway: the public gRPC and gRPC-Web endpoint"
+)]
 pub struct Args {
     /// Address to serve gRPC, gRPC-Web, reflection and health on.
     #[arg(long, env = "HOROSCOPER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// The batcher's URL.
-    #[arg(long, env = "HOROSCOPER_BATCHER", default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long,
+        env = "HOROSCOPER_BATCHER",
+        default_value = "http://127.0.0.1:50052"
+    )]
     pub batcher: String,
 }
 
@@ -27,9 +35,16 @@ impl Args {
     /// Validates the flags into a configuration.
     pub fn into_config(self) -> Result<Config, Error> {
         let invalid = |why: &str| {
-            Error::Config(format!("--batcher {:?} {why}; expected http://HOST:PORT", self.batcher))
+            Error::Config(format!(
+                "--batcher {:?} {why}; expected http://HOST:PORT",
+                self.batcher
+            ))
         };
-        let batcher: Uri = self.batcher.trim().parse().map_err(|_| invalid("is not a URL"))?;
+        let batcher: Uri = self
+            .batcher
+            .trim()
+            .parse()
+            .map_err(|_| invalid("is not a URL"))?;
         if !matches!(batcher.scheme_str(), Some("http" | "https")) {
             return Err(invalid("has no http:// or https:// scheme"));
         }
@@ -49,8 +64,16 @@ mod tests {
     fn defaults_and_validation() {
         let args = Args::try_parse_from(["gateway"]).unwrap();
         assert_eq!(args.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(args.into_config().unwrap().batcher, "http://127.0.0.1:50052");
+        assert_eq!(
+            args.into_config().unwrap().batcher,
+            "http://127.0.0.1:50052"
+        );
         let args = Args::try_parse_from(["gateway", "--batcher", "batcher:50052"]).unwrap();
-        assert!(args.into_config().unwrap_err().to_string().contains("scheme"));
+        assert!(
+            args.into_config()
+                .unwrap_err()
+                .to_string()
+                .contains("scheme")
+        );
     }
 }

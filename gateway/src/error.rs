@@ -29,7 +29,9 @@ impl From<Error> for Status {
             Error::PrefixTooLong { .. } => Code::InvalidArgument,
             Error::BatcherUnavailable { .. } => Code::Unavailable,
             Error::Upstream(status) => return status.clone(),
-            Error::Config(_) | Error::Listen(_) | Error::Reflection(_) | Error::Serve(_) => Code::Internal,
+            Error::Config(_) | Error::Listen(_) | Error::Reflection(_) | Error::Serve(_) => {
+                Code::Internal
+            }
         };
         Status::new(code, error.to_string())
     }

@@ -63,7 +63,11 @@ impl Horoscoper for Gateway {
             .await
             .map_err(|status| self.upstream(status))?
             .into_inner();
-        let stream = tokens.map(|token| token.map(public).map_err(|status| Error::Upstream(status).into()));
+        let stream = tokens.map(|token| {
+            token
+                .map(public)
+                .map_err(|status| Error::Upstream(status).into())
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -110,7 +114,10 @@ mod tests {
         assert!(validate(&prefix("🦀".repeat(1024))).is_ok());
         assert!(validate(&prefix(String::new())).is_ok());
         let error = validate(&prefix("🦀".repeat(1025))).unwrap_err();
-        assert_eq!(error.to_string(), "prefix has 1025 characters, at most 1024 are allowed");
+        assert_eq!(
+            error.to_string(),
+            "prefix has 1025 characters, at most 1024 are allowed"
+        );
         assert_eq!(Status::from(error).code(), tonic::Code::InvalidArgument);
     }
 }

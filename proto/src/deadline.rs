@@ -51,7 +51,17 @@ mod tests {
 
     #[test]
     fn refuses_malformed_values() {
-        for bad in ["", "S", "5", "5s", "-5S", "123456789S", "1.5S", "+5S", "5 S"] {
+        for bad in [
+            "",
+            "S",
+            "5",
+            "5s",
+            "-5S",
+            "123456789S",
+            "1.5S",
+            "+5S",
+            "5 S",
+        ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
     }

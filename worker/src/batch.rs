@@ -60,11 +60,7 @@ impl Running {
                 next: 0,
             });
         }
-        let steps = live
-            .iter()
-            .map(|l| token_count(&l.text))
-            .max()
-            .unwrap_or(0);
+        let steps = live.iter().map(|l| token_count(&l.text)).max().unwrap_or(0);
         Ok(Running {
             batch_id: batch.batch_id,
             live,
@@ -176,7 +172,14 @@ mod tests {
         running.step();
         assert!(running.cancel(101));
         assert!(!running.cancel(101));
-        assert_eq!(running.step().iter().map(|t| t.request_id).collect::<Vec<_>>(), [100]);
+        assert_eq!(
+            running
+                .step()
+                .iter()
+                .map(|t| t.request_id)
+                .collect::<Vec<_>>(),
+            [100]
+        );
         assert!(running.cancel(100));
         assert!(running.is_done());
     }
@@ -192,7 +195,10 @@ mod tests {
         twice.items[1].request_id = 100;
         assert!(matches!(
             Running::start(twice, &corpus),
-            Err(Error::DuplicateRequest { request_id: 100, .. })
+            Err(Error::DuplicateRequest {
+                request_id: 100,
+                ..
+            })
         ));
     }
 }

@@ -91,11 +91,35 @@ mod tests {
     /// Fixed prefixes and the text they get from the built-in corpus. A change
     /// here changes what every client sees: it is a breaking change.
     const GOLDEN: [(&str, &str, &str); 6] = [
-        ("", "AQUARIUS", "Your future focused mind sees trends before others. Share your predictions and plan accordingly. Being ahead of the curve gives you a real advantage. An early night sets up a bright morning."),
-        ("hello", "CANCER", "Money arrives from an unexpected direction, perhaps a refund or a forgotten account. Tuck it away for a rainy day, and feel the comfort of a stronger safety net."),
-        ("aries", "ARIES", "You are at your best when you lead by example rather than by volume. Show the team how it is done, then step back and let them surprise you with their own approach."),
-        ("Вы многое принимаете", "AQUARIUS", "You feel detached from your emotions. Take time to check in with yourself. Journaling or a quiet walk helps you reconnect with what you truly feel inside."),
-        ("🦀 rust", "CANCER", "A memory returns with surprising force. Let it teach you something about what you want now rather than pulling you back into the past. Then set it gently aside."),
-        ("What does my week look like?", "ARIES", "Patience is not your favourite virtue, but it pays handsomely right now. Let a negotiation run its course instead of forcing a close. The better offer is still on its way."),
+        (
+            "",
+            "AQUARIUS",
+            "Your future focused mind sees trends before others. Share your predictions and plan accordingly. Being ahead of the curve gives you a real advantage. An early night sets up a bright morning.",
+        ),
+        (
+            "hello",
+            "CANCER",
+            "Money arrives from an unexpected direction, perhaps a refund or a forgotten account. Tuck it away for a rainy day, and feel the comfort of a stronger safety net.",
+        ),
+        (
+            "aries",
+            "ARIES",
+            "You are at your best when you lead by example rather than by volume. Show the team how it is done, then step back and let them surprise you with their own approach.",
+        ),
+        (
+            "Вы многое принимаете",
+            "AQUARIUS",
+            "You feel detached from your emotions. Take time to check in with yourself. Journaling or a quiet walk helps you reconnect with what you truly feel inside.",
+        ),
+        (
+            "🦀 rust",
+            "CANCER",
+            "A memory returns with surprising force. Let it teach you something about what you want now rather than pulling you back into the past. Then set it gently aside.",
+        ),
+        (
+            "What does my week look like?",
+            "ARIES",
+            "Patience is not your favourite virtue, but it pays handsomely right now. Let a negotiation run its course instead of forcing a close. The better offer is still on its way.",
+        ),
     ];
 }

@@ -6,7 +6,11 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 /// Flags of the standalone `worker` binary.
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "worker", version, about = "Horoscoper worker: streams horoscopes for batches")]
+#[command(
+    name = "worker",
+    version,
+    about = "Horoscoper worker: streams horoscopes for batches"
+)]
 pub struct Args {
     /// Address to serve `horoscoper.mesh.v1.WorkerService` on.
     #[arg(long, env = "HOROSCOPER_LISTEN", default_value = "127.0.0.1:50051")]
@@ -104,7 +108,8 @@ mod tests {
 
     #[test]
     fn refuses_an_inverted_delay_range() {
-        let args = Args::try_parse_from(["worker", "--min-delay-ms", "10", "--max-delay-ms", "5"]).unwrap();
+        let args = Args::try_parse_from(["worker", "--min-delay-ms", "10", "--max-delay-ms", "5"])
+            .unwrap();
         assert_eq!(
             args.into_config().unwrap_err().to_string(),
             "--min-delay-ms (10) must not be greater than --max-delay-ms (5)"

@@ -161,8 +161,14 @@ impl Corpus {
             }
             texts[sign as usize].push(text.into());
         }
-        if let Some(sign) = Sign::ALL.into_iter().find(|s| texts[*s as usize].is_empty()) {
-            return Err(fail(None, format!("no texts for {sign}; every sign needs at least one")));
+        if let Some(sign) = Sign::ALL
+            .into_iter()
+            .find(|s| texts[*s as usize].is_empty())
+        {
+            return Err(fail(
+                None,
+                format!("no texts for {sign}; every sign needs at least one"),
+            ));
         }
         Ok(Corpus { texts })
     }
@@ -180,7 +186,11 @@ mod tests {
     fn complete_csv(extra: &str) -> String {
         let mut csv = String::from("sign;text\n");
         for sign in Sign::ALL {
-            csv.push_str(&format!("{};The stars favour {}.\n", sign, sign.name().to_lowercase()));
+            csv.push_str(&format!(
+                "{};The stars favour {}.\n",
+                sign,
+                sign.name().to_lowercase()
+            ));
         }
         csv + extra
     }
@@ -199,7 +209,10 @@ mod tests {
             assert!(texts.len() >= 30, "{sign} has {} texts", texts.len());
             for text in texts {
                 let words = text.split(' ').count();
-                assert!((25..=60).contains(&words), "{sign}: {words} words in {text:?}");
+                assert!(
+                    (25..=60).contains(&words),
+                    "{sign}: {words} words in {text:?}"
+                );
                 assert!(!text.contains("  "), "{sign}: double space in {text:?}");
             }
             let mut unique = texts.to_vec();
@@ -212,10 +225,15 @@ mod tests {
     #[test]
     fn loads_the_originals_format_with_extra_columns_in_any_order() {
         let csv = "date;text;sign\n2024-01-01;\"Quoted; with a semicolon.\";aries\n";
-        let csv = csv.to_string() + &complete_csv("").replacen("sign;text\n", "", 1).lines().map(|l| {
-            let (sign, text) = l.split_once(';').unwrap();
-            format!("x;{text};{sign}\n")
-        }).collect::<String>();
+        let csv = csv.to_string()
+            + &complete_csv("")
+                .replacen("sign;text\n", "", 1)
+                .lines()
+                .map(|l| {
+                    let (sign, text) = l.split_once(';').unwrap();
+                    format!("x;{text};{sign}\n")
+                })
+                .collect::<String>();
         let corpus = Corpus::parse(csv.as_bytes(), None).unwrap();
         assert_eq!(&*corpus.texts(Sign::Aries)[0], "Quoted; with a semicolon.");
         assert_eq!(&*corpus.texts(Sign::Aries)[1], "The stars favour aries.");
@@ -241,18 +259,27 @@ mod tests {
     #[test]
     fn refuses_an_unknown_sign_naming_its_line() {
         let message = error_of(&complete_csv("OPHIUCHUS;The thirteenth sign.\n"));
-        assert!(message.starts_with("my.csv:14: unknown sign \"OPHIUCHUS\""), "{message}");
+        assert!(
+            message.starts_with("my.csv:14: unknown sign \"OPHIUCHUS\""),
+            "{message}"
+        );
     }
 
     #[test]
     fn refuses_a_sign_with_no_texts() {
         let csv = complete_csv("").replace("LEO;The stars favour leo.\n", "");
-        assert_eq!(error_of(&csv), "my.csv: no texts for LEO; every sign needs at least one");
+        assert_eq!(
+            error_of(&csv),
+            "my.csv: no texts for LEO; every sign needs at least one"
+        );
     }
 
     #[test]
     fn refuses_an_empty_text_naming_its_line() {
-        assert_eq!(error_of(&complete_csv("VIRGO; \n")), "my.csv:14: the VIRGO text is empty");
+        assert_eq!(
+            error_of(&complete_csv("VIRGO; \n")),
+            "my.csv:14: the VIRGO text is empty"
+        );
     }
 
     #[test]
@@ -263,7 +290,12 @@ mod tests {
 
     #[test]
     fn names_an_unreadable_file() {
-        let message = Corpus::load(Path::new("/nonexistent/corpus.csv")).unwrap_err().to_string();
-        assert!(message.starts_with("/nonexistent/corpus.csv: cannot read the file"), "{message}");
+        let message = Corpus::load(Path::new("/nonexistent/corpus.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("/nonexistent/corpus.csv: cannot read the file"),
+            "{message}"
+        );
     }
 }

@@ -22,7 +22,9 @@ pub enum Error {
     Reflection(#[source] tonic_reflection::server::Error),
     #[error("server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
-    #[error("batch {new} arrived while batch {running} was still running; a worker runs one batch at a time")]
+    #[error(
+        "batch {new} arrived while batch {running} was still running; a worker runs one batch at a time"
+    )]
     Busy { running: u64, new: u64 },
     #[error("batch {0} has no requests")]
     EmptyBatch(u64),

@@ -80,7 +80,9 @@ mod tests {
                 let offsets = range(500, 3000).offsets(steps, &mut rng);
                 assert_eq!(offsets.len(), steps);
                 let total = *offsets.last().unwrap();
-                assert!(total >= Duration::from_millis(500) && total <= Duration::from_millis(3000));
+                assert!(
+                    total >= Duration::from_millis(500) && total <= Duration::from_millis(3000)
+                );
                 let mut previous = Duration::ZERO;
                 for offset in offsets {
                     assert!(offset > previous, "steps must be positive");
@@ -96,8 +98,14 @@ mod tests {
         let totals: Vec<Duration> = (0..1000)
             .map(|_| *range(500, 3000).offsets(10, &mut rng).last().unwrap())
             .collect();
-        let below = totals.iter().filter(|t| **t < Duration::from_millis(1750)).count();
-        assert!((400..600).contains(&below), "{below} of 1000 below the middle");
+        let below = totals
+            .iter()
+            .filter(|t| **t < Duration::from_millis(1750))
+            .count();
+        assert!(
+            (400..600).contains(&below),
+            "{below} of 1000 below the middle"
+        );
     }
 
     #[test]

@@ -86,7 +86,11 @@ enum Ended {
 }
 
 impl Inner {
-    async fn serve(&self, mut inbound: Streaming<GenerateRequest>, outbound: &Outbound) -> Result<(), Status> {
+    async fn serve(
+        &self,
+        mut inbound: Streaming<GenerateRequest>,
+        outbound: &Outbound,
+    ) -> Result<(), Status> {
         let ready = Event::Ready(Ready {
             worker_id: self.id.clone(),
         });
@@ -123,7 +127,10 @@ impl Inner {
     ) -> Result<Ended, Status> {
         let _busy = self.busy.lock().await;
         let offsets = {
-            let mut rng = self.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut rng = self
+                .rng
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             self.generation.delays.offsets(running.steps(), &mut *rng)
         };
         let batch_id = running.batch_id;

@@ -1,0 +1,159 @@
+//! Starting real services in-process on port 0, and a tonic client for them.
+
+#![allow(dead_code)]
+
+use clap::Parser;
+use horoscoper_proto::v1::{InferRequest, InferResponse, horoscoper_client::HoroscoperClient};
+use std::{net::SocketAddr, time::Duration};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming, transport::Channel};
+
+/// A service running in this process until dropped or stopped.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Drains the service and waits for it to exit.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the service drains")
+            .expect("the service task");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn spawn<F, Fut, E>(listener: TcpListener, run: F) -> Running
+where
+    F: FnOnce(TcpListener, tokio_util::sync::WaitForCancellationFutureOwned) -> Fut,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let served = run(listener, stop.clone().cancelled_owned());
+    let task = tokio::spawn(async move {
+        if let Err(error) = served.await {
+            panic!("service failed: {error}");
+        }
+    });
+    Running { addr, stop, task }
+}
+
+pub async fn loopback() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// The whole mesh, as `cargo run` starts it, with these flags.
+pub async fn mesh(flags: &[&str]) -> Running {
+    let args = horoscoper::Args::try_parse_from(
+        std::iter::once("horoscoper").chain(flags.iter().copied()),
+    )
+    .expect("valid flags");
+    let config = args.into_config().expect("valid config");
+    spawn(loopback().await, |listener, stop| {
+        horoscoper::run(config, listener, stop)
+    })
+    .await
+}
+
+/// A worker with these flags.
+pub async fn worker(listener: TcpListener, flags: &[&str]) -> Running {
+    let args = horoscoper_worker::Args::try_parse_from(
+        std::iter::once("worker").chain(flags.iter().copied()),
+    )
+    .expect("valid flags");
+    let config = args.into_config().expect("valid config");
+    spawn(listener, |listener, stop| {
+        horoscoper_worker::run(config, listener, stop)
+    })
+    .await
+}
+
+/// A batcher with these flags (give it `--worker URL`).
+pub async fn batcher(listener: TcpListener, flags: &[&str]) -> Running {
+    let args = horoscoper_batcher::Args::try_parse_from(
+        std::iter::once("batcher").chain(flags.iter().copied()),
+    )
+    .expect("valid flags");
+    let config = args.into_config().expect("valid config");
+    spawn(listener, |listener, stop| {
+        horoscoper_batcher::run(config, listener, stop)
+    })
+    .await
+}
+
+/// A gateway in front of the batcher at `batcher_url`.
+pub async fn gateway(batcher_url: &str) -> Running {
+    let args = horoscoper_gateway::Args::try_parse_from(["gateway", "--batcher", batcher_url])
+        .expect("valid flags");
+    let config = args.into_config().expect("valid config");
+    spawn(loopback().await, |listener, stop| {
+        horoscoper_gateway::run(config, listener, stop)
+    })
+    .await
+}
+
+pub async fn client(addr: SocketAddr) -> HoroscoperClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("the gateway accepts connections");
+    HoroscoperClient::new(channel)
+}
+
+/// Starts an Infer call.
+pub async fn start(
+    client: &HoroscoperClient<Channel>,
+    prefix: &str,
+) -> Result<Streaming<InferResponse>, Status> {
+    let request = InferRequest {
+        prefix: prefix.to_string(),
+    };
+    Ok(client.clone().infer(request).await?.into_inner())
+}
+
+/// Reads a stream to its end: every response, or the status it ended with.
+pub async fn collect(mut stream: Streaming<InferResponse>) -> Result<Vec<InferResponse>, Status> {
+    let mut responses = Vec::new();
+    while let Some(response) = stream.message().await? {
+        responses.push(response);
+    }
+    Ok(responses)
+}
+
+/// A whole Infer call.
+pub async fn infer(
+    client: &HoroscoperClient<Channel>,
+    prefix: &str,
+) -> Result<Vec<InferResponse>, Status> {
+    collect(start(client, prefix).await?).await
+}
+
+/// The text the built-in corpus gives `prefix`.
+pub fn expected_text(prefix: &str) -> String {
+    let corpus = horoscoper_worker::corpus::Corpus::built_in();
+    horoscoper_worker::choice::choose(&corpus, prefix)
+        .1
+        .to_string()
+}
+
+pub fn text(responses: &[InferResponse]) -> String {
+    responses.iter().map(|r| r.text.as_str()).collect()
+}

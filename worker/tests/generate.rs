@@ -1,0 +1,196 @@
+//! `WorkerService.Generate` over real gRPC: a worker on port 0, driven by a
+//! tonic client as the batcher drives it.
+
+use horoscoper_proto::mesh::{
+    Batch, BatchItem, Cancel, GenerateRequest, GenerateResponse, generate_request::Command,
+    generate_response::Event, worker_service_client::WorkerServiceClient,
+};
+use horoscoper_worker::{Config, GenerationArgs};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Streaming};
+
+struct Session {
+    down: mpsc::Sender<GenerateRequest>,
+    up: Streaming<GenerateResponse>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Session {
+    async fn send(&self, command: Command) {
+        self.down
+            .send(GenerateRequest {
+                command: Some(command),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn next(&mut self) -> Event {
+        self.up.message().await.unwrap().unwrap().event.unwrap()
+    }
+}
+
+/// A worker whose batches take exactly `delay_ms`, and an open stream to it.
+async fn session(delay_ms: u64) -> Session {
+    let generation = GenerationArgs {
+        min_delay_ms: delay_ms,
+        max_delay_ms: delay_ms,
+        corpus: None,
+        seed: Some(1),
+    };
+    let config = Config {
+        worker_id: Some("w-test".into()),
+        generation: generation.load().unwrap(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(horoscoper_worker::run(
+        config,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    let mut client = WorkerServiceClient::connect(url).await.unwrap();
+    let (down, receiver) = mpsc::channel(8);
+    let up = client
+        .generate(ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut session = Session {
+        down,
+        up,
+        _stop: stop.drop_guard(),
+    };
+    match session.next().await {
+        Event::Ready(ready) => assert_eq!(ready.worker_id, "w-test"),
+        other => panic!("expected Ready first, got {other:?}"),
+    }
+    session
+}
+
+fn batch(batch_id: u64, prefixes: &[&str]) -> Command {
+    Command::Batch(Batch {
+        batch_id,
+        items: prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, prefix)| BatchItem {
+                request_id: i as u64 + 1,
+                prefix: prefix.to_string(),
+            })
+            .collect(),
+    })
+}
+
+fn cancel(batch_id: u64, request_id: u64) -> Command {
+    Command::Cancel(Cancel {
+        batch_id,
+        request_id,
+    })
+}
+
+fn expected(prefix: &str) -> String {
+    let corpus = horoscoper_worker::corpus::Corpus::built_in();
+    horoscoper_worker::choice::choose(&corpus, prefix)
+        .1
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_batch_streams_every_request_in_lockstep_then_ends() {
+    let mut s = session(0).await;
+    let prefixes = ["hello", "aries", "🦀 rust"];
+    s.send(batch(7, &prefixes)).await;
+    let mut texts = vec![String::new(); 3];
+    let mut steps = 0;
+    loop {
+        match s.next().await {
+            Event::Step(step) => {
+                assert_eq!(step.batch_id, 7);
+                steps += 1;
+                for token in step.tokens {
+                    let text = &mut texts[token.request_id as usize - 1];
+                    text.push_str(&token.text);
+                    assert_eq!(
+                        token.last,
+                        *text == expected(prefixes[token.request_id as usize - 1])
+                    );
+                }
+            }
+            Event::Done(done) => {
+                assert_eq!(done.batch_id, 7);
+                break;
+            }
+            Event::Ready(_) => panic!("Ready twice"),
+        }
+    }
+    for (prefix, text) in prefixes.iter().zip(&texts) {
+        assert_eq!(*text, expected(prefix));
+    }
+    let longest = prefixes
+        .iter()
+        .map(|p| expected(p).split(' ').count())
+        .max()
+        .unwrap();
+    assert_eq!(steps, longest, "one step per token of the longest text");
+
+    // The stream goes on: a second batch runs on it.
+    s.send(batch(8, &["again"])).await;
+    assert!(matches!(s.next().await, Event::Step(step) if step.batch_id == 8));
+}
+
+#[tokio::test]
+async fn a_cancelled_request_stops_within_one_step_and_an_empty_batch_ends_at_once() {
+    // About 30 steps over 9 s: some 300 ms a step.
+    let mut s = session(9000).await;
+    s.send(batch(1, &["hello", "aries"])).await;
+    let Event::Step(first) = s.next().await else {
+        panic!("expected a step")
+    };
+    assert_eq!(first.tokens.len(), 2);
+
+    s.send(cancel(1, 1)).await;
+    let Event::Step(second) = s.next().await else {
+        panic!("expected a step")
+    };
+    let ids: Vec<u64> = second.tokens.iter().map(|t| t.request_id).collect();
+    assert_eq!(ids, [2], "request 1 emits nothing after its cancel");
+
+    s.send(cancel(1, 2)).await;
+    match s.next().await {
+        Event::Done(done) => assert_eq!(done.batch_id, 1),
+        other => panic!("a batch whose requests all left ends at once, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_second_batch_while_one_runs_is_refused() {
+    let mut s = session(9000).await;
+    s.send(batch(1, &["a"])).await;
+    s.send(batch(2, &["b"])).await;
+    let status = loop {
+        match s.up.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("one batch at a time"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn an_empty_batch_is_invalid() {
+    let mut s = session(0).await;
+    s.send(batch(3, &[])).await;
+    let status = s.up.message().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "batch 3 has no requests");
+}
