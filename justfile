@@ -35,4 +35,8 @@ setup:
 
 # Every check and every test, as CI runs them (release build).
 test: setup lint
-    cargo test --workspace --release
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p target
+    cargo test --workspace --release 2>&1 | tee target/test.log
+    awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test.log

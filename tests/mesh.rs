@@ -251,3 +251,35 @@ async fn a_client_that_leaves_mid_stream_frees_its_worker() {
     let first = next.message().await.expect("dispatched, not expired");
     assert!(first.is_some());
 }
+
+#[tokio::test]
+async fn the_same_port_serves_grpc_web_with_cors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mesh = mesh(&ZERO_DELAY).await;
+    // InferRequest { prefix: "hello" } in a gRPC-Web frame: flag, length, message.
+    let message = [0x0a, 0x05, b'h', b'e', b'l', b'l', b'o'];
+    let mut body = vec![0, 0, 0, 0, message.len() as u8];
+    body.extend_from_slice(&message);
+    let head = format!(
+        "POST /horoscoper.v1.Horoscoper/Infer HTTP/1.0\r\nhost: {}\r\ncontent-type: application/grpc-web+proto\r\n\
+         x-grpc-web: 1\r\norigin: http://page.example\r\ncontent-length: {}\r\n\r\n",
+        mesh.addr,
+        body.len()
+    );
+    let mut socket = tokio::net::TcpStream::connect(mesh.addr).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body).await.unwrap();
+    let mut response = Vec::new();
+    socket.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+
+    assert!(response.starts_with("HTTP/1.0 200 OK\r\n"), "{response}");
+    let lower = response.to_lowercase();
+    assert!(lower.contains("content-type: application/grpc-web+proto"), "{response}");
+    assert!(lower.contains("access-control-allow-origin: http://page.example"), "{response}");
+    assert!(lower.contains("access-control-expose-headers: grpc-status,grpc-message"), "{response}");
+    for word in expected_text("hello").split(' ') {
+        assert!(response.contains(word), "{word} missing from {response}");
+    }
+    assert!(response.contains("grpc-status:0"), "the trailer frame ends the stream: {response}");
+}

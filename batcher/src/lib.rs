@@ -25,7 +25,6 @@ pub use error::Error;
 use horoscoper_proto::mesh::{self, batcher_service_server::BatcherServiceServer};
 use std::{future::Future, time::Duration};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
@@ -75,7 +74,7 @@ pub async fn run(
         .add_service(health)
         .add_service(reflection)
         .add_service(BatcherServiceServer::new(batcher))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(horoscoper_proto::incoming::incoming(listener), shutdown)
         .await;
     stop.cancel();
     served.map_err(Error::Serve)?;

@@ -19,7 +19,6 @@ use horoscoper_proto::v1::{self, horoscoper_server::HoroscoperServer};
 use http::{HeaderName, Method};
 use std::{future::Future, time::Duration};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{service::Routes, transport::Endpoint};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -71,9 +70,8 @@ pub async fn run(
     };
     tonic::transport::Server::builder()
         .accept_http1(true)
-        .tcp_nodelay(true)
         .add_routes(Routes::from(grpc))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(horoscoper_proto::incoming::incoming(listener), shutdown)
         .await
         .map_err(Error::Serve)?;
     tracing::info!("gateway stopped");

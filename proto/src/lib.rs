@@ -5,6 +5,7 @@
 //! - [`mesh`]: the internal protocol, package `horoscoper.mesh.v1`
 //!   (gateway → batcher → workers).
 //! - [`deadline`]: the `grpc-timeout` header, read and written.
+//! - [`incoming`]: accepting connections with the right socket options.
 //! - [`shutdown`]: the drain signal (Ctrl-C or SIGTERM) shared by every binary.
 //! - [`logging`]: the `tracing` subscriber every binary installs.
 //! - [`process`]: what every service binary does around its `run`.
@@ -13,6 +14,7 @@
 //! that protox compiles, so no `protoc` is needed.
 
 pub mod deadline;
+pub mod incoming;
 pub mod logging;
 pub mod process;
 pub mod shutdown;

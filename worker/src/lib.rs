@@ -27,7 +27,6 @@ pub use error::Error;
 use horoscoper_proto::mesh::{self, worker_service_server::WorkerServiceServer};
 use std::future::Future;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 /// Serves the worker on `listener` until `shutdown` resolves, then finishes
@@ -66,7 +65,7 @@ pub async fn run(
         .add_service(health)
         .add_service(reflection)
         .add_service(WorkerServiceServer::new(worker))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(horoscoper_proto::incoming::incoming(listener), shutdown)
         .await
         .map_err(Error::Serve)?;
     tracing::info!(%worker_id, "worker stopped");
