@@ -275,11 +275,23 @@ async fn the_same_port_serves_grpc_web_with_cors() {
 
     assert!(response.starts_with("HTTP/1.0 200 OK\r\n"), "{response}");
     let lower = response.to_lowercase();
-    assert!(lower.contains("content-type: application/grpc-web+proto"), "{response}");
-    assert!(lower.contains("access-control-allow-origin: http://page.example"), "{response}");
-    assert!(lower.contains("access-control-expose-headers: grpc-status,grpc-message"), "{response}");
+    assert!(
+        lower.contains("content-type: application/grpc-web+proto"),
+        "{response}"
+    );
+    assert!(
+        lower.contains("access-control-allow-origin: http://page.example"),
+        "{response}"
+    );
+    assert!(
+        lower.contains("access-control-expose-headers: grpc-status,grpc-message"),
+        "{response}"
+    );
     for word in expected_text("hello").split(' ') {
         assert!(response.contains(word), "{word} missing from {response}");
     }
-    assert!(response.contains("grpc-status:0"), "the trailer frame ends the stream: {response}");
+    assert!(
+        response.contains("grpc-status:0"),
+        "the trailer frame ends the stream: {response}"
+    );
 }

@@ -73,7 +73,12 @@ impl Connection {
     async fn session(&self, url: &str, backoff: &mut Duration) -> Ended {
         let channel = match self.endpoint.connect().await {
             Ok(channel) => channel,
-            Err(error) => return Ended::Lost(format!("cannot connect: {error}")),
+            Err(error) => {
+                return Ended::Lost(format!(
+                    "cannot connect: {}",
+                    horoscoper_proto::process::error_chain(&error)
+                ));
+            }
         };
         let (down, down_receiver) = mpsc::channel(32);
         let mut up = match WorkerServiceClient::new(channel)

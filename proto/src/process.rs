@@ -31,7 +31,19 @@ where
 }
 
 fn fail(name: &str, error: impl Display) -> ExitCode {
-    tracing::error!("{name} failed: {error}");
     eprintln!("{name}: {error}");
     ExitCode::FAILURE
+}
+
+/// An error with its chain of sources, `outer: inner: innermost`: tonic's
+/// transport errors say only "transport error" on their own.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
