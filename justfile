@@ -14,6 +14,10 @@ run *ARGS:
 build:
     cargo build --release --workspace
 
+# Benchmarks (release build): latency of a whole horoscope at zero delay.
+bench *ARGS:
+    cargo bench --bench latency -- {{ARGS}}
+
 # Format the code.
 fmt:
     cargo fmt --all
