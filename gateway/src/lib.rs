@@ -1,8 +1,10 @@
 //! Horoscoper's gateway: the public face of the mesh. One port serves
 //! `horoscoper.v1.Horoscoper` over gRPC and gRPC-Web (with CORS), server
-//! reflection (v1 and v1alpha) and `grpc.health.v1`.
+//! reflection (v1 and v1alpha), `grpc.health.v1`, the web page at `/` and the
+//! original's SSE endpoint `POST /api/v1/infer`.
 //!
 //! - [`service`]: `Infer`: validation, forwarding to the batcher, streaming back.
+//! - [`http`]: the web page and the SSE endpoint.
 //! - [`config`]: command-line flags and the validated configuration.
 //! - [`error`]: the crate's error type and its gRPC status.
 //!
@@ -10,13 +12,14 @@
 
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod service;
 
 pub use config::{Args, Config};
 pub use error::Error;
 
+use axum::http::{HeaderName, Method};
 use horoscoper_proto::v1::{self, horoscoper_server::HoroscoperServer};
-use http::{HeaderName, Method};
 use std::{future::Future, time::Duration};
 use tokio::net::TcpListener;
 use tonic::{service::Routes, transport::Endpoint};
@@ -53,13 +56,15 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1().map_err(Error::Reflection)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(Error::Reflection)?;
 
+    let pages = http::router(gateway.clone());
     let grpc = Routes::new(HoroscoperServer::new(gateway))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router()
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(cors());
+        .layer(cors())
+        .merge(pages);
 
     tracing::info!(%local_addr, batcher = %config.batcher, "gateway listening");
     let shutdown = async move {

@@ -7,7 +7,7 @@ use horoscoper_proto::{
     mesh::{self, SubmitRequest, SubmitResponse, batcher_service_client::BatcherServiceClient},
     v1::{BatchInfo, InferRequest, InferResponse, MAX_PREFIX_CHARS, horoscoper_server::Horoscoper},
 };
-use std::pin::Pin;
+use std::{pin::Pin, time::Duration};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, transport::Channel};
 
@@ -39,7 +39,8 @@ pub fn validate(request: &InferRequest) -> Result<(), Error> {
     Ok(())
 }
 
-type InferStream = Pin<Box<dyn Stream<Item = Result<InferResponse, Status>> + Send>>;
+/// A request's tokens as the public API shows them.
+pub type InferStream = Pin<Box<dyn Stream<Item = Result<InferResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Horoscoper for Gateway {
@@ -47,9 +48,20 @@ impl Horoscoper for Gateway {
 
     async fn infer(&self, request: Request<InferRequest>) -> Result<Response<InferStream>, Status> {
         let client_deadline = deadline::from_metadata(request.metadata());
-        let request = request.into_inner();
-        validate(&request)?;
+        let stream = self.stream(request.into_inner(), client_deadline).await?;
+        Ok(Response::new(stream))
+    }
+}
 
+impl Gateway {
+    /// Validates a request and forwards it to the batcher with the time the
+    /// client left; every front end (gRPC, gRPC-Web, SSE) goes through here.
+    pub async fn stream(
+        &self,
+        request: InferRequest,
+        client_deadline: Option<Duration>,
+    ) -> Result<InferStream, Error> {
+        validate(&request)?;
         let mut submit = Request::new(SubmitRequest {
             prefix: request.prefix,
         });
@@ -63,26 +75,22 @@ impl Horoscoper for Gateway {
             .await
             .map_err(|status| self.upstream(status))?
             .into_inner();
-        let stream = tokens.map(|token| {
+        Ok(Box::pin(tokens.map(|token| {
             token
                 .map(public)
                 .map_err(|status| Error::Upstream(status).into())
-        });
-        Ok(Response::new(Box::pin(stream)))
+        })))
     }
-}
 
-impl Gateway {
-    fn upstream(&self, status: Status) -> Status {
-        let error = if status.code() == tonic::Code::Unavailable {
+    fn upstream(&self, status: Status) -> Error {
+        if status.code() == tonic::Code::Unavailable {
             Error::BatcherUnavailable {
                 url: self.batcher_url.clone(),
                 message: status.message().to_string(),
             }
         } else {
             Error::Upstream(status)
-        };
-        error.into()
+        }
     }
 }
 

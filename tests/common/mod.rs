@@ -157,3 +157,57 @@ pub fn expected_text(prefix: &str) -> String {
 pub fn text(responses: &[InferResponse]) -> String {
     responses.iter().map(|r| r.text.as_str()).collect()
 }
+
+/// A plain HTTP/1.1 response.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+/// POSTs `body` with a plain HTTP/1.1 client (a socket, `Connection: close`)
+/// and reads the whole response, undoing chunked encoding.
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    socket.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).expect("a UTF-8 response");
+    let (head, rest) = raw.split_once("\r\n\r\n").expect("a response head");
+    let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = headers.to_lowercase();
+    let body = if headers.contains("transfer-encoding: chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a chunk size");
+        let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+        if size == 0 {
+            return body;
+        }
+        body.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+}

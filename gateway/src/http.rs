@@ -1,0 +1,132 @@
+//! What the gateway's port serves over plain HTTP, beside gRPC and gRPC-Web:
+//! the web page at `/`, and the original's SSE endpoint.
+//!
+//! `POST /api/v1/infer` takes `{"prefix": "..."}` (or the original's
+//! `{"text": "..."}`) and answers `text/event-stream`, one event per token:
+//! `data: {"text": "...", "status": "IN_PROGRESS" | "FINISHED" | "ERROR", "error": null | "..."}`.
+//! Errors after the stream has begun (prefix too long, timed out, no worker)
+//! arrive as an ERROR event with a message; a body that is not such JSON gets
+//! HTTP 422 with a message.
+
+use crate::service::Gateway;
+use axum::{
+    Json, Router,
+    extract::{State, rejection::JsonRejection},
+    http::{StatusCode, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::{get, post},
+};
+use horoscoper_proto::v1::InferRequest;
+use serde::{Deserialize, Serialize};
+use tokio_stream::StreamExt;
+use tonic::Status;
+
+/// The built page, committed under `gateway/assets/` (see the README for how
+/// to rebuild it), so that the binary needs no npm.
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+
+/// The plain-HTTP routes.
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/app.js", get(app_js))
+        .route("/healthcheck", get(healthcheck))
+        .route("/api/v1/infer", post(infer))
+        .with_state(gateway)
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
+}
+
+async fn app_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        APP_JS,
+    )
+}
+
+/// The original's liveness check.
+async fn healthcheck() -> impl IntoResponse {
+    Json(serde_json::Value::Null)
+}
+
+/// The request body: `prefix`, or `text` as the original's clients send it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InferBody {
+    prefix: Option<String>,
+    text: Option<String>,
+}
+
+/// One SSE event, field for field as the original sent it.
+#[derive(Debug, Serialize)]
+struct InferMessage<'a> {
+    text: &'a str,
+    status: &'static str,
+    error: Option<&'a str>,
+}
+
+fn event(text: &str, status: &'static str, error: Option<&str>) -> Event {
+    let message = InferMessage {
+        text,
+        status,
+        error,
+    };
+    Event::default().data(serde_json::to_string(&message).expect("a message serializes"))
+}
+
+fn error_event(status: &Status) -> Event {
+    event("", "ERROR", Some(status.message()))
+}
+
+fn unprocessable(detail: String) -> Response {
+    let body = serde_json::json!({ "detail": detail });
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+async fn infer(
+    State(gateway): State<Gateway>,
+    body: Result<Json<InferBody>, JsonRejection>,
+) -> Response {
+    let body = match body {
+        Ok(Json(body)) => body,
+        Err(rejection) => return unprocessable(rejection.body_text()),
+    };
+    let Some(prefix) = body.prefix.or(body.text) else {
+        return unprocessable(
+            r#"the body needs a "prefix" string, e.g. {"prefix": "hello"}"#.into(),
+        );
+    };
+    let keep_alive = KeepAlive::default();
+    match gateway.stream(InferRequest { prefix }, None).await {
+        Ok(tokens) => {
+            let events = tokens.map(|token| {
+                Ok::<_, std::convert::Infallible>(match token {
+                    Ok(token) => {
+                        let status = if token.last {
+                            "FINISHED"
+                        } else {
+                            "IN_PROGRESS"
+                        };
+                        event(&token.text, status, None)
+                    }
+                    Err(status) => error_event(&status),
+                })
+            });
+            Sse::new(events).keep_alive(keep_alive).into_response()
+        }
+        Err(error) => {
+            let status = Status::from(error);
+            let once = tokio_stream::once(Ok::<_, std::convert::Infallible>(error_event(&status)));
+            Sse::new(once).keep_alive(keep_alive).into_response()
+        }
+    }
+}

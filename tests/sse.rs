@@ -1,0 +1,142 @@
+//! The original's SSE endpoint, `POST /api/v1/infer`, read as a raw event
+//! stream by a plain HTTP client.
+
+mod common;
+
+use common::{expected_text, http_post, mesh};
+use serde_json::{Value, json};
+
+/// The `data:` payloads of an event stream, in order (keep-alive comments
+/// and blank separators skipped).
+fn events(body: &str) -> Vec<Value> {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).expect("each event is JSON"))
+        .collect()
+}
+
+const ZERO_DELAY: [&str; 4] = ["--min-delay-ms", "0", "--max-delay-ms", "0"];
+
+#[tokio::test]
+async fn streams_one_event_per_token_as_the_original_did() {
+    let mesh = mesh(&ZERO_DELAY).await;
+    let response = http_post(
+        mesh.addr,
+        "/api/v1/infer",
+        "application/json",
+        r#"{"prefix": "hello"}"#,
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response.headers.contains("content-type: text/event-stream"),
+        "{}",
+        response.headers
+    );
+
+    // Field for field the original's messages: text, status, error.
+    let first = response
+        .body
+        .lines()
+        .find(|l| l.starts_with("data: "))
+        .unwrap();
+    assert_eq!(
+        first,
+        r#"data: {"text":"Money ","status":"IN_PROGRESS","error":null}"#
+    );
+
+    let events = events(&response.body);
+    let text: String = events.iter().map(|e| e["text"].as_str().unwrap()).collect();
+    assert_eq!(text, expected_text("hello"));
+    let (last, rest) = events.split_last().unwrap();
+    assert!(
+        rest.iter()
+            .all(|e| e["status"] == "IN_PROGRESS" && e["error"].is_null())
+    );
+    assert_eq!(last["status"], "FINISHED");
+}
+
+#[tokio::test]
+async fn takes_the_originals_text_field_too() {
+    let mesh = mesh(&ZERO_DELAY).await;
+    let response = http_post(
+        mesh.addr,
+        "/api/v1/infer",
+        "application/json",
+        r#"{"text": "aries"}"#,
+    )
+    .await;
+    let events = events(&response.body);
+    let text: String = events.iter().map(|e| e["text"].as_str().unwrap()).collect();
+    assert_eq!(text, expected_text("aries"));
+}
+
+#[tokio::test]
+async fn a_prefix_too_long_is_an_error_event() {
+    let mesh = mesh(&ZERO_DELAY).await;
+    let body = json!({ "prefix": "x".repeat(1025) }).to_string();
+    let response = http_post(mesh.addr, "/api/v1/infer", "application/json", &body).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        events(&response.body),
+        [
+            json!({"text": "", "status": "ERROR", "error": "prefix has 1025 characters, at most 1024 are allowed"})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_times_out_in_the_queue_is_an_error_event() {
+    let flags = [
+        "--workers",
+        "1",
+        "--batch-size",
+        "1",
+        "--batch-window-ms",
+        "0",
+        "--min-delay-ms",
+        "3000",
+        "--max-delay-ms",
+        "3000",
+        "--request-ttl-ms",
+        "300",
+    ];
+    let mesh = mesh(&flags).await;
+    let client = common::client(mesh.addr).await;
+    let mut busy = common::start(&client, "keeps the worker busy")
+        .await
+        .unwrap();
+    busy.message().await.unwrap().expect("the worker is busy");
+
+    let response = http_post(
+        mesh.addr,
+        "/api/v1/infer",
+        "application/json",
+        r#"{"prefix": "waits"}"#,
+    )
+    .await;
+    let events = events(&response.body);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["status"], "ERROR");
+    let error = events[0]["error"].as_str().unwrap();
+    assert!(error.contains("for a free worker"), "{error}");
+}
+
+#[tokio::test]
+async fn a_malformed_body_gets_422_with_a_message() {
+    let mesh = mesh(&ZERO_DELAY).await;
+    let cases = [
+        ("application/json", "{not json", "parse"),
+        ("application/json", "{}", r#"needs a "prefix" string"#),
+        ("application/json", r#"{"prefix": 42}"#, "invalid type"),
+        ("application/json", r#"{"prompt": "hi"}"#, "unknown field"),
+        ("text/plain", r#"{"prefix": "hi"}"#, "Content-Type"),
+    ];
+    for (content_type, body, says) in cases {
+        let response = http_post(mesh.addr, "/api/v1/infer", content_type, body).await;
+        assert_eq!(response.status, 422, "{body}: {}", response.body);
+        let detail: Value = serde_json::from_str(&response.body).unwrap();
+        let detail = detail["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{body}: {detail}");
+    }
+}
