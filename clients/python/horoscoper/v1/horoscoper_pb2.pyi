@@ -1,0 +1,37 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class InferRequest(_message.Message):
+    __slots__ = ("prefix",)
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    prefix: str
+    def __init__(self, prefix: _Optional[str] = ...) -> None: ...
+
+class InferResponse(_message.Message):
+    __slots__ = ("text", "last", "batch")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    last: bool
+    batch: BatchInfo
+    def __init__(self, text: _Optional[str] = ..., last: _Optional[bool] = ..., batch: _Optional[_Union[BatchInfo, _Mapping]] = ...) -> None: ...
+
+class BatchInfo(_message.Message):
+    __slots__ = ("batch_id", "batch_size", "worker_id", "queue_time")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_TIME_FIELD_NUMBER: _ClassVar[int]
+    batch_id: int
+    batch_size: int
+    worker_id: str
+    queue_time: _duration_pb2.Duration
+    def __init__(self, batch_id: _Optional[int] = ..., batch_size: _Optional[int] = ..., worker_id: _Optional[str] = ..., queue_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
