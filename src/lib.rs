@@ -6,11 +6,14 @@
 //!   own flag groups.
 //! - [`run`]: starts the services, serves until the shutdown future resolves,
 //!   then drains front to back: the gateway's open streams finish, then the
-//!   batcher stops, then the workers.
+//!   batcher stops, then the workers. `/metrics` on the gateway's port shows
+//!   every service's metrics.
 
 use horoscoper_batcher::{Batching, BatchingArgs};
+use horoscoper_proto::telemetry::LogArgs;
 use horoscoper_worker::{Generation, GenerationArgs};
-use std::{future::Future, net::SocketAddr};
+use prometheus_client::registry::Registry;
+use std::{future::Future, net::SocketAddr, sync::Arc};
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +35,8 @@ pub struct Args {
     pub batching: BatchingArgs,
     #[command(flatten)]
     pub generation: GenerationArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// The mesh's errors.
@@ -82,6 +87,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // One registry for every service, shown at /metrics on the gateway's port.
+    let mut registry = Registry::default();
+    let gateway_metrics = horoscoper_gateway::Metrics::default();
+    let batcher_metrics = horoscoper_batcher::Metrics::default();
+    let worker_metrics = horoscoper_worker::Metrics::default();
+    gateway_metrics.register(&mut registry);
+    batcher_metrics.register(&mut registry);
+    worker_metrics.register(&mut registry);
+
     let workers_stop = CancellationToken::new();
     let mut workers = JoinSet::new();
     let mut worker_urls = Vec::with_capacity(config.workers);
@@ -94,6 +108,7 @@ pub async fn run(
         let worker = horoscoper_worker::Config {
             worker_id: Some(format!("worker-{}", index + 1)),
             generation,
+            metrics: worker_metrics.clone(),
         };
         workers.spawn(horoscoper_worker::run(
             worker,
@@ -111,6 +126,7 @@ pub async fn run(
     let batcher_config = horoscoper_batcher::Config {
         workers: worker_urls,
         batching: config.batching,
+        metrics: batcher_metrics,
     };
     let mut batcher = tokio::spawn(horoscoper_batcher::run(
         batcher_config,
@@ -120,6 +136,8 @@ pub async fn run(
 
     let gateway_config = horoscoper_gateway::Config {
         batcher: batcher_url.parse().expect("a loopback URL"),
+        metrics: gateway_metrics,
+        registry: Some(Arc::new(registry)),
     };
     let gateway = horoscoper_gateway::run(gateway_config, listener, shutdown);
 

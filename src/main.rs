@@ -2,11 +2,27 @@
 
 use clap::Parser;
 use horoscoper::Args;
+use horoscoper_proto::{
+    process::{self, Process},
+    telemetry,
+};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    horoscoper_proto::process::main("horoscoper", args.listen, |listener, shutdown| async move {
-        horoscoper::run(args.into_config()?, listener, shutdown).await
+    let process = Process {
+        name: "horoscoper",
+        services: &[telemetry::GATEWAY, telemetry::BATCHER, telemetry::WORKER],
+        log_format: args.log.log_format,
+        listen: args.listen,
+        metrics_listen: None,
+    };
+    process::main(process, |started| async move {
+        horoscoper::run(
+            args.into_config()?,
+            started.listener,
+            started.shutdown.cancelled_owned(),
+        )
+        .await
     })
 }

@@ -1,7 +1,8 @@
 //! The batcher's command-line flags (each also an environment variable) and
 //! the validated configuration [`crate::run`] takes.
 
-use crate::{Error, queue::Policy};
+use crate::{Error, Metrics, queue::Policy};
+use horoscoper_proto::telemetry::LogArgs;
 use std::{net::SocketAddr, time::Duration};
 use tonic::transport::Uri;
 
@@ -25,8 +26,17 @@ pub struct Args {
         required = true
     )]
     pub workers: Vec<String>,
+    /// Address to serve Prometheus metrics on, at /metrics.
+    #[arg(
+        long,
+        env = "HOROSCOPER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9102"
+    )]
+    pub metrics_listen: SocketAddr,
     #[command(flatten)]
     pub batching: BatchingArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// How the batcher batches: shared by the `batcher` binary and the
@@ -84,6 +94,7 @@ pub struct Batching {
 pub struct Config {
     pub workers: Vec<Uri>,
     pub batching: Batching,
+    pub metrics: Metrics,
 }
 
 impl Args {
@@ -96,6 +107,7 @@ impl Args {
                 .map(|url| parse_worker_url(url))
                 .collect::<Result<_, _>>()?,
             batching: self.batching.validate()?,
+            metrics: Metrics::default(),
         })
     }
 }

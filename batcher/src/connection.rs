@@ -7,10 +7,13 @@ use crate::{
     dispatcher::{Dispatched, Dispatcher, Slot, ToWorker},
     request::Reply,
 };
-use horoscoper_proto::mesh::{
-    self, Batch, BatchItem, GenerateRequest, GenerateResponse, Step, SubmitResponse,
-    generate_request::Command, generate_response::Event,
-    worker_service_client::WorkerServiceClient,
+use horoscoper_proto::{
+    mesh::{
+        self, Batch, BatchItem, GenerateRequest, GenerateResponse, Step, SubmitResponse,
+        generate_request::Command, generate_response::Event,
+        worker_service_client::WorkerServiceClient,
+    },
+    trace_context,
 };
 use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
@@ -116,6 +119,7 @@ impl Connection {
 
         // Nothing that reached this connection may be lost: running requests
         // end with a status, batches not yet started go back to the queue.
+        self.dispatcher.gone(self.index);
         let error = match &ended {
             Ended::Stopped => Error::ShuttingDown,
             Ended::Lost(_) => Error::WorkerLost {
@@ -137,6 +141,9 @@ impl Connection {
 struct Route {
     reply: Reply,
     queue_time: Duration,
+    /// The request's generation, a child of its Submit span: it ends with
+    /// the request's last token.
+    _span: tracing::Span,
 }
 
 /// The batch the worker is running.
@@ -144,6 +151,8 @@ struct Running {
     batch_id: u64,
     size: u32,
     routes: HashMap<u64, Route>,
+    /// The batch's own span; it ends with the batch.
+    _span: tracing::Span,
 }
 
 /// One open Generate stream.
@@ -229,25 +238,38 @@ impl Session<'_> {
             self.dispatcher.requeue(batch.requests);
             return Err(self.protocol_error(&message));
         }
-        let mut items = Vec::with_capacity(batch.requests.len());
-        let mut routes = HashMap::with_capacity(batch.requests.len());
+        let size = batch.requests.len();
+        let mut items = Vec::with_capacity(size);
+        let mut routes = HashMap::with_capacity(size);
         for entry in batch.requests {
+            let span = tracing::info_span!(
+                parent: &entry.item.span,
+                "generate",
+                batch_id = batch.batch_id,
+                batch_size = size,
+                reason = batch.reason.as_str(),
+                worker = %self.worker_id,
+            );
             items.push(BatchItem {
                 request_id: entry.id,
                 prefix: entry.item.prefix,
+                trace_context: trace_context::to_map(&span),
+                log_id: entry.item.log_id,
             });
             routes.insert(
                 entry.id,
                 Route {
                     reply: entry.item.reply,
                     queue_time: batch.at - entry.enqueued,
+                    _span: span,
                 },
             );
         }
         self.running = Some(Running {
             batch_id: batch.batch_id,
-            size: items.len() as u32,
+            size: size as u32,
             routes,
+            _span: batch.span,
         });
         self.send(Command::Batch(Batch {
             batch_id: batch.batch_id,

@@ -8,13 +8,18 @@
 //! idles while a dispatchable batch waits.
 
 use crate::{
-    Error,
+    Error, Metrics,
     queue::{Entry, Policy, Queue, Reason},
     request::Pending,
 };
-use std::{collections::VecDeque, sync::Arc};
+use opentelemetry::trace::TraceContextExt as _;
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// A worker connection that is ready for a batch.
 #[derive(Debug)]
@@ -43,12 +48,16 @@ pub struct Dispatched {
     pub reason: Reason,
     pub at: Instant,
     pub requests: Vec<Entry<Pending>>,
+    /// The batch's own span, linked to the span of every request it serves;
+    /// it ends when the batch does.
+    pub span: tracing::Span,
 }
 
 enum Command {
     Enqueue(Entry<Pending>),
     Cancel(u64),
     Free(Slot),
+    Gone(usize),
     Requeue(Vec<Entry<Pending>>),
 }
 
@@ -61,13 +70,15 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Starts the task; it runs until `stop` is cancelled, then fails what is
     /// still queued with UNAVAILABLE.
-    pub fn spawn(policy: Policy, stop: CancellationToken) -> Dispatcher {
+    pub fn spawn(policy: Policy, metrics: Metrics, stop: CancellationToken) -> Dispatcher {
         let (commands, receiver) = mpsc::unbounded_channel();
         let task = Task {
             queue: Queue::new(policy),
             free: VecDeque::new(),
             connections: Vec::new(),
+            connected: HashSet::new(),
             next_batch_id: 1,
+            metrics,
         };
         tokio::spawn(task.run(receiver, stop));
         Dispatcher { commands }
@@ -94,6 +105,11 @@ impl Dispatcher {
         let _ = self.commands.send(Command::Free(slot));
     }
 
+    /// A worker that was ready has disconnected.
+    pub fn gone(&self, index: usize) {
+        let _ = self.commands.send(Command::Gone(index));
+    }
+
     /// Requests a worker connection could not run: they go back to their
     /// places at the head of the queue.
     pub fn requeue(&self, requests: Vec<Entry<Pending>>) {
@@ -111,7 +127,10 @@ struct Task {
     free: VecDeque<Slot>,
     /// Every connection's command channel, by index, for cancellations.
     connections: Vec<Option<mpsc::UnboundedSender<ToWorker>>>,
+    /// Connections whose worker is up, free or busy.
+    connected: HashSet<usize>,
     next_batch_id: u64,
+    metrics: Metrics,
 }
 
 impl Task {
@@ -124,6 +143,11 @@ impl Task {
             let now = Instant::now();
             self.expire(now);
             self.dispatch(now);
+            self.metrics.queue_length.set(self.queue.len() as i64);
+            self.metrics.workers.set(self.connected.len() as i64);
+            self.metrics
+                .workers_busy
+                .set((self.connected.len() - self.free.len()) as i64);
             let wake = self.queue.next_wake(!self.free.is_empty());
             tokio::select! {
                 biased;
@@ -140,7 +164,7 @@ impl Task {
             match command {
                 Command::Enqueue(entry) => self.queue.push(entry),
                 Command::Requeue(entries) => entries.into_iter().for_each(|e| self.queue.push(e)),
-                Command::Cancel(_) | Command::Free(_) => {}
+                Command::Cancel(_) | Command::Free(_) | Command::Gone(_) => {}
             }
         }
         fail_all(self.queue.drain(), Error::ShuttingDown);
@@ -162,9 +186,17 @@ impl Task {
                     self.connections.resize(slot.index + 1, None);
                 }
                 self.connections[slot.index] = Some(slot.commands.clone());
+                self.connected.insert(slot.index);
                 self.free.retain(|free| free.index != slot.index);
                 let at = self.free.partition_point(|free| free.since <= slot.since);
                 self.free.insert(at, slot);
+            }
+            Command::Gone(index) => {
+                self.connected.remove(&index);
+                self.free.retain(|free| free.index != index);
+                if let Some(connection) = self.connections.get_mut(index) {
+                    *connection = None;
+                }
             }
         }
     }
@@ -189,7 +221,7 @@ impl Task {
                 .free
                 .pop_front()
                 .expect("a free worker is at the front");
-            let requests: Vec<Entry<Pending>> = self
+            let mut requests: Vec<Entry<Pending>> = self
                 .queue
                 .take_batch()
                 .into_iter()
@@ -208,11 +240,30 @@ impl Task {
                 worker = %slot.worker_id,
                 "batch dispatched"
             );
+            let span = tracing::info_span!(
+                parent: None,
+                "batch",
+                batch_id,
+                batch_size = requests.len(),
+                reason = reason.as_str(),
+                worker = %slot.worker_id,
+            );
+            for entry in &mut requests {
+                let request = entry.item.span.context().span().span_context().clone();
+                span.add_link(request);
+                self.metrics
+                    .queue_wait
+                    .observe((now - entry.enqueued).as_secs_f64());
+                entry.item.queued = tracing::Span::none(); // its time queued ends here
+            }
+            self.metrics.batch(reason);
+            self.metrics.batch_size.observe(requests.len() as f64);
             let batch = Dispatched {
                 batch_id,
                 reason,
                 at: now,
                 requests,
+                span,
             };
             if let Err(error) = slot.commands.send(ToWorker::Dispatch(batch)) {
                 // The connection went away while free: the batch goes back.
@@ -266,7 +317,7 @@ mod tests {
                 window: WINDOW,
             };
             Harness {
-                dispatcher: Dispatcher::spawn(policy, stop.clone()),
+                dispatcher: Dispatcher::spawn(policy, Metrics::default(), stop.clone()),
                 stop,
                 next_id: 1,
             }
@@ -285,6 +336,9 @@ mod tests {
                     prefix: format!("request {id}"),
                     limit: Limit::TimeToLive(time_to_live),
                     reply,
+                    log_id: format!("r{id}"),
+                    span: tracing::Span::none(),
+                    queued: tracing::Span::none(),
                 },
             };
             self.dispatcher.enqueue(entry).expect("the dispatcher runs");

@@ -6,6 +6,7 @@
 //! - [`connection`]: one task per worker: its Generate stream and routing.
 //! - [`service`]: `BatcherService.Submit`, and cancellation when a client leaves.
 //! - [`request`]: a request as the batcher holds it.
+//! - [`metrics`]: the batcher's Prometheus metrics.
 //! - [`config`]: command-line flags and the validated configuration.
 //! - [`error`]: the crate's error type and its gRPC status.
 //!
@@ -15,12 +16,14 @@ pub mod config;
 pub mod connection;
 pub mod dispatcher;
 pub mod error;
+pub mod metrics;
 pub mod queue;
 pub mod request;
 pub mod service;
 
 pub use config::{Args, Batching, BatchingArgs, Config};
 pub use error::Error;
+pub use metrics::Metrics;
 
 use horoscoper_proto::mesh::{self, batcher_service_server::BatcherServiceServer};
 use std::{future::Future, time::Duration};
@@ -37,7 +40,8 @@ pub async fn run(
 ) -> Result<(), Error> {
     let local_addr = listener.local_addr().map_err(Error::Listen)?;
     let stop = CancellationToken::new();
-    let dispatcher = dispatcher::Dispatcher::spawn(config.batching.policy, stop.clone());
+    let dispatcher =
+        dispatcher::Dispatcher::spawn(config.batching.policy, config.metrics, stop.clone());
     for (index, url) in config.workers.iter().enumerate() {
         let endpoint = Endpoint::from(url.clone())
             .connect_timeout(Duration::from_secs(1))

@@ -41,4 +41,10 @@ pub struct Pending {
     pub prefix: String,
     pub limit: Limit,
     pub reply: Reply,
+    /// The request's id in logs and traces, from the gateway.
+    pub log_id: String,
+    /// The request's span in the batcher (its Submit call).
+    pub span: tracing::Span,
+    /// Its time in the queue: a child span that ends at dispatch.
+    pub queued: tracing::Span,
 }

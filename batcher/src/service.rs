@@ -11,6 +11,7 @@ use crate::{
 use horoscoper_proto::{
     deadline,
     mesh::{SubmitRequest, SubmitResponse, batcher_service_server::BatcherService},
+    trace_context,
 };
 use std::{
     pin::Pin,
@@ -56,6 +57,21 @@ impl BatcherService for Batcher {
             deadline::from_metadata(request.metadata()),
         );
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!(
+            "submit",
+            otel.kind = "server",
+            request_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        trace_context::set_parent_from(&span, request.metadata());
+        let SubmitRequest { prefix, request_id } = request.into_inner();
+        span.record("request_id", &request_id);
+        span.record("trace_id", trace_context::trace_id(&span));
+        let queued = tracing::info_span!(
+            parent: &span,
+            "queued",
+            limit_ms = limit.duration().as_millis() as u64
+        );
         let (reply, tokens) = mpsc::unbounded_channel();
         let now = Instant::now();
         let entry = Entry {
@@ -63,9 +79,12 @@ impl BatcherService for Batcher {
             enqueued: now,
             expires: now + limit.duration(),
             item: Pending {
-                prefix: request.into_inner().prefix,
+                prefix,
                 limit,
                 reply,
+                log_id: request_id,
+                span: span.clone(),
+                queued,
             },
         };
         if self.dispatcher.enqueue(entry).is_err() {
@@ -76,6 +95,7 @@ impl BatcherService for Batcher {
             tokens,
             dispatcher: self.dispatcher.clone(),
             finished: false,
+            _span: span,
         }))
     }
 }
@@ -87,6 +107,8 @@ pub struct RequestStream {
     tokens: mpsc::UnboundedReceiver<Result<SubmitResponse, Status>>,
     dispatcher: Dispatcher,
     finished: bool,
+    /// The request's span ends with its stream.
+    _span: tracing::Span,
 }
 
 impl Stream for RequestStream {

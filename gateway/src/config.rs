@@ -1,7 +1,8 @@
 //! The gateway's command-line flags (each also an environment variable) and
 //! the validated configuration [`crate::run`] takes.
 
-use crate::Error;
+use crate::{Error, Metrics};
+use horoscoper_proto::{metrics::SharedRegistry, telemetry::LogArgs};
 use std::net::SocketAddr;
 use tonic::transport::Uri;
 
@@ -23,17 +24,31 @@ pub struct Args {
         default_value = "http://127.0.0.1:50052"
     )]
     pub batcher: String,
+    /// Address to serve Prometheus metrics on, at /metrics (the main port
+    /// serves them too).
+    #[arg(
+        long,
+        env = "HOROSCOPER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9103"
+    )]
+    pub metrics_listen: SocketAddr,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// Everything [`crate::run`] needs.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub batcher: Uri,
+    pub metrics: Metrics,
+    /// What `/metrics` on the main port shows: the gateway's metrics, and in
+    /// the one-process mesh every service's. `None`: no `/metrics` there.
+    pub registry: Option<SharedRegistry>,
 }
 
 impl Args {
     /// Validates the flags into a configuration.
-    pub fn into_config(self) -> Result<Config, Error> {
+    pub fn into_config(&self) -> Result<Config, Error> {
         let invalid = |why: &str| {
             Error::Config(format!(
                 "--batcher {:?} {why}; expected http://HOST:PORT",
@@ -51,7 +66,11 @@ impl Args {
         if batcher.port_u16().is_none() {
             return Err(invalid("has no port"));
         }
-        Ok(Config { batcher })
+        Ok(Config {
+            batcher,
+            metrics: Metrics::default(),
+            registry: None,
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use crate::service::Gateway;
 use axum::{
     Json, Router,
     extract::{State, rejection::JsonRejection},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -22,7 +22,7 @@ use axum::{
 use horoscoper_proto::v1::InferRequest;
 use serde::{Deserialize, Serialize};
 use tokio_stream::StreamExt;
-use tonic::Status;
+use tonic::{Status, metadata::MetadataMap};
 
 /// The built page, committed under `gateway/assets/` (see the README for how
 /// to rebuild it), so that the binary needs no npm.
@@ -94,6 +94,7 @@ fn unprocessable(detail: String) -> Response {
 
 async fn infer(
     State(gateway): State<Gateway>,
+    headers: HeaderMap,
     body: Result<Json<InferBody>, JsonRejection>,
 ) -> Response {
     let body = match body {
@@ -106,7 +107,9 @@ async fn infer(
         );
     };
     let keep_alive = KeepAlive::default();
-    match gateway.stream(InferRequest { prefix }, None).await {
+    // A `traceparent` or `x-request-id` header counts as it does over gRPC.
+    let metadata = MetadataMap::from_headers(headers);
+    match gateway.infer(InferRequest { prefix }, &metadata).await {
         Ok(tokens) => {
             let events = tokens.map(|token| {
                 Ok::<_, std::convert::Infallible>(match token {
@@ -123,8 +126,7 @@ async fn infer(
             });
             Sse::new(events).keep_alive(keep_alive).into_response()
         }
-        Err(error) => {
-            let status = Status::from(error);
+        Err(status) => {
             let once = tokio_stream::once(Ok::<_, std::convert::Infallible>(error_event(&status)));
             Sse::new(once).keep_alive(keep_alive).into_response()
         }

@@ -5,6 +5,7 @@
 //!
 //! - [`service`]: `Infer`: validation, forwarding to the batcher, streaming back.
 //! - [`http`]: the web page and the SSE endpoint.
+//! - [`metrics`]: the gateway's Prometheus metrics and the per-request meter.
 //! - [`config`]: command-line flags and the validated configuration.
 //! - [`error`]: the crate's error type and its gRPC status.
 //!
@@ -13,10 +14,12 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod service;
 
 pub use config::{Args, Config};
 pub use error::Error;
+pub use metrics::Metrics;
 
 use axum::http::{HeaderName, Method};
 use horoscoper_proto::v1::{self, horoscoper_server::HoroscoperServer};
@@ -41,7 +44,7 @@ pub async fn run(
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .connect_lazy();
-    let gateway = service::Gateway::new(batcher, config.batcher.to_string());
+    let gateway = service::Gateway::new(batcher, config.batcher.to_string(), config.metrics);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -56,7 +59,10 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1().map_err(Error::Reflection)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(Error::Reflection)?;
 
-    let pages = http::router(gateway.clone());
+    let mut pages = http::router(gateway.clone());
+    if let Some(registry) = config.registry {
+        pages = pages.merge(horoscoper_proto::metrics::router(registry));
+    }
     let grpc = Routes::new(HoroscoperServer::new(gateway))
         .add_service(health)
         .add_service(reflection_v1)

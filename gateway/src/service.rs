@@ -1,30 +1,55 @@
 //! `horoscoper.v1.Horoscoper.Infer`: validate, forward to the batcher with the
 //! time the client left, stream the tokens back as they arrive.
 
-use crate::Error;
+use crate::{
+    Error,
+    metrics::{Metered, Metrics},
+};
 use horoscoper_proto::{
     deadline,
     mesh::{self, SubmitRequest, SubmitResponse, batcher_service_client::BatcherServiceClient},
+    trace_context::{self, TraceContextExt as _},
     v1::{BatchInfo, InferRequest, InferResponse, MAX_PREFIX_CHARS, horoscoper_server::Horoscoper},
 };
-use std::{pin::Pin, time::Duration};
+use std::{
+    hash::{BuildHasher, RandomState},
+    pin::Pin,
+    time::Duration,
+};
+use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status, metadata::MetadataMap, transport::Channel};
+use tracing::Instrument as _;
 
 /// The public service.
 #[derive(Clone)]
 pub struct Gateway {
     batcher: BatcherServiceClient<Channel>,
     batcher_url: String,
+    metrics: Metrics,
 }
 
 impl Gateway {
-    pub fn new(batcher: Channel, batcher_url: String) -> Gateway {
+    pub fn new(batcher: Channel, batcher_url: String, metrics: Metrics) -> Gateway {
         Gateway {
             batcher: BatcherServiceClient::new(batcher),
             batcher_url,
+            metrics,
         }
     }
+}
+
+/// The request's id: the client's `x-request-id` when it sent a sensible
+/// one, else a fresh random one.
+fn request_id(metadata: &MetadataMap) -> String {
+    metadata
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || format!("{:016x}", RandomState::new().hash_one(Instant::now())),
+            str::to_owned,
+        )
 }
 
 /// Refuses a prefix over the limit, counted in characters, not bytes.
@@ -44,30 +69,72 @@ pub type InferStream = Pin<Box<dyn Stream<Item = Result<InferResponse, Status>> 
 
 #[tonic::async_trait]
 impl Horoscoper for Gateway {
-    type InferStream = InferStream;
+    type InferStream = Pin<Box<Metered>>;
 
-    async fn infer(&self, request: Request<InferRequest>) -> Result<Response<InferStream>, Status> {
-        let client_deadline = deadline::from_metadata(request.metadata());
-        let stream = self.stream(request.into_inner(), client_deadline).await?;
-        Ok(Response::new(stream))
+    async fn infer(
+        &self,
+        request: Request<InferRequest>,
+    ) -> Result<Response<Self::InferStream>, Status> {
+        let (metadata, _, request) = request.into_parts();
+        let stream = self.infer(request, &metadata).await?;
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
 impl Gateway {
-    /// Validates a request and forwards it to the batcher with the time the
-    /// client left; every front end (gRPC, gRPC-Web, SSE) goes through here.
-    pub async fn stream(
+    /// Serves one request, whatever its front end (gRPC, gRPC-Web, SSE):
+    /// its span (a child of the caller's `traceparent`, if any), validation,
+    /// forwarding with the time the client left, and its metrics.
+    pub async fn infer(
         &self,
         request: InferRequest,
+        metadata: &MetadataMap,
+    ) -> Result<Metered, Status> {
+        let started = Instant::now();
+        let request_id = request_id(metadata);
+        let span = tracing::info_span!(
+            "infer",
+            otel.kind = "server",
+            request_id = %request_id,
+            trace_id = tracing::field::Empty,
+            prefix_chars = tracing::field::Empty,
+        );
+        trace_context::set_parent_from(&span, metadata);
+        span.record("trace_id", trace_context::trace_id(&span));
+        let client_deadline = deadline::from_metadata(metadata);
+        let forwarded = self
+            .forward(request, request_id, client_deadline, &span)
+            .instrument(span.clone())
+            .await;
+        match forwarded {
+            Ok(stream) => Ok(self.metrics.meter(stream, started, span)),
+            Err(error) => {
+                let status = Status::from(error);
+                self.metrics.failed(&status, started);
+                span.in_scope(|| tracing::info!(code = ?status.code(), message = status.message(), "request refused"));
+                Err(status)
+            }
+        }
+    }
+
+    /// Validates a request and forwards it to the batcher.
+    async fn forward(
+        &self,
+        request: InferRequest,
+        request_id: String,
         client_deadline: Option<Duration>,
+        span: &tracing::Span,
     ) -> Result<InferStream, Error> {
-        validate(&request)?;
+        tracing::info_span!("validate").in_scope(|| validate(&request))?;
+        span.record("prefix_chars", request.prefix.chars().count());
         let mut submit = Request::new(SubmitRequest {
             prefix: request.prefix,
+            request_id,
         });
         if let Some(remaining) = client_deadline {
             submit.set_timeout(remaining);
         }
+        submit.inject_context(span);
         let tokens = self
             .batcher
             .clone()

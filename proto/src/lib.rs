@@ -7,7 +7,9 @@
 //! - [`deadline`]: the `grpc-timeout` header, read and written.
 //! - [`incoming`]: accepting connections with the right socket options.
 //! - [`shutdown`]: the drain signal (Ctrl-C or SIGTERM) shared by every binary.
-//! - [`logging`]: the `tracing` subscriber every binary installs.
+//! - [`telemetry`]: logs and OpenTelemetry traces, set up once per process.
+//! - [`trace_context`]: W3C trace context into and out of metadata and messages.
+//! - [`metrics`]: serving a Prometheus registry at `/metrics`.
 //! - [`process`]: what every service binary does around its `run`.
 //!
 //! Code is generated at build time by tonic-prost-build from a descriptor set
@@ -15,9 +17,11 @@
 
 pub mod deadline;
 pub mod incoming;
-pub mod logging;
+pub mod metrics;
 pub mod process;
 pub mod shutdown;
+pub mod telemetry;
+pub mod trace_context;
 
 /// The public API, package `horoscoper.v1`.
 pub mod v1 {

@@ -1,33 +1,98 @@
-//! What every service binary does around its library's `run`: install logging,
-//! bind the listener, run until Ctrl-C or SIGTERM, report a failure and exit
-//! non-zero.
+//! What every service binary does around its library's `run`: set up logs and
+//! traces inside the runtime, bind its listeners, turn Ctrl-C or SIGTERM into
+//! a drain, serve `/metrics`, report a failure and exit non-zero.
 
+use crate::{
+    metrics::SharedRegistry,
+    telemetry::{self, LogFormat, Service},
+};
 use std::{fmt::Display, future::Future, net::SocketAddr, process::ExitCode};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-/// Binds `listen` and runs `serve(listener)` on a multi-threaded runtime.
-/// `serve` receives the listener and the drain signal.
-pub fn main<F, Fut, E>(name: &str, listen: SocketAddr, serve: F) -> ExitCode
+/// What a binary is and where it listens.
+pub struct Process {
+    /// For messages: `worker`, `batcher`, `gateway`, `horoscoper`.
+    pub name: &'static str,
+    /// The services whose spans this process exports (the first one owns
+    /// spans of shared code).
+    pub services: &'static [Service],
+    pub log_format: LogFormat,
+    pub listen: SocketAddr,
+    /// Where to serve `/metrics` on a port of its own, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// What the binary's `run` gets: its listener and the drain signal.
+pub struct Started {
+    pub listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    /// Cancelled on Ctrl-C or SIGTERM.
+    pub shutdown: CancellationToken,
+}
+
+impl Started {
+    /// Serves `/metrics` from `registry` on the metrics port, if there is one,
+    /// until the drain.
+    pub fn serve_metrics(&mut self, registry: SharedRegistry) {
+        if let Some(listener) = self.metrics_listener.take() {
+            let shutdown = self.shutdown.clone().cancelled_owned();
+            tokio::spawn(async move {
+                if let Err(error) = crate::metrics::serve(registry, listener, shutdown).await {
+                    tracing::error!(%error, "the metrics server failed");
+                }
+            });
+        }
+    }
+}
+
+/// Runs `serve` on a multi-threaded runtime with logs, traces and listeners
+/// set up; exits non-zero with the error's message when it fails.
+pub fn main<F, Fut, E>(process: Process, serve: F) -> ExitCode
 where
-    F: FnOnce(TcpListener, crate::shutdown::Signal) -> Fut,
+    F: FnOnce(Started) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    crate::logging::init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
-        Err(error) => return fail(name, format!("cannot start the runtime: {error}")),
+        Err(error) => return fail(process.name, format!("cannot start the runtime: {error}")),
     };
     runtime.block_on(async {
-        let listener = match TcpListener::bind(listen).await {
+        let _telemetry = telemetry::init(process.log_format, process.services);
+        let listener = match bind(process.listen).await {
             Ok(listener) => listener,
-            Err(error) => return fail(name, format!("cannot listen on {listen}: {error}")),
+            Err(error) => return fail(process.name, error),
         };
-        match serve(listener, crate::shutdown::signal()).await {
+        let metrics_listener = match process.metrics_listen {
+            Some(addr) => match bind(addr).await {
+                Ok(listener) => Some(listener),
+                Err(error) => return fail(process.name, error),
+            },
+            None => None,
+        };
+        let shutdown = CancellationToken::new();
+        let signalled = shutdown.clone();
+        tokio::spawn(async move {
+            crate::shutdown::signal().await;
+            signalled.cancel();
+        });
+        let started = Started {
+            listener,
+            metrics_listener,
+            shutdown,
+        };
+        match serve(started).await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(error) => fail(name, error),
+            Err(error) => fail(process.name, error),
         }
     })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| format!("cannot listen on {addr}: {error}"))
 }
 
 fn fail(name: &str, error: impl Display) -> ExitCode {

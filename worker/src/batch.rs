@@ -124,6 +124,7 @@ mod tests {
                 .map(|(i, prefix)| BatchItem {
                     request_id: i as u64 + 100,
                     prefix: prefix.to_string(),
+                    ..Default::default()
                 })
                 .collect(),
         }

@@ -1,7 +1,8 @@
 //! The worker's command-line flags (each also an environment variable) and the
 //! validated configuration [`crate::run`] takes.
 
-use crate::{Error, corpus::Corpus, schedule::DelayRange};
+use crate::{Error, Metrics, corpus::Corpus, schedule::DelayRange};
+use horoscoper_proto::telemetry::LogArgs;
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 /// Flags of the standalone `worker` binary.
@@ -18,8 +19,17 @@ pub struct Args {
     /// Id shown to clients in BatchInfo (default: the listen address).
     #[arg(long, env = "HOROSCOPER_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Address to serve Prometheus metrics on, at /metrics.
+    #[arg(
+        long,
+        env = "HOROSCOPER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9101"
+    )]
+    pub metrics_listen: SocketAddr,
     #[command(flatten)]
     pub generation: GenerationArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// How a worker generates: shared by the `worker` binary and the one-process
@@ -80,6 +90,7 @@ pub struct Config {
     /// Id shown to clients; `None` uses the listen address.
     pub worker_id: Option<String>,
     pub generation: Generation,
+    pub metrics: Metrics,
 }
 
 impl Args {
@@ -88,6 +99,7 @@ impl Args {
         Ok(Config {
             worker_id: self.worker_id,
             generation: self.generation.load()?,
+            metrics: Metrics::default(),
         })
     }
 }

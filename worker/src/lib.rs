@@ -8,6 +8,7 @@
 //! - [`schedule`]: how a batch's total time is split into per-step delays.
 //! - [`batch`]: one batch's requests and the tokens each step emits.
 //! - [`service`]: the `WorkerService.Generate` stream that runs batches.
+//! - [`metrics`]: the worker's Prometheus metrics.
 //! - [`config`]: command-line flags and the validated configuration.
 //! - [`error`]: the crate's error type and its gRPC status.
 //!
@@ -18,11 +19,13 @@ pub mod choice;
 pub mod config;
 pub mod corpus;
 pub mod error;
+pub mod metrics;
 pub mod schedule;
 pub mod service;
 
 pub use config::{Args, Config, Generation, GenerationArgs};
 pub use error::Error;
+pub use metrics::Metrics;
 
 use horoscoper_proto::mesh::{self, worker_service_server::WorkerServiceServer};
 use std::future::Future;
@@ -42,7 +45,12 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| local_addr.to_string());
     let draining = CancellationToken::new();
-    let worker = service::Worker::new(worker_id.clone(), config.generation, draining.clone());
+    let worker = service::Worker::new(
+        worker_id.clone(),
+        config.generation,
+        config.metrics,
+        draining.clone(),
+    );
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter

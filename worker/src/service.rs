@@ -7,17 +7,22 @@
 //! batch at a time, however many streams are open. On shutdown it finishes
 //! the batch under way, then ends its streams.
 
-use crate::{Error, Generation, batch::Running};
+use crate::{Error, Generation, Metrics, batch::Running};
 use horoscoper_proto::mesh::{
     BatchDone, GenerateRequest, GenerateResponse, Ready, Step, generate_request::Command,
     generate_response::Event, worker_service_server::WorkerService,
 };
 use rand::{SeedableRng, rngs::StdRng};
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 type Outbound = mpsc::Sender<Result<GenerateResponse, Status>>;
 
@@ -30,6 +35,7 @@ pub struct Worker {
 struct Inner {
     id: String,
     generation: Generation,
+    metrics: Metrics,
     rng: Mutex<StdRng>,
     /// Held while a batch runs: one batch at a time per worker.
     busy: tokio::sync::Mutex<()>,
@@ -39,7 +45,12 @@ struct Inner {
 impl Worker {
     /// A worker that ends its streams between batches once `draining` is
     /// cancelled.
-    pub fn new(id: String, generation: Generation, draining: CancellationToken) -> Worker {
+    pub fn new(
+        id: String,
+        generation: Generation,
+        metrics: Metrics,
+        draining: CancellationToken,
+    ) -> Worker {
         let rng = match generation.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
@@ -48,6 +59,7 @@ impl Worker {
             inner: Arc::new(Inner {
                 id,
                 generation,
+                metrics,
                 rng: Mutex::new(rng),
                 busy: tokio::sync::Mutex::new(()),
                 draining,
@@ -106,8 +118,12 @@ impl Inner {
             match command.map(|request| request.command) {
                 None => return Ok(()),
                 Some(Some(Command::Batch(batch))) => {
+                    let spans = request_spans(&batch, &self.id);
                     let running = Running::start(batch, &self.generation.corpus)?;
-                    match self.run_batch(running, &mut inbound, outbound).await? {
+                    match self
+                        .run_batch(running, spans, &mut inbound, outbound)
+                        .await?
+                    {
                         Ended::Batch => {}
                         Ended::Stream => return Ok(()),
                     }
@@ -122,6 +138,7 @@ impl Inner {
     async fn run_batch(
         &self,
         mut running: Running,
+        mut spans: HashMap<u64, Span>,
         inbound: &mut Streaming<GenerateRequest>,
         outbound: &Outbound,
     ) -> Result<Ended, Status> {
@@ -145,7 +162,12 @@ impl Inner {
                     message = inbound.message() => match message?.map(|request| request.command) {
                         None => return Ok(Ended::Stream),
                         Some(Some(Command::Cancel(cancel))) => {
-                            if cancel.batch_id == batch_id && running.cancel(cancel.request_id) && running.is_done() {
+                            if cancel.batch_id == batch_id && running.cancel(cancel.request_id) {
+                                if let Some(span) = spans.remove(&cancel.request_id) {
+                                    span.in_scope(|| tracing::debug!("cancelled: the client left"));
+                                }
+                            }
+                            if running.is_done() {
                                 tracing::debug!(batch_id, "every request left; batch ended early");
                                 return self.finish(batch_id, outbound).await;
                             }
@@ -159,6 +181,10 @@ impl Inner {
                 }
             }
             let tokens = running.step();
+            self.metrics.tokens.inc_by(tokens.len() as u64);
+            for token in tokens.iter().filter(|token| token.last) {
+                spans.remove(&token.request_id);
+            }
             if !send(outbound, Event::Step(Step { batch_id, tokens })).await {
                 return Ok(Ended::Stream);
             }
@@ -171,9 +197,35 @@ impl Inner {
 
     async fn finish(&self, batch_id: u64, outbound: &Outbound) -> Result<Ended, Status> {
         tracing::debug!(batch_id, "batch done");
+        self.metrics.batches.inc();
         let done = send(outbound, Event::Done(BatchDone { batch_id })).await;
         Ok(if done { Ended::Batch } else { Ended::Stream })
     }
+}
+
+/// One span per request of the batch, each a child of the request's span in
+/// the batcher (its context travels in the batch item); it ends with the
+/// request's last token, or its cancellation.
+fn request_spans(batch: &horoscoper_proto::mesh::Batch, worker_id: &str) -> HashMap<u64, Span> {
+    batch
+        .items
+        .iter()
+        .map(|item| {
+            let span = tracing::info_span!(
+                "generate",
+                otel.kind = "server",
+                request_id = %item.log_id,
+                trace_id = tracing::field::Empty,
+                batch_id = batch.batch_id,
+                batch_size = batch.items.len(),
+                worker = worker_id,
+            );
+            let parent = horoscoper_proto::trace_context::from_map(&item.trace_context);
+            let _ = span.set_parent(parent);
+            span.record("trace_id", horoscoper_proto::trace_context::trace_id(&span));
+            (item.request_id, span)
+        })
+        .collect()
 }
 
 /// Sends an event; false when the batcher has gone.

@@ -43,6 +43,7 @@ async fn session(delay_ms: u64) -> Session {
     let config = Config {
         worker_id: Some("w-test".into()),
         generation: generation.load().unwrap(),
+        metrics: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -80,6 +81,7 @@ fn batch(batch_id: u64, prefixes: &[&str]) -> Command {
             .map(|(i, prefix)| BatchItem {
                 request_id: i as u64 + 1,
                 prefix: prefix.to_string(),
+                ..Default::default()
             })
             .collect(),
     })

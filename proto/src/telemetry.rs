@@ -1,0 +1,242 @@
+//! Logs and traces, set up once per process.
+//!
+//! - Logs: `tracing` to stderr, filtered by `RUST_LOG` (default `info`),
+//!   readable text or JSON lines (`--log-format`). A log line inside a request
+//!   carries the request's span fields, its request id and trace id among them.
+//! - Traces: every span of the services goes to OpenTelemetry with W3C trace
+//!   context, so trace ids exist and cross every hop even when nothing is
+//!   exported. With `OTEL_EXPORTER_OTLP_ENDPOINT` set (and the other standard
+//!   `OTEL_*` variables), spans are exported over OTLP/gRPC, one service name
+//!   per service: in the one-process mesh each span goes to the service whose
+//!   crate made it. An unreachable collector is logged once, not per span.
+
+use opentelemetry::{
+    Context,
+    trace::{SpanBuilder, Tracer, TracerProvider as _},
+};
+use opentelemetry_sdk::{
+    Resource,
+    error::OTelSdkResult,
+    propagation::TraceContextPropagator,
+    trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter},
+};
+use std::{
+    fmt,
+    io::IsTerminal,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt,
+};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Readable text (colored on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, with the fields of every enclosing span.
+    Json,
+}
+
+/// The flags every binary takes for its logs.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LogArgs {
+    /// Log format: readable `text`, or `json` lines for machines. `RUST_LOG`
+    /// filters either.
+    #[arg(long, env = "HOROSCOPER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A service whose spans get a service name of their own: the spans made by
+/// code under `target` (a crate name) go to `name`.
+#[derive(Clone, Copy, Debug)]
+pub struct Service {
+    pub name: &'static str,
+    pub target: &'static str,
+}
+
+pub const GATEWAY: Service = Service {
+    name: "gateway",
+    target: "horoscoper_gateway",
+};
+pub const BATCHER: Service = Service {
+    name: "batcher",
+    target: "horoscoper_batcher",
+};
+pub const WORKER: Service = Service {
+    name: "worker",
+    target: "horoscoper_worker",
+};
+
+/// Flushes and stops trace export when dropped.
+#[must_use = "dropping the guard stops trace export"]
+pub struct Telemetry {
+    providers: Vec<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        for provider in &self.providers {
+            let _ = provider.shutdown_with_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Installs logging and tracing for the process. The first service is the
+/// one spans of any other code belong to. Call inside the tokio runtime; a
+/// second call (tests start many services in one process) only returns a
+/// guard that does nothing.
+pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
+    let failed = Arc::new(AtomicBool::new(false));
+    let providers: Vec<SdkTracerProvider> = services
+        .iter()
+        .map(|service| provider(service.name, endpoint.as_deref(), &failed))
+        .collect();
+    let tracer = ServiceTracer {
+        routes: services
+            .iter()
+            .zip(&providers)
+            .map(|(service, provider)| (service.target, provider.tracer("horoscoper")))
+            .collect(),
+    };
+
+    // Only the services' own spans become OpenTelemetry spans: not those of
+    // tonic, hyper or h2, nor the exporter's.
+    let traced = services.iter().fold(
+        Targets::new().with_target("horoscoper_proto", tracing::Level::INFO),
+        |targets, service| targets.with_target(service.target, tracing::Level::INFO),
+    );
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(traced);
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match log_format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .boxed(),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(otel)
+        .with(fmt.with_filter(filter))
+        .try_init()
+        .is_ok();
+    if !installed {
+        return Telemetry {
+            providers: Vec::new(),
+        };
+    }
+    if let Some(endpoint) = &endpoint {
+        tracing::info!(%endpoint, services = ?services.iter().map(|s| s.name).collect::<Vec<_>>(), "exporting traces over OTLP");
+    }
+    Telemetry { providers }
+}
+
+fn provider(
+    name: &'static str,
+    endpoint: Option<&str>,
+    failed: &Arc<AtomicBool>,
+) -> SdkTracerProvider {
+    let resource = Resource::builder().with_service_name(name).build();
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    let Some(endpoint) = endpoint else {
+        // Spans still get ids and propagate; nothing leaves the process.
+        return builder.build();
+    };
+    match opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+    {
+        Ok(exporter) => builder
+            .with_batch_exporter(LoggedExporter {
+                inner: exporter,
+                endpoint: endpoint.to_string(),
+                failed: failed.clone(),
+            })
+            .build(),
+        Err(error) => {
+            tracing::error!(%error, %endpoint, "cannot set up the OTLP exporter; traces are not exported");
+            builder.build()
+        }
+    }
+}
+
+/// Hands each span to the tracer of the service whose crate made it.
+#[derive(Clone, Debug)]
+struct ServiceTracer {
+    routes: Vec<(&'static str, SdkTracer)>,
+}
+
+impl Tracer for ServiceTracer {
+    type Span = opentelemetry_sdk::trace::Span;
+
+    fn build_with_context(&self, builder: SpanBuilder, parent_cx: &Context) -> Self::Span {
+        let target = builder.attributes.as_ref().and_then(|attributes| {
+            attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == "target")
+                .map(|kv| kv.value.as_str().into_owned())
+        });
+        let tracer = target
+            .and_then(|target| {
+                self.routes
+                    .iter()
+                    .find(|(crate_name, _)| target.split("::").next() == Some(crate_name))
+            })
+            .unwrap_or(&self.routes[0]);
+        tracer.1.build_with_context(builder, parent_cx)
+    }
+}
+
+/// The OTLP exporter, saying once that the collector cannot be reached
+/// (and once that it can again), rather than once per batch of spans.
+struct LoggedExporter<E> {
+    inner: E,
+    endpoint: String,
+    failed: Arc<AtomicBool>,
+}
+
+impl<E> fmt::Debug for LoggedExporter<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoggedExporter")
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for LoggedExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let result = self.inner.export(batch).await;
+        match &result {
+            Err(error) if !self.failed.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(endpoint = %self.endpoint, %error, "cannot export traces; the mesh serves on, and further failures are not logged");
+            }
+            Ok(()) if self.failed.swap(false, Ordering::Relaxed) => {
+                tracing::info!(endpoint = %self.endpoint, "exporting traces again");
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}

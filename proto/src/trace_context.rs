@@ -1,0 +1,100 @@
+//! W3C trace context across hops: into and out of gRPC metadata (one call per
+//! request: gateway → batcher), and into and out of a plain map carried in a
+//! message (many requests on one stream: batcher → worker).
+
+use opentelemetry::{
+    Context,
+    propagation::{Extractor, Injector},
+    trace::TraceContextExt as _,
+};
+use std::collections::HashMap;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// Trace context for tonic requests and `tracing` spans.
+pub trait TraceContextExt {
+    /// Writes the span's context into the request's metadata.
+    fn inject_context(&mut self, span: &tracing::Span);
+}
+
+impl<T> TraceContextExt for tonic::Request<T> {
+    fn inject_context(&mut self, span: &tracing::Span) {
+        let context = span.context();
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut MetadataCarrier(self.metadata_mut()));
+        });
+    }
+}
+
+/// The context a caller sent in the request's metadata (`traceparent`), if
+/// any: the parent of the span that serves it.
+pub fn extract(metadata: &MetadataMap) -> Context {
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&MetadataReader(metadata))
+    })
+}
+
+/// Makes `span` a child of the caller's span, when the caller sent one.
+pub fn set_parent_from(span: &tracing::Span, metadata: &MetadataMap) {
+    let parent = extract(metadata);
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The span's context as a map, to travel inside a message.
+pub fn to_map(span: &tracing::Span) -> HashMap<String, String> {
+    let context = span.context();
+    let mut map = HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut map)
+    });
+    map
+}
+
+/// The context carried in a message's map.
+pub fn from_map(map: &HashMap<String, String>) -> Context {
+    opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(map))
+}
+
+/// The span's trace id in hex, for logs and links; empty when it has none.
+pub fn trace_id(span: &tracing::Span) -> String {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span_context.trace_id().to_string()
+    } else {
+        String::new()
+    }
+}
+
+struct MetadataCarrier<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataCarrier<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+struct MetadataReader<'a>(&'a MetadataMap);
+
+impl Extractor for MetadataReader<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|key| match key {
+                tonic::metadata::KeyRef::Ascii(key) => Some(key.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
