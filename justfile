@@ -5,6 +5,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 ts := "clients/typescript"
 buf := ts + "/node_modules/.bin/buf"
 logs := "target/test-logs"
+jaeger_version := "1.76.0"
+# Built once from the Go module proxy, then reused across runs and clones.
+jaeger_bin := env_var_or_default("XDG_CACHE_HOME", env_var("HOME") + "/.cache") + "/horoscoper/jaeger-" + jaeger_version
 
 # List the recipes.
 default:
@@ -64,8 +67,29 @@ lint:
 test: setup lint check-generated
     mkdir -p {{logs}} && rm -f {{logs}}/*.log
     cargo test --workspace --release 2>&1 | tee {{logs}}/cargo.log
+    just test-jaeger
     just test-clients
     just summary
+
+# Build Jaeger (the `jaeger` binary, in-memory storage) from the Go module
+# proxy into the cache, unless it is there already.
+jaeger:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x "{{jaeger_bin}}" ]; then
+        echo "building Jaeger {{jaeger_version}} from the Go module proxy (once; a few minutes)"
+        src=$(go mod download -json github.com/jaegertracing/jaeger@v{{jaeger_version}} | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+        mkdir -p "$(dirname "{{jaeger_bin}}")"
+        (cd "$src" && go build -o "{{jaeger_bin}}.partial" ./cmd/jaeger)
+        mv "{{jaeger_bin}}.partial" "{{jaeger_bin}}"
+    fi
+    echo "jaeger: {{jaeger_bin}}"
+
+# Traces in a real Jaeger: every request one trace across the three services.
+test-jaeger: jaeger
+    mkdir -p {{logs}}
+    cargo build --release --workspace
+    JAEGER_BIN={{jaeger_bin}} cargo test --release --test jaeger -- --ignored 2>&1 | tee {{logs}}/jaeger.log
 
 # The generated clients and the web page against a running mesh (release build).
 test-clients:
@@ -97,11 +121,11 @@ summary:
     set -euo pipefail
     cd {{logs}}
     awk '
-        FILENAME == "cargo.log" && /^test result:/ { p += $4; f += $6 }
+        FILENAME ~ /^(cargo|jaeger)\.log$/ && /^test result:/ { p += $4; f += $6 }
         FILENAME ~ /^(typescript|browser)\.log$/ && /^# pass / { p += $3 }
         FILENAME ~ /^(typescript|browser)\.log$/ && /^# fail / { f += $3 }
         FILENAME == "python.log" && / (passed|failed)/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
         FILENAME == "go.log" && /^--- PASS/ { p++ }
         FILENAME == "go.log" && /^--- FAIL/ { f++ }
         END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }
-    ' cargo.log typescript.log browser.log python.log go.log
+    ' cargo.log jaeger.log typescript.log browser.log python.log go.log

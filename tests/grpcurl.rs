@@ -4,10 +4,11 @@
 //! installs it.
 
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Output, Stdio},
-    sync::mpsc,
+    sync::{Arc, Mutex, mpsc},
     time::Duration,
 };
 
@@ -15,36 +16,40 @@ use std::{
 struct Mesh {
     child: Child,
     addr: String,
+    /// Every line it has logged so far.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Mesh {
     fn start(flags: &[&str]) -> Mesh {
+        Mesh::start_with(flags, "info")
+    }
+
+    fn start_with(flags: &[&str], rust_log: &str) -> Mesh {
         let mut child = Command::new(env!("CARGO_BIN_EXE_horoscoper"))
             .args(["--listen", "127.0.0.1:0"])
             .args(flags)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stderr(Stdio::piped())
             .spawn()
             .expect("the horoscoper binary starts");
         let stderr = child.stderr.take().unwrap();
         let (sender, receiver) = mpsc::channel();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let kept = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[mesh] {line}");
-                if let Some(addr) = line.split("gateway listening local_addr=").nth(1) {
-                    let addr = addr
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
+                if let Some(addr) = gateway_address(&line) {
                     let _ = sender.send(addr);
                 }
+                kept.lock().unwrap().push(line);
             }
         });
         let addr = receiver
             .recv_timeout(Duration::from_secs(60))
             .expect("the gateway says where it listens");
-        Mesh { child, addr }
+        Mesh { child, addr, logs }
     }
 
     /// Ctrl-C: the mesh drains and exits cleanly.
@@ -61,6 +66,17 @@ impl Drop for Mesh {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Where the gateway listens, from its log line, in text or JSON.
+fn gateway_address(line: &str) -> Option<String> {
+    if let Ok(json) = serde_json::from_str::<Value>(line) {
+        let fields = &json["fields"];
+        return (fields["message"] == "gateway listening")
+            .then(|| fields["local_addr"].as_str().unwrap().to_string());
+    }
+    let addr = line.split("gateway listening local_addr=").nth(1)?;
+    Some(addr.split_whitespace().next()?.to_string())
 }
 
 fn send_sigint(pid: u32) {
@@ -187,4 +203,76 @@ fn grpcurl_lists_describes_streams_and_gets_invalid_argument() {
         status.success(),
         "Ctrl-C drains and exits cleanly: {status}"
     );
+}
+
+#[test]
+fn json_logs_inside_a_request_carry_its_request_id_and_trace_id() {
+    let mesh = Mesh::start_with(
+        &[
+            "--log-format",
+            "json",
+            "--min-delay-ms",
+            "0",
+            "--max-delay-ms",
+            "0",
+        ],
+        "debug,h2=info,hyper=info,tonic=info,tower=info",
+    );
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let request = r#"{"prefix": "hello"}"#;
+    let infer = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &format!("traceparent: {traceparent}"),
+        "-H",
+        "x-request-id: my-request-42",
+        "-d",
+        request,
+        &mesh.addr,
+        "horoscoper.v1.Horoscoper/Infer",
+    ]);
+    assert!(infer.status.success(), "{infer:?}");
+    let logs = mesh.logs.clone();
+    assert!(mesh.interrupt().success());
+
+    let lines: Vec<Value> = logs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}"))
+        })
+        .collect();
+    // Lines logged inside a request's spans (gateway, batcher, worker).
+    let inside: Vec<&Value> = lines
+        .iter()
+        .filter(|line| {
+            line["spans"]
+                .as_array()
+                .is_some_and(|spans| spans.iter().any(|s| s["request_id"].is_string()))
+        })
+        .collect();
+    let targets: BTreeSet<&str> = inside
+        .iter()
+        .map(|line| line["target"].as_str().unwrap().split("::").next().unwrap())
+        .collect();
+    assert_eq!(
+        targets,
+        BTreeSet::from([
+            "horoscoper_batcher",
+            "horoscoper_gateway",
+            "horoscoper_worker"
+        ]),
+        "every service logs inside the request"
+    );
+    // Each carries them in its enclosing spans (the JSON "spans" list).
+    for line in &inside {
+        let spans = line["spans"].as_array().unwrap();
+        let request = spans.iter().find(|s| s["request_id"].is_string()).unwrap();
+        assert_eq!(request["request_id"], "my-request-42", "{line}");
+        assert_eq!(
+            request["trace_id"], "0af7651916cd43dd8448eb211c80319c",
+            "{line}"
+        );
+    }
 }

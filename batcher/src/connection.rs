@@ -250,6 +250,7 @@ impl Session<'_> {
                 reason = batch.reason.as_str(),
                 worker = %self.worker_id,
             );
+            span.in_scope(|| tracing::debug!("dispatched"));
             items.push(BatchItem {
                 request_id: entry.id,
                 prefix: entry.item.prefix,

@@ -84,14 +84,10 @@ impl Dispatcher {
         Dispatcher { commands }
     }
 
-    /// Queues a request; gives it back when the dispatcher has stopped.
-    pub fn enqueue(&self, entry: Entry<Pending>) -> Result<(), Entry<Pending>> {
-        self.commands
-            .send(Command::Enqueue(entry))
-            .map_err(|error| match error.0 {
-                Command::Enqueue(entry) => entry,
-                _ => unreachable!("the command sent was an Enqueue"),
-            })
+    /// Queues a request; false when the dispatcher has stopped.
+    #[must_use]
+    pub fn enqueue(&self, entry: Entry<Pending>) -> bool {
+        self.commands.send(Command::Enqueue(entry)).is_ok()
     }
 
     /// The request's client has left: take it off the queue, or stop it at
@@ -207,7 +203,10 @@ impl Task {
                 waited: now - entry.enqueued,
                 limit: entry.item.limit,
             };
-            tracing::debug!(request_id = entry.id, %error, "request expired in the queue");
+            entry
+                .item
+                .span
+                .in_scope(|| tracing::info!(%error, "request expired in the queue"));
             let _ = entry.item.reply.send(Err(error.into()));
         }
     }
@@ -233,13 +232,7 @@ impl Task {
             }
             let batch_id = self.next_batch_id;
             self.next_batch_id += 1;
-            tracing::debug!(
-                batch_id,
-                size = requests.len(),
-                reason = reason.as_str(),
-                worker = %slot.worker_id,
-                "batch dispatched"
-            );
+
             let span = tracing::info_span!(
                 parent: None,
                 "batch",
@@ -256,6 +249,7 @@ impl Task {
                     .observe((now - entry.enqueued).as_secs_f64());
                 entry.item.queued = tracing::Span::none(); // its time queued ends here
             }
+            span.in_scope(|| tracing::debug!("batch dispatched"));
             self.metrics.batch(reason);
             self.metrics.batch_size.observe(requests.len() as f64);
             let batch = Dispatched {
@@ -341,7 +335,7 @@ mod tests {
                     queued: tracing::Span::none(),
                 },
             };
-            self.dispatcher.enqueue(entry).expect("the dispatcher runs");
+            assert!(self.dispatcher.enqueue(entry), "the dispatcher runs");
             (id, tokens)
         }
 

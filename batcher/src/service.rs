@@ -87,7 +87,7 @@ impl BatcherService for Batcher {
                 queued,
             },
         };
-        if self.dispatcher.enqueue(entry).is_err() {
+        if !self.dispatcher.enqueue(entry) {
             return Err(Error::ShuttingDown.into());
         }
         Ok(Response::new(RequestStream {
@@ -95,7 +95,7 @@ impl BatcherService for Batcher {
             tokens,
             dispatcher: self.dispatcher.clone(),
             finished: false,
-            _span: span,
+            span,
         }))
     }
 }
@@ -108,7 +108,7 @@ pub struct RequestStream {
     dispatcher: Dispatcher,
     finished: bool,
     /// The request's span ends with its stream.
-    _span: tracing::Span,
+    span: tracing::Span,
 }
 
 impl Stream for RequestStream {
@@ -137,7 +137,8 @@ impl Stream for RequestStream {
 impl Drop for RequestStream {
     fn drop(&mut self) {
         if !self.finished {
-            tracing::debug!(request_id = self.id, "client left; cancelling");
+            self.span
+                .in_scope(|| tracing::debug!("client left; cancelling"));
             self.dispatcher.cancel(self.id);
         }
     }

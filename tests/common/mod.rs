@@ -173,10 +173,20 @@ pub async fn http_post(
     content_type: &str,
     body: &str,
 ) -> HttpResponse {
+    http_request(addr, "POST", path, content_type, body).await
+}
+
+async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> HttpResponse {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     socket.write_all(request.as_bytes()).await.unwrap();
@@ -210,4 +220,9 @@ fn dechunk(mut rest: &str) -> String {
         body.push_str(&after[..size]);
         rest = &after[size + 2..];
     }
+}
+
+/// GETs `path` with a plain HTTP/1.1 client.
+pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http_request(addr, "GET", path, "", "").await
 }

@@ -162,10 +162,11 @@ impl Inner {
                     message = inbound.message() => match message?.map(|request| request.command) {
                         None => return Ok(Ended::Stream),
                         Some(Some(Command::Cancel(cancel))) => {
-                            if cancel.batch_id == batch_id && running.cancel(cancel.request_id) {
-                                if let Some(span) = spans.remove(&cancel.request_id) {
-                                    span.in_scope(|| tracing::debug!("cancelled: the client left"));
-                                }
+                            if cancel.batch_id == batch_id
+                                && running.cancel(cancel.request_id)
+                                && let Some(span) = spans.remove(&cancel.request_id)
+                            {
+                                span.in_scope(|| tracing::debug!("cancelled: the client left"));
                             }
                             if running.is_done() {
                                 tracing::debug!(batch_id, "every request left; batch ended early");
@@ -183,7 +184,9 @@ impl Inner {
             let tokens = running.step();
             self.metrics.tokens.inc_by(tokens.len() as u64);
             for token in tokens.iter().filter(|token| token.last) {
-                spans.remove(&token.request_id);
+                if let Some(span) = spans.remove(&token.request_id) {
+                    span.in_scope(|| tracing::debug!("last token generated"));
+                }
             }
             if !send(outbound, Event::Step(Step { batch_id, tokens })).await {
                 return Ok(Ended::Stream);

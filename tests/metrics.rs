@@ -1,0 +1,151 @@
+//! `/metrics` on the gateway's port after a known workload: the counters and
+//! histogram counts every service exports have the expected values.
+
+mod common;
+
+use common::{client, expected_text, http_get, infer, mesh, start};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+/// Every sample of the exposition, by name with its labels as written.
+async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+    let response = http_get(addr, "/metrics").await;
+    assert_eq!(response.status, 200);
+    response
+        .body
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            (name.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn value(samples: &HashMap<String, f64>, name: &str) -> f64 {
+    *samples
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} is not exported"))
+}
+
+/// Scrapes until `name` reaches `want` (what is recorded when a stream is
+/// dropped lands a moment after the client left).
+async fn eventually(addr: SocketAddr, name: &str, want: f64) -> HashMap<String, f64> {
+    for _ in 0..100 {
+        let samples = scrape(addr).await;
+        if samples.get(name) == Some(&want) {
+            return samples;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{name} never reached {want}: {:?}",
+        scrape(addr).await.get(name)
+    );
+}
+
+#[tokio::test]
+async fn counts_requests_batches_and_tokens_of_a_known_workload() {
+    let flags = [
+        "--min-delay-ms",
+        "0",
+        "--max-delay-ms",
+        "0",
+        "--batch-window-ms",
+        "0",
+    ];
+    let mesh = mesh(&flags).await;
+    let client = client(mesh.addr).await;
+    let prefixes = ["one", "two", "three", "four", "five"];
+    for prefix in prefixes {
+        infer(&client, prefix).await.unwrap();
+    }
+    infer(&client, &"x".repeat(1025)).await.unwrap_err();
+
+    let samples = scrape(mesh.addr).await;
+    let tokens: usize = prefixes
+        .iter()
+        .map(|p| expected_text(p).split(' ').count())
+        .sum();
+    for (name, want) in [
+        (r#"horoscoper_requests_total{outcome="ok"}"#, 5.0),
+        (r#"horoscoper_requests_total{outcome="invalid"}"#, 1.0),
+        (r#"horoscoper_requests_total{outcome="cancelled"}"#, 0.0),
+        (r#"horoscoper_requests_total{outcome="timed_out"}"#, 0.0),
+        (r#"horoscoper_requests_total{outcome="unavailable"}"#, 0.0),
+        (r#"horoscoper_requests_total{outcome="overloaded"}"#, 0.0),
+        ("horoscoper_time_to_first_token_seconds_count", 5.0),
+        ("horoscoper_request_duration_seconds_count", 6.0),
+        ("horoscoper_queue_wait_seconds_count", 5.0),
+        // One at a time with window 0: five batches of one.
+        ("horoscoper_batch_size_count", 5.0),
+        ("horoscoper_batch_size_sum", 5.0),
+        (r#"horoscoper_batches_total{reason="window"}"#, 5.0),
+        (r#"horoscoper_batches_total{reason="full"}"#, 0.0),
+        (r#"horoscoper_batches_total{reason="stale_head"}"#, 0.0),
+        ("horoscoper_worker_batches_total", 5.0),
+        ("horoscoper_tokens_total", tokens as f64),
+        ("horoscoper_queue_length", 0.0),
+        ("horoscoper_workers", 2.0),
+        ("horoscoper_workers_busy", 0.0),
+    ] {
+        assert_eq!(value(&samples, name), want, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn counts_timed_out_and_cancelled_requests_and_busy_workers() {
+    let flags = [
+        "--workers",
+        "1",
+        "--batch-size",
+        "1",
+        "--batch-window-ms",
+        "0",
+        "--min-delay-ms",
+        "3000",
+        "--max-delay-ms",
+        "3000",
+        "--request-ttl-ms",
+        "200",
+    ];
+    let mesh = mesh(&flags).await;
+    let client = client(mesh.addr).await;
+    let mut busy = start(&client, "keeps the worker busy").await.unwrap();
+    busy.message().await.unwrap().expect("a first token");
+
+    let samples = scrape(mesh.addr).await;
+    assert_eq!(value(&samples, "horoscoper_workers_busy"), 1.0);
+    assert_eq!(value(&samples, "horoscoper_workers"), 1.0);
+
+    infer(&client, "waits too long").await.unwrap_err();
+    drop(busy);
+    let samples = eventually(
+        mesh.addr,
+        r#"horoscoper_requests_total{outcome="cancelled"}"#,
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        value(
+            &samples,
+            r#"horoscoper_requests_total{outcome="timed_out"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, r#"horoscoper_requests_total{outcome="ok"}"#),
+        0.0
+    );
+    assert_eq!(
+        value(&samples, "horoscoper_time_to_first_token_seconds_count"),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "horoscoper_request_duration_seconds_count"),
+        2.0
+    );
+    // Only the request that ran was dispatched.
+    assert_eq!(value(&samples, "horoscoper_queue_wait_seconds_count"), 1.0);
+    let samples = eventually(mesh.addr, "horoscoper_workers_busy", 0.0).await;
+    assert_eq!(value(&samples, "horoscoper_worker_batches_total"), 1.0);
+}
