@@ -26,10 +26,15 @@ impl Mesh {
     }
 
     fn start_with(flags: &[&str], rust_log: &str) -> Mesh {
+        Mesh::start_env(flags, rust_log, &[])
+    }
+
+    fn start_env(flags: &[&str], rust_log: &str, env: &[(&str, &str)]) -> Mesh {
         let mut child = Command::new(env!("CARGO_BIN_EXE_horoscoper"))
             .args(["--listen", "127.0.0.1:0"])
             .args(flags)
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the horoscoper binary starts");
@@ -275,4 +280,71 @@ fn json_logs_inside_a_request_carry_its_request_id_and_trace_id() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn an_absent_collector_is_logged_once_and_the_mesh_serves_on() {
+    // A port nothing listens on; spans are flushed every 100 ms.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let endpoint = format!("http://{closed}");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let mesh = Mesh::start_env(
+        &["--min-delay-ms", "0", "--max-delay-ms", "0"],
+        "info",
+        &env,
+    );
+    for round in 0..5 {
+        let request = format!(r#"{{"prefix": "round {round}"}}"#);
+        let infer = grpcurl(&[
+            "-plaintext",
+            "-d",
+            &request,
+            &mesh.addr,
+            "horoscoper.v1.Horoscoper/Infer",
+        ]);
+        assert!(
+            infer.status.success(),
+            "the mesh serves without its collector: {infer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let logs = mesh.logs.clone();
+    assert!(mesh.interrupt().success());
+    let logs = logs.lock().unwrap();
+    let failures = logs
+        .iter()
+        .filter(|line| line.contains("cannot export traces"))
+        .count();
+    assert_eq!(
+        failures, 1,
+        "one line for the outage, not one per batch of spans"
+    );
+}
+
+#[test]
+fn without_an_endpoint_nothing_about_exporting_is_logged() {
+    let mesh = Mesh::start(&["--min-delay-ms", "0", "--max-delay-ms", "0"]);
+    let infer = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"prefix": "quiet"}"#,
+        &mesh.addr,
+        "horoscoper.v1.Horoscoper/Infer",
+    ]);
+    assert!(infer.status.success());
+    let logs = mesh.logs.clone();
+    assert!(mesh.interrupt().success());
+    let logs = logs.lock().unwrap();
+    assert!(
+        !logs
+            .iter()
+            .any(|line| line.to_lowercase().contains("export")),
+        "{logs:#?}"
+    );
 }

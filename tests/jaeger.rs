@@ -74,16 +74,16 @@ async fn jaeger() -> (Process, String, SocketAddr) {
         .expect("JAEGER_BIN names the Jaeger binary (just test-jaeger sets it)");
     let (otlp, query, query_grpc) = (free_port(), free_port(), free_port());
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/jaeger.yaml");
-    let jaeger = Process::start(
+    // Jaeger's own chatter (it tries to trace itself to :4317) stays out of
+    // the test output.
+    let jaeger = Process::spawn(
+        Command::new(&program)
+            .args(["--config", config.to_str().unwrap()])
+            .env("JAEGER_OTLP_GRPC_PORT", otlp.to_string())
+            .env("JAEGER_QUERY_PORT", query.to_string())
+            .env("JAEGER_QUERY_GRPC_PORT", query_grpc.to_string())
+            .stderr(Stdio::null()),
         Path::new(&program),
-        &["--config", config.to_str().unwrap()],
-        &[
-            ("JAEGER_OTLP_GRPC_PORT", otlp.to_string()),
-            ("JAEGER_QUERY_PORT", query.to_string()),
-            ("JAEGER_QUERY_GRPC_PORT", query_grpc.to_string()),
-            // Jaeger would trace itself to the default OTLP port.
-            ("OTEL_SDK_DISABLED", "true".to_string()),
-        ],
     );
     let query: SocketAddr = format!("127.0.0.1:{query}").parse().unwrap();
     for _ in 0..300 {
