@@ -26,9 +26,15 @@ impl Process {
         args: &[S],
         env: &[(&str, String)],
     ) -> Process {
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Process::spawn(&mut command, program)
+    }
+
+    fn spawn(command: &mut Command, program: &Path) -> Process {
+        let child = command
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, collect, expected_text, infer, mesh, start, text};
+use common::{ONE_SLOW_WORKER, client, collect, expected_text, infer, mesh, occupy, start, text};
 use std::{collections::HashSet, time::Duration};
 use tonic::Code;
 
@@ -116,29 +116,11 @@ async fn a_prefix_over_1024_characters_is_invalid() {
     );
 }
 
-/// One worker, one request at a time, each batch taking 3 s.
-const ONE_SLOW_WORKER: [&str; 10] = [
-    "--workers",
-    "1",
-    "--batch-size",
-    "1",
-    "--batch-window-ms",
-    "0",
-    "--min-delay-ms",
-    "3000",
-    "--max-delay-ms",
-    "3000",
-];
-
 #[tokio::test]
 async fn a_request_not_dispatched_within_its_time_to_live_ends_with_deadline_exceeded() {
     let mesh = mesh(&[&ONE_SLOW_WORKER[..], &["--request-ttl-ms", "300"]].concat()).await;
     let client = client(mesh.addr).await;
-    let mut busy = start(&client, "keeps the worker busy").await.unwrap();
-    busy.message()
-        .await
-        .unwrap()
-        .expect("the first request is running");
+    let _busy = occupy(&client).await;
 
     let status = infer(&client, "waits").await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded);
@@ -158,11 +140,7 @@ async fn a_request_not_dispatched_within_its_time_to_live_ends_with_deadline_exc
 async fn a_request_not_dispatched_within_the_clients_deadline_ends_with_deadline_exceeded() {
     let mesh = mesh(&ONE_SLOW_WORKER).await;
     let client = client(mesh.addr).await;
-    let mut busy = start(&client, "keeps the worker busy").await.unwrap();
-    busy.message()
-        .await
-        .unwrap()
-        .expect("the first request is running");
+    let _busy = occupy(&client).await;
 
     let mut request = tonic::Request::new(horoscoper_proto::v1::InferRequest {
         prefix: "in a hurry".into(),
@@ -199,11 +177,7 @@ async fn a_client_that_leaves_the_queue_is_taken_off_it() {
     ];
     let mesh = mesh(&flags).await;
     let client = client(mesh.addr).await;
-    let mut busy = start(&client, "keeps the worker busy").await.unwrap();
-    busy.message()
-        .await
-        .unwrap()
-        .expect("the first request is running");
+    let _busy = occupy(&client).await;
 
     let leaves = start(&client, "leaves").await.unwrap();
     let stays: Vec<_> = ["stays 1", "stays 2"]

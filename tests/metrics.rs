@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, expected_text, http_get, infer, mesh, start};
+use common::{ONE_SLOW_WORKER, client, expected_text, http_get, infer, mesh, occupy};
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 /// Every sample of the exposition, by name with its labels as written.
@@ -94,24 +94,9 @@ async fn counts_requests_batches_and_tokens_of_a_known_workload() {
 
 #[tokio::test]
 async fn counts_timed_out_and_cancelled_requests_and_busy_workers() {
-    let flags = [
-        "--workers",
-        "1",
-        "--batch-size",
-        "1",
-        "--batch-window-ms",
-        "0",
-        "--min-delay-ms",
-        "3000",
-        "--max-delay-ms",
-        "3000",
-        "--request-ttl-ms",
-        "200",
-    ];
-    let mesh = mesh(&flags).await;
+    let mesh = mesh(&[&ONE_SLOW_WORKER[..], &["--request-ttl-ms", "200"]].concat()).await;
     let client = client(mesh.addr).await;
-    let mut busy = start(&client, "keeps the worker busy").await.unwrap();
-    busy.message().await.unwrap().expect("a first token");
+    let busy = occupy(&client).await;
 
     let samples = scrape(mesh.addr).await;
     assert_eq!(value(&samples, "horoscoper_workers_busy"), 1.0);

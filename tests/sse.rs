@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{expected_text, http_post, mesh};
+use common::{ONE_SLOW_WORKER, expected_text, http_post, mesh, occupy};
 use serde_json::{Value, json};
 
 /// The `data:` payloads of an event stream, in order (keep-alive comments
@@ -87,26 +87,9 @@ async fn a_prefix_too_long_is_an_error_event() {
 
 #[tokio::test]
 async fn a_request_that_times_out_in_the_queue_is_an_error_event() {
-    let flags = [
-        "--workers",
-        "1",
-        "--batch-size",
-        "1",
-        "--batch-window-ms",
-        "0",
-        "--min-delay-ms",
-        "3000",
-        "--max-delay-ms",
-        "3000",
-        "--request-ttl-ms",
-        "300",
-    ];
-    let mesh = mesh(&flags).await;
+    let mesh = mesh(&[&ONE_SLOW_WORKER[..], &["--request-ttl-ms", "300"]].concat()).await;
     let client = common::client(mesh.addr).await;
-    let mut busy = common::start(&client, "keeps the worker busy")
-        .await
-        .unwrap();
-    busy.message().await.unwrap().expect("the worker is busy");
+    let _busy = occupy(&client).await;
 
     let response = http_post(
         mesh.addr,

@@ -25,7 +25,10 @@ pub use config::{Args, Batching, BatchingArgs, Config};
 pub use error::Error;
 pub use metrics::Metrics;
 
-use horoscoper_proto::mesh::{self, batcher_service_server::BatcherServiceServer};
+use horoscoper_proto::{
+    mesh::{self, batcher_service_server::BatcherServiceServer},
+    serving,
+};
 use std::{future::Future, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -57,23 +60,13 @@ pub async fn run(
         tokio::spawn(connection.run());
     }
 
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<BatcherServiceServer<service::Batcher>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(mesh::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(Error::Reflection)?;
+    let (health, shutdown) =
+        serving::health::<BatcherServiceServer<service::Batcher>>(shutdown).await;
+    let reflection =
+        serving::reflection(&[mesh::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
     let batcher = service::Batcher::new(dispatcher, config.batching.time_to_live);
 
     tracing::info!(%local_addr, workers = config.workers.len(), "batcher listening");
-    let shutdown = async move {
-        shutdown.await;
-        health_reporter
-            .set_not_serving::<BatcherServiceServer<service::Batcher>>()
-            .await;
-    };
     let served = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)

@@ -6,8 +6,7 @@ use horoscoper_proto::{
     process::{self, Process},
     telemetry,
 };
-use prometheus_client::registry::Registry;
-use std::{process::ExitCode, sync::Arc};
+use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -20,9 +19,7 @@ fn main() -> ExitCode {
     };
     process::main(process, |mut started| async move {
         let config = args.into_config()?;
-        let mut registry = Registry::default();
-        config.metrics.register(&mut registry);
-        started.serve_metrics(Arc::new(registry));
+        started.metrics(|registry| config.metrics.register(registry));
         horoscoper_batcher::run(config, started.listener, started.shutdown.cancelled_owned()).await
     })
 }

@@ -18,7 +18,7 @@ pub enum Error {
     #[error("cannot read the listener's address: {0}")]
     Listen(#[source] std::io::Error),
     #[error("cannot build server reflection: {0}")]
-    Reflection(#[source] tonic_reflection::server::Error),
+    Reflection(#[source] horoscoper_proto::serving::ReflectionError),
     #[error("server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
 }

@@ -22,7 +22,10 @@ pub use error::Error;
 pub use metrics::Metrics;
 
 use axum::http::{HeaderName, Method};
-use horoscoper_proto::v1::{self, horoscoper_server::HoroscoperServer};
+use horoscoper_proto::{
+    serving,
+    v1::{self, horoscoper_server::HoroscoperServer},
+};
 use std::{future::Future, time::Duration};
 use tokio::net::TcpListener;
 use tonic::{service::Routes, transport::Endpoint};
@@ -46,18 +49,11 @@ pub async fn run(
         .connect_lazy();
     let gateway = service::Gateway::new(batcher, config.batcher.to_string(), config.metrics);
 
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<HoroscoperServer<service::Gateway>>()
-        .await;
-    // grpcurl 1.8 speaks only v1alpha; newer clients ask for v1.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1().map_err(Error::Reflection)?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(Error::Reflection)?;
+    let (health, shutdown) = serving::health::<HoroscoperServer<service::Gateway>>(shutdown).await;
+    let reflection_v1 =
+        serving::reflection(&[v1::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
+    let reflection_v1alpha =
+        serving::reflection_v1alpha(&[v1::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
 
     let mut pages = http::router(gateway.clone());
     if let Some(registry) = config.registry {
@@ -73,12 +69,6 @@ pub async fn run(
         .merge(pages);
 
     tracing::info!(%local_addr, batcher = %config.batcher, "gateway listening");
-    let shutdown = async move {
-        shutdown.await;
-        health_reporter
-            .set_not_serving::<HoroscoperServer<service::Gateway>>()
-            .await;
-    };
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(Routes::from(grpc))

@@ -6,8 +6,7 @@ use horoscoper_proto::{
     process::{self, Process},
     telemetry,
 };
-use prometheus_client::registry::Registry;
-use std::{process::ExitCode, sync::Arc};
+use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -20,11 +19,7 @@ fn main() -> ExitCode {
     };
     process::main(process, |mut started| async move {
         let mut config = args.into_config()?;
-        let mut registry = Registry::default();
-        config.metrics.register(&mut registry);
-        let registry = Arc::new(registry);
-        config.registry = Some(registry.clone());
-        started.serve_metrics(registry);
+        config.registry = Some(started.metrics(|registry| config.metrics.register(registry)));
         horoscoper_gateway::run(config, started.listener, started.shutdown.cancelled_owned()).await
     })
 }

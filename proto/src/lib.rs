@@ -6,6 +6,7 @@
 //!   (gateway → batcher → workers).
 //! - [`deadline`]: the `grpc-timeout` header, read and written.
 //! - [`incoming`]: accepting connections with the right socket options.
+//! - [`serving`]: health and reflection, served beside every API.
 //! - [`shutdown`]: the drain signal (Ctrl-C or SIGTERM) shared by every binary.
 //! - [`telemetry`]: logs and OpenTelemetry traces, set up once per process.
 //! - [`trace_context`]: W3C trace context into and out of metadata and messages.
@@ -19,6 +20,7 @@ pub mod deadline;
 pub mod incoming;
 pub mod metrics;
 pub mod process;
+pub mod serving;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace_context;

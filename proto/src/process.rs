@@ -6,7 +6,8 @@ use crate::{
     metrics::SharedRegistry,
     telemetry::{self, LogFormat, Service},
 };
-use std::{fmt::Display, future::Future, net::SocketAddr, process::ExitCode};
+use prometheus_client::registry::Registry;
+use std::{fmt::Display, future::Future, net::SocketAddr, process::ExitCode, sync::Arc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,16 @@ pub struct Started {
 }
 
 impl Started {
+    /// A registry that `register` fills, served at `/metrics` on the metrics
+    /// port until the drain.
+    pub fn metrics(&mut self, register: impl FnOnce(&mut Registry)) -> SharedRegistry {
+        let mut registry = Registry::default();
+        register(&mut registry);
+        let registry = Arc::new(registry);
+        self.serve_metrics(registry.clone());
+        registry
+    }
+
     /// Serves `/metrics` from `registry` on the metrics port, if there is one,
     /// until the drain.
     pub fn serve_metrics(&mut self, registry: SharedRegistry) {

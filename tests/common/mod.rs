@@ -226,3 +226,29 @@ fn dechunk(mut rest: &str) -> String {
 pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
     http_request(addr, "GET", path, "", "").await
 }
+
+/// One worker taking one request at a time, each batch lasting 3 s: add
+/// `--request-ttl-ms` to taste.
+pub const ONE_SLOW_WORKER: [&str; 10] = [
+    "--workers",
+    "1",
+    "--batch-size",
+    "1",
+    "--batch-window-ms",
+    "0",
+    "--min-delay-ms",
+    "3000",
+    "--max-delay-ms",
+    "3000",
+];
+
+/// Starts a request and waits for its first token: from then on, its worker
+/// is busy until the stream is dropped or ends.
+pub async fn occupy(client: &HoroscoperClient<Channel>) -> Streaming<InferResponse> {
+    let mut busy = start(client, "keeps the worker busy").await.unwrap();
+    busy.message()
+        .await
+        .unwrap()
+        .expect("the request is running");
+    busy
+}

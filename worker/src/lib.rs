@@ -27,7 +27,10 @@ pub use config::{Args, Config, Generation, GenerationArgs};
 pub use error::Error;
 pub use metrics::Metrics;
 
-use horoscoper_proto::mesh::{self, worker_service_server::WorkerServiceServer};
+use horoscoper_proto::{
+    mesh::{self, worker_service_server::WorkerServiceServer},
+    serving,
+};
 use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -52,23 +55,16 @@ pub async fn run(
         draining.clone(),
     );
 
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<WorkerServiceServer<service::Worker>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(mesh::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(Error::Reflection)?;
-
-    tracing::info!(%local_addr, %worker_id, "worker listening");
     let shutdown = async move {
         shutdown.await;
-        health_reporter
-            .set_not_serving::<WorkerServiceServer<service::Worker>>()
-            .await;
         draining.cancel();
     };
+    let (health, shutdown) =
+        serving::health::<WorkerServiceServer<service::Worker>>(shutdown).await;
+    let reflection =
+        serving::reflection(&[mesh::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
+
+    tracing::info!(%local_addr, %worker_id, "worker listening");
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
