@@ -7,72 +7,16 @@
 
 mod common;
 
+use common::processes::{Process, binary, free_port};
 use horoscoper_proto::v1::{InferRequest, horoscoper_client::HoroscoperClient};
 use serde_json::Value;
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     time::Duration,
 };
-
-/// A child process, interrupted (SIGINT: drain and flush) when dropped.
-struct Process(Child);
-
-impl Process {
-    fn start<S: AsRef<std::ffi::OsStr>>(
-        program: &Path,
-        args: &[S],
-        env: &[(&str, String)],
-    ) -> Process {
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        Process::spawn(&mut command, program)
-    }
-
-    fn spawn(command: &mut Command, program: &Path) -> Process {
-        let child = command
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
-        Process(child)
-    }
-
-    /// Ctrl-C, then waits for the exit: the services flush their spans.
-    fn stop(mut self) {
-        interrupt(&mut self.0);
-    }
-}
-
-fn interrupt(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            interrupt(&mut self.0);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn binary(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_horoscoper")).with_file_name(name)
-}
 
 /// Jaeger on free ports; returns it with its OTLP endpoint and query address.
 async fn jaeger() -> (Process, String, SocketAddr) {

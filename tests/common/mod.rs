@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod processes;
+
 use clap::Parser;
 use horoscoper_proto::v1::{InferRequest, InferResponse, horoscoper_client::HoroscoperClient};
 use std::{net::SocketAddr, time::Duration};

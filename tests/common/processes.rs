@@ -1,0 +1,62 @@
+//! The release binaries as separate processes.
+
+use std::{
+    ffi::OsStr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+/// A child process, interrupted (SIGINT: drain and flush) when dropped.
+pub struct Process(Child);
+
+impl Process {
+    pub fn start<S: AsRef<OsStr>>(program: &Path, args: &[S], env: &[(&str, String)]) -> Process {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Process::spawn(&mut command, program)
+    }
+
+    pub fn spawn(command: &mut Command, program: &Path) -> Process {
+        let child = command
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
+        Process(child)
+    }
+
+    /// Ctrl-C, then waits for the exit: the services drain and flush.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        interrupt(&mut self.0)
+    }
+}
+
+fn interrupt(child: &mut Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    child.wait().expect("the process was started")
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            interrupt(&mut self.0);
+        }
+    }
+}
+
+/// A loopback port free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A binary of the workspace, beside the `horoscoper` one.
+pub fn binary(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_horoscoper")).with_file_name(name)
+}

@@ -1,0 +1,133 @@
+//! The three standalone binaries, as containers run them: wired by flags,
+//! each serving `/metrics` on its own `--metrics-listen`, the gateway also on
+//! its main port; SIGINT drains each and it exits cleanly.
+
+mod common;
+
+use common::{
+    expected_text, http_get,
+    processes::{Process, binary, free_port},
+    text,
+};
+use std::{net::SocketAddr, time::Duration};
+
+fn addr(port: u16) -> SocketAddr {
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let body = http_get(addr, "/metrics").await.body;
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from {addr}/metrics:\n{body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binaries_serve_a_request_and_their_own_metrics() {
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let [
+        worker,
+        worker_metrics,
+        batcher,
+        batcher_metrics,
+        gateway,
+        gateway_metrics,
+    ] = ports[..]
+    else {
+        unreachable!()
+    };
+    let listen = |port: u16| addr(port).to_string();
+    let worker_url = format!("http://{}", listen(worker));
+    let batcher_url = format!("http://{}", listen(batcher));
+    let services = [
+        Process::start(
+            &binary("worker"),
+            &[
+                "--listen",
+                &listen(worker),
+                "--metrics-listen",
+                &listen(worker_metrics),
+                "--worker-id",
+                "solo",
+                "--min-delay-ms",
+                "0",
+                "--max-delay-ms",
+                "0",
+            ],
+            &[],
+        ),
+        Process::start(
+            &binary("batcher"),
+            &[
+                "--listen",
+                &listen(batcher),
+                "--metrics-listen",
+                &listen(batcher_metrics),
+                "--worker",
+                &worker_url,
+            ],
+            &[],
+        ),
+        Process::start(
+            &binary("gateway"),
+            &[
+                "--listen",
+                &listen(gateway),
+                "--metrics-listen",
+                &listen(gateway_metrics),
+                "--batcher",
+                &batcher_url,
+            ],
+            &[],
+        ),
+    ];
+
+    let mut responses = None;
+    for _ in 0..100 {
+        if let Ok(channel) =
+            tonic::transport::Channel::from_shared(format!("http://{}", listen(gateway)))
+                .unwrap()
+                .connect()
+                .await
+        {
+            let client = horoscoper_proto::v1::horoscoper_client::HoroscoperClient::new(channel);
+            if let Ok(served) = common::infer(&client, "standalone").await {
+                responses = Some(served);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let responses = responses.expect("the three binaries serve a request");
+    assert_eq!(text(&responses), expected_text("standalone"));
+    assert_eq!(
+        responses.last().unwrap().batch.as_ref().unwrap().worker_id,
+        "solo"
+    );
+
+    let tokens = expected_text("standalone").split(' ').count() as f64;
+    assert_eq!(
+        metric(addr(worker_metrics), "horoscoper_tokens_total").await,
+        tokens
+    );
+    assert_eq!(
+        metric(addr(batcher_metrics), "horoscoper_workers").await,
+        1.0
+    );
+    assert!(metric(addr(batcher_metrics), "horoscoper_batch_size_count").await >= 1.0);
+    for gateway_metrics in [addr(gateway_metrics), addr(gateway)] {
+        assert!(
+            metric(
+                gateway_metrics,
+                r#"horoscoper_requests_total{outcome="ok"}"#
+            )
+            .await
+                >= 1.0
+        );
+    }
+
+    // Drained front to back, as a deployment would: each exits with 0.
+    for service in services.into_iter().rev() {
+        assert!(service.stop().success());
+    }
+}
