@@ -123,11 +123,8 @@ pub async fn run(
         "http://{}",
         batcher_listener.local_addr().map_err(Error::Bind)?
     );
-    let batcher_config = horoscoper_batcher::Config {
-        workers: worker_urls,
-        batching: config.batching,
-        metrics: batcher_metrics,
-    };
+    let batcher_config =
+        horoscoper_batcher::Config::new(worker_urls, config.batching, batcher_metrics);
     let mut batcher = tokio::spawn(horoscoper_batcher::run(
         batcher_config,
         batcher_listener,

@@ -1,7 +1,7 @@
 //! The batcher's command-line flags (each also an environment variable) and
 //! the validated configuration [`crate::run`] takes.
 
-use crate::{Error, Metrics, queue::Policy};
+use crate::{Error, Metrics, discovery::Resolver, queue::Policy};
 use horoscoper_proto::telemetry::LogArgs;
 use std::{net::SocketAddr, time::Duration};
 use tonic::transport::Uri;
@@ -26,6 +26,10 @@ pub struct Args {
         required = true
     )]
     pub workers: Vec<String>,
+    /// How often worker names are resolved again, in milliseconds: new
+    /// addresses join, vanished ones are drained.
+    #[arg(long, env = "HOROSCOPER_RESOLVE_INTERVAL_MS", default_value_t = 5000)]
+    pub resolve_interval_ms: u64,
     /// Address to serve Prometheus metrics on, at /metrics.
     #[arg(
         long,
@@ -92,23 +96,44 @@ pub struct Batching {
 /// Everything [`crate::run`] needs.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Worker URLs; a name may resolve to several workers.
     pub workers: Vec<Uri>,
+    /// How often worker names are resolved again.
+    pub resolve_interval: Duration,
+    pub resolver: Resolver,
     pub batching: Batching,
     pub metrics: Metrics,
+}
+
+impl Config {
+    /// A configuration for these workers with the defaults for the rest.
+    pub fn new(workers: Vec<Uri>, batching: Batching, metrics: Metrics) -> Config {
+        Config {
+            workers,
+            resolve_interval: Duration::from_secs(5),
+            resolver: Resolver::default(),
+            batching,
+            metrics,
+        }
+    }
 }
 
 impl Args {
     /// Validates the flags into a configuration.
     pub fn into_config(self) -> Result<Config, Error> {
-        Ok(Config {
-            workers: self
-                .workers
-                .iter()
-                .map(|url| parse_worker_url(url))
-                .collect::<Result<_, _>>()?,
-            batching: self.batching.validate()?,
-            metrics: Metrics::default(),
-        })
+        if self.resolve_interval_ms == 0 {
+            return Err(Error::Config(
+                "--resolve-interval-ms must be at least 1".into(),
+            ));
+        }
+        let workers = self
+            .workers
+            .iter()
+            .map(|url| parse_worker_url(url))
+            .collect::<Result<_, _>>()?;
+        let mut config = Config::new(workers, self.batching.validate()?, Metrics::default());
+        config.resolve_interval = Duration::from_millis(self.resolve_interval_ms);
+        Ok(config)
     }
 }
 

@@ -31,25 +31,40 @@ pub struct Connection {
     pub endpoint: Endpoint,
     pub dispatcher: Dispatcher,
     pub stop: CancellationToken,
+    /// Cancelled when the worker's address is no longer resolved: the
+    /// connection takes no new batch, finishes the one under way, and ends.
+    pub retire: CancellationToken,
 }
 
 /// Why a session with the worker ended.
 enum Ended {
     /// The batcher is stopping.
     Stopped,
+    /// The worker's address is gone from discovery; its batch finished.
+    Retired,
     /// The worker closed the stream (it is draining) or broke it.
     Lost(String),
 }
 
 impl Connection {
-    /// Runs until `stop` is cancelled.
+    /// Runs until `stop` or `retire` is cancelled.
     pub async fn run(self) {
         let url = self.endpoint.uri().to_string();
         let mut backoff = FIRST_BACKOFF;
         let mut failures = 0u32;
         loop {
-            match self.session(&url, &mut backoff).await {
+            let ended = self.session(&url, &mut backoff).await;
+            // A session that got through to the worker reset the backoff: a
+            // loss after it is a new outage.
+            if backoff == FIRST_BACKOFF {
+                failures = 0;
+            }
+            match ended {
                 Ended::Stopped => return,
+                Ended::Retired => {
+                    tracing::info!(worker = %url, "worker retired: its address is no longer resolved");
+                    return;
+                }
                 Ended::Lost(reason) => {
                     failures += 1;
                     // Say it once per outage, not once per retry.
@@ -62,12 +77,10 @@ impl Connection {
             }
             tokio::select! {
                 () = self.stop.cancelled() => return,
+                () = self.retire.cancelled() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            if backoff == FIRST_BACKOFF {
-                failures = 0;
-            }
         }
     }
 
@@ -109,19 +122,20 @@ impl Connection {
             commands,
             down,
             running: None,
+            retiring: false,
             dispatcher: &self.dispatcher,
         };
         session.ready();
         let ended = tokio::select! {
             () = self.stop.cancelled() => Ended::Stopped,
-            ended = session.serve(&mut up, &mut receiver) => ended,
+            ended = session.serve(&mut up, &mut receiver, &self.retire) => ended,
         };
 
         // Nothing that reached this connection may be lost: running requests
         // end with a status, batches not yet started go back to the queue.
         self.dispatcher.gone(self.index);
         let error = match &ended {
-            Ended::Stopped => Error::ShuttingDown,
+            Ended::Stopped | Ended::Retired => Error::ShuttingDown,
             Ended::Lost(_) => Error::WorkerLost {
                 worker_id: session.worker_id.to_string(),
             },
@@ -163,11 +177,16 @@ struct Session<'a> {
     commands: mpsc::UnboundedSender<ToWorker>,
     down: mpsc::Sender<GenerateRequest>,
     running: Option<Running>,
+    /// Retired: no new batch; the session ends when the running one does.
+    retiring: bool,
     dispatcher: &'a Dispatcher,
 }
 
 impl Session<'_> {
     fn ready(&self) {
+        if self.retiring {
+            return;
+        }
         self.dispatcher.free(Slot {
             index: self.index,
             worker_id: self.worker_id.clone(),
@@ -180,9 +199,19 @@ impl Session<'_> {
         &mut self,
         up: &mut Streaming<GenerateResponse>,
         receiver: &mut mpsc::UnboundedReceiver<ToWorker>,
+        retire: &CancellationToken,
     ) -> Ended {
         loop {
+            if self.retiring && self.running.is_none() {
+                return Ended::Retired;
+            }
             tokio::select! {
+                () = retire.cancelled(), if !self.retiring => {
+                    // Out of the free list at once; a batch already on its
+                    // way here goes back to the queue (see `start`).
+                    self.retiring = true;
+                    self.dispatcher.gone(self.index);
+                }
                 command = receiver.recv() => {
                     let Some(command) = command else {
                         return Ended::Lost("command channel closed".into());
@@ -229,6 +258,10 @@ impl Session<'_> {
     }
 
     async fn start(&mut self, batch: Dispatched) -> Result<(), Ended> {
+        if self.retiring {
+            self.dispatcher.requeue(batch.requests);
+            return Ok(());
+        }
         if let Some(running) = &self.running {
             // The dispatcher only hands a batch to a free worker.
             let message = format!(

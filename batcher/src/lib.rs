@@ -3,6 +3,7 @@
 //!
 //! - [`queue`]: the queue and the batching decisions (synchronous).
 //! - [`dispatcher`]: the task that owns the queue and the free workers.
+//! - [`discovery`]: worker names resolved periodically, a connection per address.
 //! - [`connection`]: one task per worker: its Generate stream and routing.
 //! - [`service`]: `BatcherService.Submit`, and cancellation when a client leaves.
 //! - [`request`]: a request as the batcher holds it.
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod discovery;
 pub mod dispatcher;
 pub mod error;
 pub mod metrics;
@@ -29,10 +31,9 @@ use horoscoper_proto::{
     mesh::{self, batcher_service_server::BatcherServiceServer},
     serving,
 };
-use std::{future::Future, time::Duration};
+use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
 /// Serves the batcher on `listener` until `shutdown` resolves; then lets the
 /// open requests finish, closes the worker streams and returns.
@@ -45,20 +46,14 @@ pub async fn run(
     let stop = CancellationToken::new();
     let dispatcher =
         dispatcher::Dispatcher::spawn(config.batching.policy, config.metrics, stop.clone());
-    for (index, url) in config.workers.iter().enumerate() {
-        let endpoint = Endpoint::from(url.clone())
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
-        let connection = connection::Connection {
-            index,
-            endpoint,
-            dispatcher: dispatcher.clone(),
-            stop: stop.clone(),
-        };
-        tokio::spawn(connection.run());
-    }
+    let discovery = discovery::Discovery {
+        urls: config.workers.clone(),
+        interval: config.resolve_interval,
+        resolver: config.resolver.clone(),
+        dispatcher: dispatcher.clone(),
+        stop: stop.clone(),
+    };
+    tokio::spawn(discovery.run());
 
     let (health, shutdown) =
         serving::health::<BatcherServiceServer<service::Batcher>>(shutdown).await;

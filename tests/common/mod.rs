@@ -254,3 +254,11 @@ pub async fn occupy(client: &HoroscoperClient<Channel>) -> Streaming<InferRespon
         .expect("the request is running");
     busy
 }
+
+/// A batcher with this configuration.
+pub async fn batcher_with(listener: TcpListener, config: horoscoper_batcher::Config) -> Running {
+    spawn(listener, |listener, stop| {
+        horoscoper_batcher::run(config, listener, stop)
+    })
+    .await
+}

@@ -1,0 +1,159 @@
+//! Finding workers by name. Every `--worker` URL's host is resolved now and
+//! every `--resolve-interval-ms`; each address it resolves to gets a
+//! connection of its own (so a headless Service or a Compose service name
+//! with replicas fans out to every replica). An address that appears joins
+//! without a restart; one that is no longer resolved is retired: it takes no
+//! new batch and leaves when its batch ends. A failed lookup keeps the
+//! addresses the name had.
+
+use crate::{connection::Connection, dispatcher::Dispatcher};
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    future::Future,
+    io,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Endpoint, Uri};
+
+/// Looks a host up: its addresses, for a port.
+pub type Lookup = Arc<
+    dyn Fn(String, u16) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// How worker names are resolved: by the system's resolver (DNS, /etc/hosts),
+/// or by a function (tests).
+#[derive(Clone)]
+pub struct Resolver(Lookup);
+
+impl Resolver {
+    /// A resolver backed by `lookup`.
+    pub fn new(lookup: Lookup) -> Resolver {
+        Resolver(lookup)
+    }
+
+    async fn resolve(&self, url: &Uri) -> io::Result<BTreeSet<SocketAddr>> {
+        let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
+        let port = url.port_u16().unwrap_or(80);
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(BTreeSet::from([SocketAddr::new(ip, port)]));
+        }
+        Ok((self.0)(host.to_string(), port)
+            .await?
+            .into_iter()
+            .collect())
+    }
+}
+
+impl Default for Resolver {
+    fn default() -> Resolver {
+        Resolver(Arc::new(|host, port| {
+            Box::pin(async move {
+                Ok(tokio::net::lookup_host((host.as_str(), port))
+                    .await?
+                    .collect())
+            })
+        }))
+    }
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+/// The task that keeps one connection per resolved worker address.
+pub struct Discovery {
+    pub urls: Vec<Uri>,
+    pub interval: Duration,
+    pub resolver: Resolver,
+    pub dispatcher: Dispatcher,
+    pub stop: CancellationToken,
+}
+
+impl Discovery {
+    /// Runs until `stop` is cancelled.
+    pub async fn run(self) {
+        // Per URL, the addresses it resolved to last; per address, the
+        // token that retires its connection.
+        let mut resolved: Vec<BTreeSet<SocketAddr>> = vec![BTreeSet::new(); self.urls.len()];
+        let mut connections: HashMap<(usize, SocketAddr), CancellationToken> = HashMap::new();
+        let mut failing = vec![false; self.urls.len()];
+        let mut next_index = 0;
+        loop {
+            for (at, url) in self.urls.iter().enumerate() {
+                match self.resolver.resolve(url).await {
+                    Ok(addrs) => {
+                        if failing[at] {
+                            tracing::info!(worker = %url, "worker name resolves again");
+                        }
+                        failing[at] = false;
+                        resolved[at] = addrs;
+                    }
+                    Err(error) => {
+                        // Say it once per outage; keep the known addresses.
+                        if !failing[at] {
+                            tracing::warn!(worker = %url, %error, "cannot resolve the worker name; keeping its known addresses");
+                        }
+                        failing[at] = true;
+                    }
+                }
+            }
+            let wanted: BTreeSet<(usize, SocketAddr)> = resolved
+                .iter()
+                .enumerate()
+                .flat_map(|(at, addrs)| addrs.iter().map(move |addr| (at, *addr)))
+                .collect();
+            connections.retain(|key, retire| {
+                let keep = wanted.contains(key);
+                if !keep {
+                    tracing::info!(worker = %key.1, "worker address no longer resolved; draining it");
+                    retire.cancel();
+                }
+                keep
+            });
+            for key in wanted {
+                if connections.contains_key(&key) {
+                    continue;
+                }
+                let retire = self.stop.child_token();
+                connections.insert(key, retire.clone());
+                let connection = Connection {
+                    index: next_index,
+                    endpoint: endpoint(&self.urls[key.0], key.1),
+                    dispatcher: self.dispatcher.clone(),
+                    stop: self.stop.clone(),
+                    retire,
+                };
+                next_index += 1;
+                tracing::debug!(worker = %self.urls[key.0], addr = %key.1, "worker address found");
+                tokio::spawn(connection.run());
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+}
+
+/// The endpoint of one address of a worker URL: same scheme, the address in
+/// place of the name.
+fn endpoint(url: &Uri, addr: SocketAddr) -> Endpoint {
+    let scheme = url.scheme_str().unwrap_or("http");
+    let uri: Uri = format!("{scheme}://{addr}")
+        .parse()
+        .expect("a scheme and an address make a URI");
+    Endpoint::from(uri)
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+}

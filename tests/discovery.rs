@@ -1,0 +1,157 @@
+//! Workers found by name: the batcher resolves a worker URL's host every
+//! interval and keeps a connection per address. An address that appears
+//! starts taking batches without a restart; one that vanishes is drained,
+//! and no request is lost on the way.
+
+mod common;
+
+use common::{batcher_with, client, expected_text, gateway, infer, text, worker};
+use horoscoper_batcher::{BatchingArgs, Config, Metrics, discovery::Resolver};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::net::TcpListener;
+
+/// Sends `count` requests at once; how many each worker served.
+async fn served_by(
+    client: &horoscoper_proto::v1::horoscoper_client::HoroscoperClient<tonic::transport::Channel>,
+    round: &str,
+    count: usize,
+) -> BTreeMap<String, usize> {
+    let calls: Vec<_> = (0..count)
+        .map(|i| {
+            let client = client.clone();
+            let prefix = format!("{round} {i}");
+            tokio::spawn(async move {
+                let responses = infer(&client, &prefix).await.expect("no request is lost");
+                assert_eq!(text(&responses), expected_text(&prefix));
+                responses.last().unwrap().batch.clone().unwrap().worker_id
+            })
+        })
+        .collect();
+    let mut served = BTreeMap::new();
+    for call in calls {
+        *served.entry(call.await.unwrap()).or_default() += 1;
+    }
+    served
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_join_and_leave_as_their_name_resolves() {
+    // Two workers on one port, at two loopback addresses: one name, two hosts.
+    let first = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = first.local_addr().unwrap().port();
+    let second = TcpListener::bind(("127.0.0.3", port))
+        .await
+        .expect("the same port is free on 127.0.0.3");
+    let (a, b): (SocketAddr, SocketAddr) =
+        (first.local_addr().unwrap(), second.local_addr().unwrap());
+    let delays = ["--min-delay-ms", "200", "--max-delay-ms", "200"];
+    let _a = worker(first, &[&delays[..], &["--worker-id", "a"]].concat()).await;
+    let _b = worker(second, &[&delays[..], &["--worker-id", "b"]].concat()).await;
+
+    // "workers.test" resolves to whatever `addresses` holds.
+    let addresses = Arc::new(Mutex::new(vec![a]));
+    let resolving = addresses.clone();
+    let resolver = Resolver::new(Arc::new(move |host, _port| {
+        assert_eq!(host, "workers.test");
+        let found = resolving.lock().unwrap().clone();
+        Box::pin(async move { Ok(found) })
+    }));
+    let batching = BatchingArgs {
+        batch_size: 1,
+        batch_window_ms: 0,
+        request_ttl_ms: 10_000,
+    }
+    .validate()
+    .unwrap();
+    let metrics = Metrics::default();
+    let mut config = Config::new(
+        vec![format!("http://workers.test:{port}").parse().unwrap()],
+        batching,
+        metrics.clone(),
+    );
+    config.resolver = resolver;
+    config.resolve_interval = Duration::from_millis(100);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let batcher = batcher_with(listener, config).await;
+    let gateway = gateway(&batcher.url()).await;
+    let client = client(gateway.addr).await;
+
+    let before = served_by(&client, "before", 4).await;
+    assert_eq!(before, BTreeMap::from([("a".to_string(), 4)]));
+
+    addresses.lock().unwrap().push(b);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(metrics.workers.get(), 2, "the new address joined");
+    let both = served_by(&client, "both", 6).await;
+    assert!(
+        both.get("b").is_some_and(|n| *n > 0),
+        "the added worker receives batches: {both:?}"
+    );
+    assert!(both.get("a").is_some_and(|n| *n > 0), "{both:?}");
+
+    // Take "a" away while requests flow: none is lost.
+    let flowing = {
+        let client = client.clone();
+        tokio::spawn(async move { served_by(&client, "during", 6).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    *addresses.lock().unwrap() = vec![b];
+    let during = flowing.await.unwrap();
+    assert_eq!(during.values().sum::<usize>(), 6, "{during:?}");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(metrics.workers.get(), 1, "the vanished address was drained");
+    let after = served_by(&client, "after", 4).await;
+    assert_eq!(after, BTreeMap::from([("b".to_string(), 4)]));
+}
+
+#[tokio::test]
+async fn a_failed_lookup_keeps_the_known_workers() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _worker = worker(listener, &["--min-delay-ms", "0", "--max-delay-ms", "0"]).await;
+    let lookups = Arc::new(Mutex::new(0));
+    let counted = lookups.clone();
+    let resolver = Resolver::new(Arc::new(move |_host, _port| {
+        let mut lookups = counted.lock().unwrap();
+        *lookups += 1;
+        let result = if *lookups == 1 {
+            Ok(vec![addr])
+        } else {
+            Err(std::io::Error::other("the DNS server is down"))
+        };
+        Box::pin(async move { result })
+    }));
+    let batching = BatchingArgs {
+        batch_size: 4,
+        batch_window_ms: 0,
+        request_ttl_ms: 5_000,
+    }
+    .validate()
+    .unwrap();
+    let mut config = Config::new(
+        vec![
+            format!("http://worker.test:{}", addr.port())
+                .parse()
+                .unwrap(),
+        ],
+        batching,
+        Metrics::default(),
+    );
+    config.resolver = resolver;
+    config.resolve_interval = Duration::from_millis(50);
+    let batcher = batcher_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), config).await;
+    let gateway = gateway(&batcher.url()).await;
+    let client = client(gateway.addr).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(*lookups.lock().unwrap() > 2, "the name was looked up again");
+    assert_eq!(
+        text(&infer(&client, "still here").await.unwrap()),
+        expected_text("still here")
+    );
+}
