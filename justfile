@@ -66,6 +66,7 @@ lint:
 # Every check and every test, as CI runs them (release build).
 test: setup lint check-generated
     mkdir -p {{logs}} && rm -f {{logs}}/*.log
+    cargo build --workspace --release
     cargo test --workspace --release 2>&1 | tee {{logs}}/cargo.log
     just test-jaeger
     just test-clients

@@ -56,7 +56,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A binary of the workspace, beside the `horoscoper` one.
+/// A binary of the workspace, beside the `horoscoper` one. `cargo test`
+/// builds only the binaries of packages that have integration tests, so
+/// `just test` builds the workspace first.
 pub fn binary(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_horoscoper")).with_file_name(name)
+    let path = Path::new(env!("CARGO_BIN_EXE_horoscoper")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` (with --release for a release test run) first; `just test` does",
+        path.display()
+    );
+    path
 }
