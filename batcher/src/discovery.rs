@@ -123,7 +123,7 @@ impl Discovery {
                 if connections.contains_key(&key) {
                     continue;
                 }
-                let retire = self.stop.child_token();
+                let retire = CancellationToken::new();
                 connections.insert(key, retire.clone());
                 let connection = Connection {
                     index: next_index,
