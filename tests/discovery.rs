@@ -65,6 +65,7 @@ async fn workers_join_and_leave_as_their_name_resolves() {
         batch_size: 1,
         batch_window_ms: 0,
         request_ttl_ms: 10_000,
+        max_requests: 1024,
     }
     .validate()
     .unwrap();
@@ -131,6 +132,7 @@ async fn a_failed_lookup_keeps_the_known_workers() {
         batch_size: 4,
         batch_window_ms: 0,
         request_ttl_ms: 5_000,
+        max_requests: 1024,
     }
     .validate()
     .unwrap();

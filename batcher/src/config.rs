@@ -59,6 +59,11 @@ pub struct BatchingArgs {
     /// wins).
     #[arg(long, env = "HOROSCOPER_REQUEST_TTL_MS", default_value_t = 7000)]
     pub request_ttl_ms: u64,
+    /// Most requests the batcher holds at once, queued or running; past it a
+    /// request fails at once with RESOURCE_EXHAUSTED rather than waiting out
+    /// its time to live.
+    #[arg(long, env = "HOROSCOPER_MAX_REQUESTS", default_value_t = 16384)]
+    pub max_requests: usize,
 }
 
 /// Largest batch a worker is asked to run.
@@ -76,12 +81,16 @@ impl BatchingArgs {
         if self.request_ttl_ms == 0 {
             return Err(Error::Config("--request-ttl-ms must be at least 1".into()));
         }
+        if self.max_requests == 0 {
+            return Err(Error::Config("--max-requests must be at least 1".into()));
+        }
         Ok(Batching {
             policy: Policy {
                 batch_size: self.batch_size,
                 window: Duration::from_millis(self.batch_window_ms),
             },
             time_to_live: Duration::from_millis(self.request_ttl_ms),
+            max_requests: self.max_requests,
         })
     }
 }
@@ -91,6 +100,8 @@ impl BatchingArgs {
 pub struct Batching {
     pub policy: Policy,
     pub time_to_live: Duration,
+    /// Most requests held at once, queued or running.
+    pub max_requests: usize,
 }
 
 /// Everything [`crate::run`] needs.

@@ -15,6 +15,8 @@ pub enum Error {
     BatchCutShort { worker_id: String, batch_id: u64 },
     #[error("the batcher is shutting down")]
     ShuttingDown,
+    #[error("the batcher holds {limit} requests, its limit (--max-requests); try again shortly")]
+    Overloaded { limit: usize },
     #[error("worker at {url} broke the protocol: {message}")]
     WorkerProtocol { url: String, message: String },
     #[error("invalid configuration: {0}")]
@@ -46,6 +48,7 @@ impl From<Error> for Status {
         let code = match &error {
             Error::Expired { .. } => Code::DeadlineExceeded,
             Error::WorkerLost { .. } | Error::ShuttingDown => Code::Unavailable,
+            Error::Overloaded { .. } => Code::ResourceExhausted,
             Error::BatchCutShort { .. }
             | Error::WorkerProtocol { .. }
             | Error::Config(_)

@@ -59,7 +59,7 @@ pub async fn run(
         serving::health::<BatcherServiceServer<service::Batcher>>(shutdown).await;
     let reflection =
         serving::reflection(&[mesh::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
-    let batcher = service::Batcher::new(dispatcher, config.batching.time_to_live);
+    let batcher = service::Batcher::new(dispatcher, config.batching);
 
     tracing::info!(%local_addr, workers = config.workers.len(), "batcher listening");
     let served = tonic::transport::Server::builder()

@@ -3,7 +3,7 @@
 //! that leaves is cancelled all the way down.
 
 use crate::{
-    Error,
+    Batching, Error,
     dispatcher::Dispatcher,
     queue::Entry,
     request::{Limit, Pending},
@@ -22,7 +22,10 @@ use std::{
     task::{Context, Poll},
     time::Duration,
 };
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    time::Instant,
+};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -31,14 +34,19 @@ use tonic::{Request, Response, Status};
 pub struct Batcher {
     dispatcher: Dispatcher,
     time_to_live: Duration,
+    /// One permit per request held, queued or running: admission control.
+    admission: Arc<Semaphore>,
+    max_requests: usize,
     next_request_id: Arc<AtomicU64>,
 }
 
 impl Batcher {
-    pub fn new(dispatcher: Dispatcher, time_to_live: Duration) -> Batcher {
+    pub fn new(dispatcher: Dispatcher, batching: Batching) -> Batcher {
         Batcher {
             dispatcher,
-            time_to_live,
+            time_to_live: batching.time_to_live,
+            admission: Arc::new(Semaphore::new(batching.max_requests)),
+            max_requests: batching.max_requests,
             next_request_id: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -52,6 +60,13 @@ impl BatcherService for Batcher {
         &self,
         request: Request<SubmitRequest>,
     ) -> Result<Response<RequestStream>, Status> {
+        // Fail fast when full: the permit lives as long as the request's stream.
+        let Ok(permit) = self.admission.clone().try_acquire_owned() else {
+            return Err(Error::Overloaded {
+                limit: self.max_requests,
+            }
+            .into());
+        };
         let limit = Limit::new(
             self.time_to_live,
             deadline::from_metadata(request.metadata()),
@@ -96,6 +111,7 @@ impl BatcherService for Batcher {
             dispatcher: self.dispatcher.clone(),
             finished: false,
             span,
+            _permit: permit,
         }))
     }
 }
@@ -109,6 +125,8 @@ pub struct RequestStream {
     finished: bool,
     /// The request's span ends with its stream.
     span: tracing::Span,
+    /// Its place in the batcher, given back when the stream ends.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Stream for RequestStream {
