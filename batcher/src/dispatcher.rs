@@ -14,7 +14,7 @@ use crate::{
 };
 use opentelemetry::trace::TraceContextExt as _;
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     sync::Arc,
 };
 use tokio::{sync::mpsc, time::Instant};
@@ -75,8 +75,7 @@ impl Dispatcher {
         let task = Task {
             queue: Queue::new(policy),
             free: VecDeque::new(),
-            connections: Vec::new(),
-            connected: HashSet::new(),
+            connections: HashMap::new(),
             next_batch_id: 1,
             metrics,
         };
@@ -121,10 +120,9 @@ struct Task {
     queue: Queue<Pending>,
     /// Free workers, longest free first.
     free: VecDeque<Slot>,
-    /// Every connection's command channel, by index, for cancellations.
-    connections: Vec<Option<mpsc::UnboundedSender<ToWorker>>>,
-    /// Connections whose worker is up, free or busy.
-    connected: HashSet<usize>,
+    /// The command channel of every connection whose worker is up, free or
+    /// busy, by index: for cancellations, and the worker gauges.
+    connections: HashMap<usize, mpsc::UnboundedSender<ToWorker>>,
     next_batch_id: u64,
     metrics: Metrics,
 }
@@ -140,10 +138,10 @@ impl Task {
             self.expire(now);
             self.dispatch(now);
             self.metrics.queue_length.set(self.queue.len() as i64);
-            self.metrics.workers.set(self.connected.len() as i64);
+            self.metrics.workers.set(self.connections.len() as i64);
             self.metrics
                 .workers_busy
-                .set((self.connected.len() - self.free.len()) as i64);
+                .set((self.connections.len() - self.free.len()) as i64);
             let wake = self.queue.next_wake(!self.free.is_empty());
             tokio::select! {
                 biased;
@@ -172,27 +170,20 @@ impl Task {
             Command::Requeue(entries) => entries.into_iter().for_each(|e| self.queue.push(e)),
             Command::Cancel(id) => {
                 if self.queue.remove(id).is_none() {
-                    for connection in self.connections.iter().flatten() {
+                    for connection in self.connections.values() {
                         let _ = connection.send(ToWorker::Cancel(id));
                     }
                 }
             }
             Command::Free(slot) => {
-                if self.connections.len() <= slot.index {
-                    self.connections.resize(slot.index + 1, None);
-                }
-                self.connections[slot.index] = Some(slot.commands.clone());
-                self.connected.insert(slot.index);
+                self.connections.insert(slot.index, slot.commands.clone());
                 self.free.retain(|free| free.index != slot.index);
                 let at = self.free.partition_point(|free| free.since <= slot.since);
                 self.free.insert(at, slot);
             }
             Command::Gone(index) => {
-                self.connected.remove(&index);
+                self.connections.remove(&index);
                 self.free.retain(|free| free.index != index);
-                if let Some(connection) = self.connections.get_mut(index) {
-                    *connection = None;
-                }
             }
         }
     }
