@@ -151,9 +151,5 @@ fn endpoint(url: &Uri, addr: SocketAddr) -> Endpoint {
     let uri: Uri = format!("{scheme}://{addr}")
         .parse()
         .expect("a scheme and an address make a URI");
-    Endpoint::from(uri)
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
+    horoscoper_proto::net::endpoint(uri)
 }

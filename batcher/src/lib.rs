@@ -66,7 +66,7 @@ pub async fn run(
         .add_service(health)
         .add_service(reflection)
         .add_service(BatcherServiceServer::new(batcher))
-        .serve_with_incoming_shutdown(horoscoper_proto::incoming::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(horoscoper_proto::net::incoming(listener), shutdown)
         .await;
     stop.cancel();
     served.map_err(Error::Serve)?;

@@ -28,7 +28,7 @@ use horoscoper_proto::{
 };
 use std::{future::Future, time::Duration};
 use tokio::net::TcpListener;
-use tonic::{service::Routes, transport::Endpoint};
+use tonic::service::Routes;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then lets the
@@ -41,12 +41,7 @@ pub async fn run(
     let local_addr = listener.local_addr().map_err(Error::Listen)?;
     // Lazy: the gateway starts without its batcher, answers UNAVAILABLE at
     // once while it is down, and reconnects when it is back.
-    let batcher = Endpoint::from(config.batcher.clone())
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy();
+    let batcher = horoscoper_proto::net::endpoint(config.batcher.clone()).connect_lazy();
     let gateway = service::Gateway::new(batcher, config.batcher.to_string(), config.metrics);
 
     let (health, shutdown) = serving::health::<HoroscoperServer<service::Gateway>>(shutdown).await;
@@ -72,7 +67,7 @@ pub async fn run(
     tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(Routes::from(grpc))
-        .serve_with_incoming_shutdown(horoscoper_proto::incoming::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(horoscoper_proto::net::incoming(listener), shutdown)
         .await
         .map_err(Error::Serve)?;
     tracing::info!("gateway stopped");

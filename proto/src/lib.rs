@@ -5,7 +5,7 @@
 //! - [`mesh`]: the internal protocol, package `horoscoper.mesh.v1`
 //!   (gateway → batcher → workers).
 //! - [`deadline`]: the `grpc-timeout` header, read and written.
-//! - [`incoming`]: accepting connections with the right socket options.
+//! - [`net`]: both ends of a hop, with the same socket and HTTP/2 settings.
 //! - [`serving`]: health and reflection, served beside every API.
 //! - [`shutdown`]: the drain signal (Ctrl-C or SIGTERM) shared by every binary.
 //! - [`telemetry`]: logs and OpenTelemetry traces, set up once per process.
@@ -17,8 +17,8 @@
 //! that protox compiles, so no `protoc` is needed.
 
 pub mod deadline;
-pub mod incoming;
 pub mod metrics;
+pub mod net;
 pub mod process;
 pub mod serving;
 pub mod shutdown;

@@ -69,7 +69,7 @@ pub async fn run(
         .add_service(health)
         .add_service(reflection)
         .add_service(WorkerServiceServer::new(worker))
-        .serve_with_incoming_shutdown(horoscoper_proto::incoming::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(horoscoper_proto::net::incoming(listener), shutdown)
         .await
         .map_err(Error::Serve)?;
     tracing::info!(%worker_id, "worker stopped");
