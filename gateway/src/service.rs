@@ -52,8 +52,9 @@ fn request_id(metadata: &MetadataMap) -> String {
         )
 }
 
-/// Refuses a prefix over the limit, counted in characters, not bytes.
-pub fn validate(request: &InferRequest) -> Result<(), Error> {
+/// Refuses a prefix over the limit, counted in characters, not bytes;
+/// returns its length in characters.
+pub fn validate(request: &InferRequest) -> Result<usize, Error> {
     // Counting stops just past the limit: a huge prefix costs no more.
     let chars = request.prefix.chars().take(MAX_PREFIX_CHARS + 1).count();
     if chars > MAX_PREFIX_CHARS {
@@ -61,7 +62,7 @@ pub fn validate(request: &InferRequest) -> Result<(), Error> {
             chars: request.prefix.chars().count(),
         });
     }
-    Ok(())
+    Ok(chars)
 }
 
 /// A request's tokens as the public API shows them.
@@ -125,8 +126,8 @@ impl Gateway {
         client_deadline: Option<Duration>,
         span: &tracing::Span,
     ) -> Result<InferStream, Error> {
-        tracing::info_span!("validate").in_scope(|| validate(&request))?;
-        span.record("prefix_chars", request.prefix.chars().count());
+        let chars = tracing::info_span!("validate").in_scope(|| validate(&request))?;
+        span.record("prefix_chars", chars);
         let mut submit = Request::new(SubmitRequest {
             prefix: request.prefix,
             request_id,
