@@ -45,7 +45,7 @@ impl Started {
 
     /// Serves `/metrics` from `registry` on the metrics port, if there is one,
     /// until the drain.
-    pub fn serve_metrics(&mut self, registry: SharedRegistry) {
+    fn serve_metrics(&mut self, registry: SharedRegistry) {
         if let Some(listener) = self.metrics_listener.take() {
             let shutdown = self.shutdown.clone().cancelled_owned();
             tokio::spawn(async move {
