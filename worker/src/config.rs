@@ -16,7 +16,8 @@ pub struct Args {
     /// Address to serve `horoscoper.mesh.v1.WorkerService` on.
     #[arg(long, env = "HOROSCOPER_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Id shown to clients in BatchInfo (default: the listen address).
+    /// Id shown to clients in BatchInfo (default: the listen address, or the
+    /// host name and port when listening on 0.0.0.0 or [::]).
     #[arg(long, env = "HOROSCOPER_WORKER_ID")]
     pub worker_id: Option<String>,
     /// Address to serve Prometheus metrics on, at /metrics.
@@ -87,7 +88,8 @@ pub struct Generation {
 /// Everything [`crate::run`] needs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Id shown to clients; `None` uses the listen address.
+    /// Id shown to clients; `None`: the listen address, or the host name
+    /// and port when listening on every interface.
     pub worker_id: Option<String>,
     pub generation: Generation,
     pub metrics: Metrics,

@@ -31,7 +31,7 @@ use horoscoper_proto::{
     mesh::{self, worker_service_server::WorkerServiceServer},
     serving,
 };
-use std::future::Future;
+use std::{future::Future, net::SocketAddr};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +46,7 @@ pub async fn run(
     let worker_id = config
         .worker_id
         .clone()
-        .unwrap_or_else(|| local_addr.to_string());
+        .unwrap_or_else(|| default_id(local_addr));
     let draining = CancellationToken::new();
     let worker = service::Worker::new(
         worker_id.clone(),
@@ -74,4 +74,39 @@ pub async fn run(
         .map_err(Error::Serve)?;
     tracing::info!(%worker_id, "worker stopped");
     Ok(())
+}
+
+/// The id a worker shows when none is given: its listen address, or, when
+/// it listens on every interface (a container, a pod), its host name and
+/// port, so that replicas behind one name tell apart.
+fn default_id(local_addr: SocketAddr) -> String {
+    if !local_addr.ip().is_unspecified() {
+        return local_addr.to_string();
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(name) if !name.trim().is_empty() => format!("{}:{}", name.trim(), local_addr.port()),
+        _ => local_addr.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_on_every_interface_is_named_after_its_host() {
+        assert_eq!(
+            default_id("127.0.0.1:50051".parse().unwrap()),
+            "127.0.0.1:50051"
+        );
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(
+            default_id("0.0.0.0:50051".parse().unwrap()),
+            format!("{}:50051", host.trim())
+        );
+        assert_eq!(
+            default_id("[::]:7".parse().unwrap()),
+            format!("{}:7", host.trim())
+        );
+    }
 }
