@@ -15,7 +15,7 @@ mod common;
 use common::{
     client, expected_text,
     netns::{Dns, Network, ip},
-    processes::{Process, binary},
+    processes::{Process, binary, reachable},
     start, text,
 };
 use horoscoper_proto::v1::InferResponse;
@@ -102,17 +102,6 @@ async fn closed_loop(
             }
         }
     }
-}
-
-/// Waits until `addr` accepts connections.
-async fn reachable(addr: SocketAddr, what: &str) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} at {addr} never accepted connections");
 }
 
 /// Batches per worker that began in `[from, to)`.

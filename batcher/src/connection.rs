@@ -5,7 +5,8 @@
 use crate::{
     Error,
     dispatcher::{Dispatched, Dispatcher, Slot, ToWorker},
-    request::Reply,
+    queue::Entry,
+    request::{Limit, Orphaned, Pending},
 };
 use horoscoper_proto::{
     mesh::{
@@ -131,16 +132,27 @@ impl Connection {
             ended = session.serve(&mut up, &mut receiver, &self.retire) => ended,
         };
 
-        // Nothing that reached this connection may be lost: running requests
-        // end with a status, batches not yet started go back to the queue.
+        // Nothing that reached this connection may be lost: a batch cut short
+        // by a lost worker runs again elsewhere (generation is deterministic),
+        // one cut short by shutdown ends with a status, batches not yet
+        // started go back to the queue.
         self.dispatcher.gone(self.index);
-        let error = match &ended {
-            Ended::Stopped | Ended::Retired => Error::ShuttingDown,
-            Ended::Lost(_) => Error::WorkerLost {
-                worker_id: session.worker_id.to_string(),
-            },
-        };
-        session.fail_running(error);
+        match &ended {
+            Ended::Stopped | Ended::Retired => session.fail_running(Error::ShuttingDown),
+            Ended::Lost(reason) => {
+                let orphans = session.orphan_running();
+                if !orphans.is_empty() {
+                    tracing::warn!(
+                        worker = %url,
+                        worker_id = %session.worker_id,
+                        requests = orphans.len(),
+                        %reason,
+                        "worker lost mid-batch; its requests run again on another worker"
+                    );
+                    self.dispatcher.redispatch(orphans);
+                }
+            }
+        }
         receiver.close();
         while let Ok(command) = receiver.try_recv() {
             if let ToWorker::Dispatch(batch) = command {
@@ -153,7 +165,10 @@ impl Connection {
 
 /// A request of the running batch.
 struct Route {
-    reply: Reply,
+    /// The request as it was queued, to run again should the worker be lost.
+    entry: Entry<Pending>,
+    /// Tokens the worker has produced for it in this batch.
+    seen: u32,
     queue_time: Duration,
     /// The request's generation, a child of its Submit span: it ends with
     /// the request's last token.
@@ -286,15 +301,16 @@ impl Session<'_> {
             span.in_scope(|| tracing::debug!("dispatched"));
             items.push(BatchItem {
                 request_id: entry.id,
-                prefix: entry.item.prefix,
+                prefix: entry.item.prefix.clone(),
                 trace_context: trace_context::to_map(&span),
-                log_id: entry.item.log_id,
+                log_id: entry.item.log_id.clone(),
             });
             routes.insert(
                 entry.id,
                 Route {
-                    reply: entry.item.reply,
                     queue_time: batch.at - entry.enqueued,
+                    entry,
+                    seen: 0,
                     _span: span,
                 },
             );
@@ -332,7 +348,7 @@ impl Session<'_> {
                         batch_id: running.batch_id,
                     });
                     for route in running.routes.into_values() {
-                        let _ = route.reply.send(Err(status.clone()));
+                        let _ = route.entry.item.reply.send(Err(status.clone()));
                     }
                 }
                 self.ready();
@@ -352,9 +368,21 @@ impl Session<'_> {
         };
         let mut left = Vec::new();
         for token in step.tokens {
-            let Some(route) = running.routes.get(&token.request_id) else {
+            let Some(route) = running.routes.get_mut(&token.request_id) else {
                 continue; // cancelled since the step was sent
             };
+            route.seen += 1;
+            if route.seen <= route.entry.item.delivered {
+                if token.last {
+                    // The lost worker had given more tokens than this whole text.
+                    let status = Status::from(Error::TextDiffers {
+                        worker_id: self.worker_id.to_string(),
+                    });
+                    let _ = route.entry.item.reply.send(Err(status));
+                    running.routes.remove(&token.request_id);
+                }
+                continue; // its client has this token from the lost worker
+            }
             let batch = token.last.then(|| mesh::BatchInfo {
                 batch_id: running.batch_id,
                 batch_size: running.size,
@@ -366,7 +394,7 @@ impl Session<'_> {
                 last: token.last,
                 batch,
             };
-            let delivered = route.reply.send(Ok(response)).is_ok();
+            let delivered = route.entry.item.reply.send(Ok(response)).is_ok();
             if token.last || !delivered {
                 // Dropping the route ends the request's stream after its
                 // last token.
@@ -409,8 +437,37 @@ impl Session<'_> {
         if let Some(running) = self.running.take() {
             let status = Status::from(error);
             for route in running.routes.into_values() {
-                let _ = route.reply.send(Err(status.clone()));
+                let _ = route.entry.item.reply.send(Err(status.clone()));
             }
         }
+    }
+
+    /// The running batch's requests whose clients are still there, ready
+    /// to queue again: each skips the tokens its client already has, and
+    /// waits for a worker for a time to live of its own again (a client's
+    /// deadline stays what it was).
+    fn orphan_running(&mut self) -> Vec<Entry<Pending>> {
+        let Some(running) = self.running.take() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let orphaned = Orphaned {
+            worker_id: self.worker_id.clone(),
+            since: now,
+        };
+        running
+            .routes
+            .into_values()
+            .filter(|route| !route.entry.item.reply.is_closed())
+            .map(|route| {
+                let mut entry = route.entry;
+                entry.item.delivered = entry.item.delivered.max(route.seen);
+                entry.item.orphaned = Some(orphaned.clone());
+                if let Limit::TimeToLive(time_to_live) = entry.item.limit {
+                    entry.expires = now + time_to_live;
+                }
+                entry
+            })
+            .collect()
     }
 }

@@ -6,6 +6,10 @@
 //! closes, a request expires), expires what is due, and then hands batches
 //! to free workers for as long as the batching rule allows: no free worker
 //! idles while a dispatchable batch waits.
+//!
+//! Requests whose worker was lost mid-batch come back to the head of the
+//! queue and run again on another worker; while no worker at all is
+//! connected they wait [`ORPHAN_GRACE`] for one, then end with UNAVAILABLE.
 
 use crate::{
     Error, Metrics,
@@ -16,6 +20,7 @@ use opentelemetry::trace::TraceContextExt as _;
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
+    time::Duration,
 };
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -53,12 +58,17 @@ pub struct Dispatched {
     pub span: tracing::Span,
 }
 
+/// How long requests whose worker was lost wait for another worker to
+/// connect when none is, before they end with UNAVAILABLE.
+pub const ORPHAN_GRACE: Duration = Duration::from_millis(500);
+
 enum Command {
     Enqueue(Entry<Pending>),
     Cancel(u64),
     Free(Slot),
     Gone(usize),
     Requeue(Vec<Entry<Pending>>),
+    Redispatch(Vec<Entry<Pending>>),
 }
 
 /// The cheap handle to the dispatcher task.
@@ -76,6 +86,7 @@ impl Dispatcher {
             queue: Queue::new(policy),
             free: VecDeque::new(),
             connections: HashMap::new(),
+            no_worker_since: None,
             next_batch_id: 1,
             metrics,
         };
@@ -108,8 +119,18 @@ impl Dispatcher {
     /// Requests a worker connection could not run: they go back to their
     /// places at the head of the queue.
     pub fn requeue(&self, requests: Vec<Entry<Pending>>) {
-        if let Err(error) = self.commands.send(Command::Requeue(requests))
-            && let Command::Requeue(requests) = error.0
+        self.send_back(Command::Requeue(requests));
+    }
+
+    /// Requests whose worker was lost mid-batch (see
+    /// [`Pending::orphaned`]): back to the head of the queue, to run again.
+    pub fn redispatch(&self, requests: Vec<Entry<Pending>>) {
+        self.send_back(Command::Redispatch(requests));
+    }
+
+    fn send_back(&self, command: Command) {
+        if let Err(error) = self.commands.send(command)
+            && let Command::Requeue(requests) | Command::Redispatch(requests) = error.0
         {
             fail_all(requests, Error::ShuttingDown);
         }
@@ -123,6 +144,8 @@ struct Task {
     /// The command channel of every connection whose worker is up, free or
     /// busy, by index: for cancellations, and the worker gauges.
     connections: HashMap<usize, mpsc::UnboundedSender<ToWorker>>,
+    /// Since when no worker has been connected, once one was.
+    no_worker_since: Option<Instant>,
     next_batch_id: u64,
     metrics: Metrics,
 }
@@ -142,7 +165,10 @@ impl Task {
             self.metrics
                 .workers_busy
                 .set((self.connections.len() - self.free.len()) as i64);
-            let wake = self.queue.next_wake(!self.free.is_empty());
+            let wake = earliest(
+                self.queue.next_wake(!self.free.is_empty()),
+                self.orphans_give_up(),
+            );
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -157,7 +183,9 @@ impl Task {
         while let Ok(command) = commands.try_recv() {
             match command {
                 Command::Enqueue(entry) => self.queue.push(entry),
-                Command::Requeue(entries) => entries.into_iter().for_each(|e| self.queue.push(e)),
+                Command::Requeue(entries) | Command::Redispatch(entries) => {
+                    entries.into_iter().for_each(|e| self.queue.push(e))
+                }
                 Command::Cancel(_) | Command::Free(_) | Command::Gone(_) => {}
             }
         }
@@ -168,6 +196,10 @@ impl Task {
         match command {
             Command::Enqueue(entry) => self.queue.push(entry),
             Command::Requeue(entries) => entries.into_iter().for_each(|e| self.queue.push(e)),
+            Command::Redispatch(entries) => {
+                self.metrics.redispatched.inc_by(entries.len() as u64);
+                entries.into_iter().for_each(|e| self.queue.push(e));
+            }
             Command::Cancel(id) => {
                 if self.queue.remove(id).is_none() {
                     for connection in self.connections.values() {
@@ -176,19 +208,52 @@ impl Task {
                 }
             }
             Command::Free(slot) => {
+                self.no_worker_since = None;
                 self.connections.insert(slot.index, slot.commands.clone());
                 self.free.retain(|free| free.index != slot.index);
                 let at = self.free.partition_point(|free| free.since <= slot.since);
                 self.free.insert(at, slot);
             }
             Command::Gone(index) => {
-                self.connections.remove(&index);
+                if self.connections.remove(&index).is_some() && self.connections.is_empty() {
+                    self.no_worker_since = Some(Instant::now());
+                }
                 self.free.retain(|free| free.index != index);
             }
         }
     }
 
+    /// When the first orphaned request gives up waiting for a worker, while
+    /// none is connected.
+    fn orphans_give_up(&self) -> Option<Instant> {
+        let none_since = self.no_worker_since?;
+        self.queue
+            .iter()
+            .filter_map(|entry| entry.item.orphaned.as_ref())
+            .map(|orphaned| orphaned.since.max(none_since) + ORPHAN_GRACE)
+            .min()
+    }
+
     fn expire(&mut self, now: Instant) {
+        if let Some(none_since) = self.no_worker_since {
+            let given_up =
+                self.queue.take_where(|entry| {
+                    entry.item.orphaned.as_ref().is_some_and(|orphaned| {
+                        orphaned.since.max(none_since) + ORPHAN_GRACE <= now
+                    })
+                });
+            for entry in given_up {
+                let worker_id = entry.item.orphaned.as_ref().expect("taken as orphaned");
+                let error = Error::WorkerLost {
+                    worker_id: worker_id.worker_id.to_string(),
+                };
+                entry
+                    .item
+                    .span
+                    .in_scope(|| tracing::info!(%error, "no worker left to finish the request"));
+                let _ = entry.item.reply.send(Err(error.into()));
+            }
+        }
         for entry in self.queue.take_expired(now) {
             let error = Error::Expired {
                 waited: now - entry.enqueued,
@@ -260,6 +325,13 @@ impl Task {
     }
 }
 
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 async fn sleep_until(wake: Option<Instant>) {
     match wake {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -324,6 +396,8 @@ mod tests {
                     log_id: format!("r{id}"),
                     span: tracing::Span::none(),
                     queued: tracing::Span::none(),
+                    delivered: 0,
+                    orphaned: None,
                 },
             };
             assert!(self.dispatcher.enqueue(entry), "the dispatcher runs");
@@ -530,6 +604,77 @@ mod tests {
         h.dispatcher.requeue(first.requests);
         let mut worker = h.free(0);
         assert_eq!(ids(&batch(&mut worker).await), [1, 2]);
+    }
+
+    /// Marks a batch's requests as orphaned by `worker`, as a connection
+    /// whose worker was lost does.
+    fn orphan(batch: Dispatched, worker: &str) -> Vec<Entry<Pending>> {
+        let orphaned = crate::request::Orphaned {
+            worker_id: worker.into(),
+            since: Instant::now(),
+        };
+        batch
+            .requests
+            .into_iter()
+            .map(|mut entry| {
+                entry.item.delivered = 3;
+                entry.item.orphaned = Some(orphaned.clone());
+                entry
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_workers_requests_run_again_first_on_the_next_free_worker() {
+        let mut h = Harness::new(2);
+        let mut lost = h.free(0);
+        let mut other = h.free(1);
+        let _requests = h.requests(4);
+        let first = batch(&mut lost).await;
+        assert_eq!(ids(&batch(&mut other).await), [3, 4]);
+        let _later = h.requests(2);
+        h.dispatcher.gone(0);
+        h.dispatcher.redispatch(orphan(first, "worker-0"));
+        settle().await;
+        let t0 = Instant::now();
+        let mut other = h.free(1);
+        let again = batch(&mut other).await;
+        assert_eq!(ids(&again), [1, 2], "ahead of the requests queued since");
+        assert_eq!(Instant::now(), t0, "at once");
+        assert!(again.requests.iter().all(|e| e.item.delivered == 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_workers_requests_end_with_unavailable_when_no_worker_is_left() {
+        let mut h = Harness::new(2);
+        let mut lost = h.free(0);
+        let mut requests = h.requests(2);
+        let first = batch(&mut lost).await;
+        let t0 = Instant::now();
+        h.dispatcher.gone(0);
+        h.dispatcher.redispatch(orphan(first, "worker-0"));
+        for tokens in &mut requests {
+            let status = tokens.recv().await.unwrap().unwrap_err();
+            assert_eq!(status.code(), Code::Unavailable);
+            assert_eq!(
+                status.message(),
+                "worker worker-0 was lost while generating this request, and no other worker is connected to finish it"
+            );
+        }
+        assert_eq!(Instant::now() - t0, ORPHAN_GRACE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_connecting_within_the_grace_takes_the_lost_workers_requests() {
+        let mut h = Harness::new(2);
+        let mut lost = h.free(0);
+        let _requests = h.requests(2);
+        let first = batch(&mut lost).await;
+        h.dispatcher.gone(0);
+        h.dispatcher.redispatch(orphan(first, "worker-0"));
+        tokio::time::advance(ORPHAN_GRACE / 2).await;
+        let mut back = h.free(2);
+        assert_eq!(ids(&batch(&mut back).await), [1, 2]);
     }
 
     #[tokio::test(start_paused = true)]

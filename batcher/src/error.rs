@@ -9,8 +9,14 @@ use tonic::{Code, Status};
 pub enum Error {
     #[error("{}", expired_message(*.waited, *.limit))]
     Expired { waited: Duration, limit: Limit },
-    #[error("worker {worker_id} disconnected while generating this request")]
+    #[error(
+        "worker {worker_id} was lost while generating this request, and no other worker is connected to finish it"
+    )]
     WorkerLost { worker_id: String },
+    #[error(
+        "worker {worker_id} gave this request a different text than the worker it was lost on (are their corpora the same?)"
+    )]
+    TextDiffers { worker_id: String },
     #[error("worker {worker_id} ended batch {batch_id} before this request's last token")]
     BatchCutShort { worker_id: String, batch_id: u64 },
     #[error("the batcher is shutting down")]
@@ -50,6 +56,7 @@ impl From<Error> for Status {
             Error::WorkerLost { .. } | Error::ShuttingDown => Code::Unavailable,
             Error::Overloaded { .. } => Code::ResourceExhausted,
             Error::BatchCutShort { .. }
+            | Error::TextDiffers { .. }
             | Error::WorkerProtocol { .. }
             | Error::Config(_)
             | Error::Listen(_)

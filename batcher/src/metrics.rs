@@ -22,6 +22,8 @@ pub struct Metrics {
     batches: Family<Labels, Counter>,
     pub workers: Gauge,
     pub workers_busy: Gauge,
+    /// Requests run again because their worker was lost mid-batch.
+    pub redispatched: Counter,
 }
 
 impl Default for Metrics {
@@ -38,6 +40,7 @@ impl Default for Metrics {
             batches,
             workers: Gauge::default(),
             workers_busy: Gauge::default(),
+            redispatched: Counter::default(),
         }
     }
 }
@@ -81,6 +84,11 @@ impl Metrics {
             "horoscoper_workers_busy",
             "Workers running a batch",
             self.workers_busy.clone(),
+        );
+        registry.register(
+            "horoscoper_redispatched",
+            "Requests run again on another worker because theirs was lost mid-batch",
+            self.redispatched.clone(),
         );
     }
 }

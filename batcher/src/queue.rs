@@ -141,6 +141,22 @@ impl<T> Queue<T> {
         batch
     }
 
+    /// Takes off every request for which `take` says so, oldest first.
+    pub fn take_where(&mut self, mut take: impl FnMut(&Entry<T>) -> bool) -> Vec<Entry<T>> {
+        let ids: Vec<u64> = self
+            .entries
+            .values()
+            .filter(|entry| take(entry))
+            .map(|entry| entry.id)
+            .collect();
+        ids.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// The queued requests, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry<T>> {
+        self.entries.values()
+    }
+
     /// Empties the queue, oldest first.
     pub fn drain(&mut self) -> Vec<Entry<T>> {
         self.expiries.clear();

@@ -2,8 +2,8 @@
 //! tokens travel back to the Submit stream.
 
 use horoscoper_proto::mesh::SubmitResponse;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::{sync::Arc, time::Duration};
+use tokio::{sync::mpsc, time::Instant};
 use tonic::Status;
 
 /// Where a request's tokens go. Unbounded, yet bounded in practice by its
@@ -47,4 +47,17 @@ pub struct Pending {
     pub span: tracing::Span,
     /// Its time in the queue: a child span that ends at dispatch.
     pub queued: tracing::Span,
+    /// Tokens its client already has. Generation is deterministic, so a
+    /// request whose worker was lost mid-batch runs again elsewhere and
+    /// skips these.
+    pub delivered: u32,
+    /// Set when its worker was lost mid-batch and it waits to run again.
+    pub orphaned: Option<Orphaned>,
+}
+
+/// A request back in the queue because its worker was lost mid-batch.
+#[derive(Clone, Debug)]
+pub struct Orphaned {
+    pub worker_id: Arc<str>,
+    pub since: Instant,
 }

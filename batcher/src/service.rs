@@ -100,6 +100,8 @@ impl BatcherService for Batcher {
                 log_id: request_id,
                 span: span.clone(),
                 queued,
+                delivered: 0,
+                orphaned: None,
             },
         };
         if !self.dispatcher.enqueue(entry) {

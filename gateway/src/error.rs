@@ -10,6 +10,8 @@ pub enum Error {
     PrefixTooLong { chars: usize },
     #[error("the batcher at {url} is unavailable: {message}")]
     BatcherUnavailable { url: String, message: String },
+    #[error("the connection to the batcher at {url} broke mid-stream: {message}")]
+    BatcherLost { url: String, message: String },
     /// A status from the batcher, passed on as it is.
     #[error("{}", .0.message())]
     Upstream(Status),
@@ -27,7 +29,7 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
             Error::PrefixTooLong { .. } => Code::InvalidArgument,
-            Error::BatcherUnavailable { .. } => Code::Unavailable,
+            Error::BatcherUnavailable { .. } | Error::BatcherLost { .. } => Code::Unavailable,
             Error::Upstream(status) => return status.clone(),
             Error::Config(_) | Error::Listen(_) | Error::Reflection(_) | Error::Serve(_) => {
                 Code::Internal

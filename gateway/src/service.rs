@@ -143,10 +143,11 @@ impl Gateway {
             .await
             .map_err(|status| self.upstream(status))?
             .into_inner();
-        Ok(Box::pin(tokens.map(|token| {
+        let url = self.batcher_url.clone();
+        Ok(Box::pin(tokens.map(move |token| {
             token
                 .map(public)
-                .map_err(|status| Error::Upstream(status).into())
+                .map_err(|status| mid_stream(status, &url).into())
         })))
     }
 
@@ -159,6 +160,21 @@ impl Gateway {
         } else {
             Error::Upstream(status)
         }
+    }
+}
+
+/// A status that ends a batcher stream after it began. One the batcher sent
+/// is passed on as it is; one made here because the connection broke (it
+/// carries its transport error as a source) means the batcher is gone.
+fn mid_stream(status: Status, url: &str) -> Error {
+    use std::error::Error as _;
+    if status.source().is_some() {
+        Error::BatcherLost {
+            url: url.to_string(),
+            message: status.message().to_string(),
+        }
+    } else {
+        Error::Upstream(status)
     }
 }
 

@@ -77,3 +77,14 @@ pub fn binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// Waits until `addr` accepts TCP connections.
+pub async fn reachable(addr: std::net::SocketAddr, what: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what} at {addr} never accepted connections");
+}

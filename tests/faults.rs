@@ -1,0 +1,423 @@
+//! Fault injection against the release binaries as separate processes on
+//! loopback: workers and the batcher killed (SIGKILL) mid-batch and brought
+//! back. Each scenario prints one row of the README's table ("faults: | …"):
+//! requests sent, completed, failed with which status, and lost (a stream
+//! that never ended with a status); lost must be 0 everywhere.
+
+mod common;
+
+use common::{
+    client, expected_text, http_get,
+    processes::{Process, binary, free_port, reachable},
+    start, text,
+};
+use horoscoper_proto::v1::{BatchInfo, horoscoper_client::HoroscoperClient};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+use tokio::sync::mpsc;
+use tonic::{Code, transport::Channel};
+
+/// Longer than any request here: a stream still open after this is lost.
+const LOST_AFTER: Duration = Duration::from_secs(30);
+
+fn logs(scenario: &str) -> PathBuf {
+    let folder = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("faults")
+        .join(scenario);
+    std::fs::create_dir_all(&folder).unwrap();
+    folder
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn start_logged(name: &str, args: &[String], log: PathBuf) -> Process {
+    let program = binary(name);
+    let mut command = std::process::Command::new(&program);
+    command
+        .args(args)
+        .stderr(std::fs::File::create(log).unwrap());
+    Process::spawn(&mut command, &program)
+}
+
+/// A worker `id` on `port`, each batch lasting `batch_ms`.
+async fn worker(folder: &Path, id: &str, port: u16, batch_ms: u64) -> Process {
+    let process = start_logged(
+        "worker",
+        &[
+            "--listen".into(),
+            loopback(port).to_string(),
+            "--metrics-listen".into(),
+            loopback(free_port()).to_string(),
+            "--worker-id".into(),
+            id.into(),
+            "--min-delay-ms".into(),
+            batch_ms.to_string(),
+            "--max-delay-ms".into(),
+            batch_ms.to_string(),
+        ],
+        folder.join(format!("{id}.log")),
+    );
+    reachable(loopback(port), id).await;
+    process
+}
+
+/// A batcher on `port` for these worker ports; its metrics on `metrics`.
+async fn batcher(folder: &Path, port: u16, metrics: u16, workers: &[u16], run: usize) -> Process {
+    let mut args = vec![
+        "--listen".into(),
+        loopback(port).to_string(),
+        "--metrics-listen".into(),
+        loopback(metrics).to_string(),
+        "--batch-size".into(),
+        "4".into(),
+        "--batch-window-ms".into(),
+        "50".into(),
+    ];
+    for worker in workers {
+        args.extend(["--worker".into(), format!("http://{}", loopback(*worker))]);
+    }
+    let process = start_logged("batcher", &args, folder.join(format!("batcher-{run}.log")));
+    reachable(loopback(port), "the batcher").await;
+    process
+}
+
+async fn gateway(folder: &Path, port: u16, batcher: u16) -> Process {
+    let process = start_logged(
+        "gateway",
+        &[
+            "--listen".into(),
+            loopback(port).to_string(),
+            "--metrics-listen".into(),
+            loopback(free_port()).to_string(),
+            "--batcher".into(),
+            format!("http://{}", loopback(batcher)),
+        ],
+        folder.join("gateway.log"),
+    );
+    reachable(loopback(port), "the gateway").await;
+    process
+}
+
+/// How one request ended.
+#[derive(Debug)]
+enum End {
+    Whole(BatchInfo),
+    /// Ended with a status after this long past the fault.
+    Failed(Code, String, Option<Duration>),
+    Lost,
+}
+
+/// Requests in flight: each reports its first token, then how it ended.
+struct Flight {
+    first_tokens: mpsc::UnboundedReceiver<()>,
+    ends: mpsc::UnboundedReceiver<(String, End)>,
+    count: usize,
+}
+
+/// Starts `count` requests at once.
+fn fly(
+    client: &HoroscoperClient<Channel>,
+    count: usize,
+    fault: tokio::sync::watch::Receiver<Option<Instant>>,
+) -> Flight {
+    let (first_tx, first_tokens) = mpsc::unbounded_channel();
+    let (end_tx, ends) = mpsc::unbounded_channel();
+    for n in 0..count {
+        let (client, first_tx, end_tx, fault) = (
+            client.clone(),
+            first_tx.clone(),
+            end_tx.clone(),
+            fault.clone(),
+        );
+        tokio::spawn(async move {
+            let prefix = format!("in flight {n}");
+            let call = async {
+                let mut stream = start(&client, &prefix).await?;
+                let mut responses = Vec::new();
+                while let Some(response) = stream.message().await? {
+                    if responses.is_empty() {
+                        let _ = first_tx.send(());
+                    }
+                    responses.push(response);
+                }
+                Ok::<_, tonic::Status>(responses)
+            };
+            let end = match tokio::time::timeout(LOST_AFTER, call).await {
+                Err(_) => End::Lost,
+                Ok(Err(status)) => {
+                    let after = fault.borrow().map(|at| at.elapsed());
+                    End::Failed(status.code(), status.message().to_string(), after)
+                }
+                Ok(Ok(responses)) => {
+                    assert_eq!(
+                        text(&responses),
+                        expected_text(&prefix),
+                        "{prefix}: the whole, identical text"
+                    );
+                    End::Whole(
+                        responses
+                            .iter()
+                            .find_map(|r| r.batch.clone())
+                            .expect("a batch"),
+                    )
+                }
+            };
+            let _ = end_tx.send((prefix, end));
+        });
+    }
+    Flight {
+        first_tokens,
+        ends,
+        count,
+    }
+}
+
+impl Flight {
+    async fn all_started(&mut self) {
+        for _ in 0..self.count {
+            self.first_tokens
+                .recv()
+                .await
+                .expect("every request gets a first token");
+        }
+    }
+
+    async fn ends(mut self) -> Vec<(String, End)> {
+        let mut ends = Vec::new();
+        for _ in 0..self.count {
+            ends.push(
+                self.ends
+                    .recv()
+                    .await
+                    .expect("every request reports its end"),
+            );
+        }
+        ends.sort_by(|a, b| a.0.cmp(&b.0));
+        ends
+    }
+}
+
+/// One row of the README's table.
+fn row(
+    scenario: &str,
+    happened: &str,
+    ends: &[(String, End)],
+    extra_sent: usize,
+    extra_completed: usize,
+) {
+    let completed = ends
+        .iter()
+        .filter(|(_, e)| matches!(e, End::Whole(_)))
+        .count()
+        + extra_completed;
+    let lost = ends.iter().filter(|(_, e)| matches!(e, End::Lost)).count();
+    let mut failed: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, end) in ends {
+        if let End::Failed(code, _, _) = end {
+            *failed.entry(format!("{code:?}")).or_default() += 1;
+        }
+    }
+    let failed = if failed.is_empty() {
+        "0".to_string()
+    } else {
+        failed
+            .iter()
+            .map(|(code, n)| format!("{n} {code}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!(
+        "faults: | {scenario} | {happened} | {} | {completed} | {failed} | {lost} |",
+        ends.len() + extra_sent
+    );
+    assert_eq!(lost, 0, "{scenario}: every stream ends with a status");
+}
+
+fn slowest_failure(ends: &[(String, End)]) -> Duration {
+    ends.iter()
+        .filter_map(|(_, e)| match e {
+            End::Failed(_, _, after) => *after,
+            _ => None,
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+/// A counter's value in a Prometheus text exposition.
+fn counter(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{name} in {exposition}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_batch_hands_its_requests_to_another_and_clients_see_no_error() {
+    let folder = logs("worker-killed");
+    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let w1 = worker(&folder, "w1", w1_port, 2000).await;
+    let _w2 = worker(&folder, "w2", w2_port, 2000).await;
+    let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
+    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
+    let client = client(loopback(gateway_port)).await;
+
+    let (fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut flight = fly(&client, 8, fault);
+    flight.all_started().await;
+    // A few tokens in, so that the requests that run again must skip them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fault_tx.send_replace(Some(Instant::now()));
+    w1.signal("KILL");
+    let ends = flight.ends().await;
+
+    row(
+        "worker killed (SIGKILL) mid-batch, another worker up",
+        "its 4 requests ran again on the other worker, skipping the tokens already sent",
+        &ends,
+        0,
+        0,
+    );
+    let mut batches = BTreeMap::new();
+    for (prefix, end) in &ends {
+        match end {
+            End::Whole(batch) => {
+                assert_eq!(
+                    batch.worker_id, "w2",
+                    "{prefix} finished on the surviving worker"
+                );
+                *batches.entry(batch.batch_id).or_insert(0) += 1;
+            }
+            other => panic!("{prefix}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        batches.len(),
+        2,
+        "w2's own batch, untouched, then the one run again: {batches:?}"
+    );
+    let metrics = http_get(loopback(metrics_port), "/metrics").await.body;
+    assert_eq!(counter(&metrics, "horoscoper_redispatched_total"), 4.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_worker_left_requests_end_with_unavailable_promptly() {
+    let folder = logs("last-worker-killed");
+    let (w1_port, batcher_port, metrics_port, gateway_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let w1 = worker(&folder, "w1", w1_port, 2000).await;
+    let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port], 1).await;
+    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
+    let client = client(loopback(gateway_port)).await;
+
+    let (fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut flight = fly(&client, 4, fault);
+    flight.all_started().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fault_tx.send_replace(Some(Instant::now()));
+    w1.signal("KILL");
+    let ends = flight.ends().await;
+
+    let slowest = slowest_failure(&ends);
+    row(
+        "the only worker killed (SIGKILL) mid-batch",
+        &format!(
+            "UNAVAILABLE naming the lost worker, at most {} ms after the kill",
+            slowest.as_millis()
+        ),
+        &ends,
+        0,
+        0,
+    );
+    for (prefix, end) in &ends {
+        match end {
+            End::Failed(Code::Unavailable, message, _) => assert!(
+                message.contains("worker w1 was lost while generating this request"),
+                "{prefix}: {message}"
+            ),
+            other => panic!("{prefix}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batcher_killed_and_restarted_fails_its_requests_and_serves_again() {
+    let folder = logs("batcher-killed");
+    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let _w1 = worker(&folder, "w1", w1_port, 2000).await;
+    let _w2 = worker(&folder, "w2", w2_port, 2000).await;
+    let batcher_process =
+        batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
+    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
+    let client = client(loopback(gateway_port)).await;
+
+    let (fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut flight = fly(&client, 4, fault);
+    flight.all_started().await;
+    fault_tx.send_replace(Some(Instant::now()));
+    batcher_process.signal("KILL");
+    let ends = flight.ends().await;
+    let slowest = slowest_failure(&ends);
+    for (prefix, end) in &ends {
+        match end {
+            End::Failed(Code::Unavailable, _, _) => {}
+            other => panic!("{prefix}: {other:?}"),
+        }
+    }
+
+    // While it is down, calls fail fast; once it is back, the gateway (and
+    // the new batcher's worker connections) get through with no restart.
+    let down = common::infer(&client, "while it is down")
+        .await
+        .unwrap_err();
+    assert_eq!(down.code(), Code::Unavailable, "{down:?}");
+    let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 2).await;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match common::infer(&client, "after the restart").await {
+            Ok(responses) => {
+                assert_eq!(text(&responses), expected_text("after the restart"));
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert!(attempts < 100, "never recovered: {status:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    row(
+        "batcher killed (SIGKILL) mid-batch, then restarted",
+        &format!(
+            "in-flight requests: UNAVAILABLE at most {} ms after the kill; a call while it was down: UNAVAILABLE at once; after the restart, call {attempts} got its whole text",
+            slowest.as_millis(),
+        ),
+        &ends,
+        0,
+        0,
+    );
+}
