@@ -10,7 +10,7 @@
 //!   every service's metrics.
 
 use horoscoper_batcher::{Batching, BatchingArgs};
-use horoscoper_proto::telemetry::LogArgs;
+use horoscoper_proto::{shutdown::DrainArgs, telemetry::LogArgs};
 use horoscoper_worker::{Generation, GenerationArgs};
 use prometheus_client::registry::Registry;
 use std::{future::Future, net::SocketAddr, sync::Arc};
@@ -35,6 +35,8 @@ pub struct Args {
     pub batching: BatchingArgs,
     #[command(flatten)]
     pub generation: GenerationArgs,
+    #[command(flatten)]
+    pub drain: DrainArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -65,6 +67,8 @@ pub struct Config {
     pub workers: usize,
     pub batching: Batching,
     pub generation: Generation,
+    /// Each service's drain grace period.
+    pub drain_grace: std::time::Duration,
 }
 
 impl Args {
@@ -77,6 +81,7 @@ impl Args {
             workers: self.workers,
             batching: self.batching.validate()?,
             generation: self.generation.load()?,
+            drain_grace: self.drain.grace(),
         })
     }
 }
@@ -109,6 +114,7 @@ pub async fn run(
             worker_id: Some(format!("worker-{}", index + 1)),
             generation,
             metrics: worker_metrics.clone(),
+            drain_grace: config.drain_grace,
         };
         workers.spawn(horoscoper_worker::run(
             worker,
@@ -123,8 +129,9 @@ pub async fn run(
         "http://{}",
         batcher_listener.local_addr().map_err(Error::Bind)?
     );
-    let batcher_config =
+    let mut batcher_config =
         horoscoper_batcher::Config::new(worker_urls, config.batching, batcher_metrics);
+    batcher_config.drain_grace = config.drain_grace;
     let mut batcher = tokio::spawn(horoscoper_batcher::run(
         batcher_config,
         batcher_listener,
@@ -135,6 +142,7 @@ pub async fn run(
         batcher: batcher_url.parse().expect("a loopback URL"),
         metrics: gateway_metrics,
         registry: Some(Arc::new(registry)),
+        drain_grace: config.drain_grace,
     };
     let gateway = horoscoper_gateway::run(gateway_config, listener, shutdown);
 

@@ -20,6 +20,9 @@ use std::{
 };
 use tokio::sync::mpsc;
 use tonic::{Code, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 /// Longer than any request here: a stream still open after this is lost.
 const LOST_AFTER: Duration = Duration::from_secs(30);
@@ -47,29 +50,43 @@ fn start_logged(name: &str, args: &[String], log: PathBuf) -> Process {
 
 /// A worker `id` on `port`, each batch lasting `batch_ms`.
 async fn worker(folder: &Path, id: &str, port: u16, batch_ms: u64) -> Process {
-    let process = start_logged(
-        "worker",
-        &[
-            "--listen".into(),
-            loopback(port).to_string(),
-            "--metrics-listen".into(),
-            loopback(free_port()).to_string(),
-            "--worker-id".into(),
-            id.into(),
-            "--min-delay-ms".into(),
-            batch_ms.to_string(),
-            "--max-delay-ms".into(),
-            batch_ms.to_string(),
-        ],
-        folder.join(format!("{id}.log")),
-    );
+    worker_with(folder, id, port, batch_ms, &[]).await
+}
+
+async fn worker_with(folder: &Path, id: &str, port: u16, batch_ms: u64, extra: &[&str]) -> Process {
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "--listen".into(),
+        loopback(port).to_string(),
+        "--metrics-listen".into(),
+        loopback(free_port()).to_string(),
+        "--worker-id".into(),
+        id.into(),
+        "--min-delay-ms".into(),
+        batch_ms.to_string(),
+        "--max-delay-ms".into(),
+        batch_ms.to_string(),
+    ]);
+    let process = start_logged("worker", &args, folder.join(format!("{id}.log")));
     reachable(loopback(port), id).await;
     process
 }
 
 /// A batcher on `port` for these worker ports; its metrics on `metrics`.
 async fn batcher(folder: &Path, port: u16, metrics: u16, workers: &[u16], run: usize) -> Process {
-    let mut args = vec![
+    batcher_with(folder, port, metrics, workers, run, &[]).await
+}
+
+async fn batcher_with(
+    folder: &Path,
+    port: u16,
+    metrics: u16,
+    workers: &[u16],
+    run: usize,
+    extra: &[&str],
+) -> Process {
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    args.extend([
         "--listen".into(),
         loopback(port).to_string(),
         "--metrics-listen".into(),
@@ -78,7 +95,7 @@ async fn batcher(folder: &Path, port: u16, metrics: u16, workers: &[u16], run: u
         "4".into(),
         "--batch-window-ms".into(),
         "50".into(),
-    ];
+    ]);
     for worker in workers {
         args.extend(["--worker".into(), format!("http://{}", loopback(*worker))]);
     }
@@ -88,18 +105,20 @@ async fn batcher(folder: &Path, port: u16, metrics: u16, workers: &[u16], run: u
 }
 
 async fn gateway(folder: &Path, port: u16, batcher: u16) -> Process {
-    let process = start_logged(
-        "gateway",
-        &[
-            "--listen".into(),
-            loopback(port).to_string(),
-            "--metrics-listen".into(),
-            loopback(free_port()).to_string(),
-            "--batcher".into(),
-            format!("http://{}", loopback(batcher)),
-        ],
-        folder.join("gateway.log"),
-    );
+    gateway_with(folder, port, batcher, &[]).await
+}
+
+async fn gateway_with(folder: &Path, port: u16, batcher: u16, extra: &[&str]) -> Process {
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    args.extend([
+        "--listen".into(),
+        loopback(port).to_string(),
+        "--metrics-listen".into(),
+        loopback(free_port()).to_string(),
+        "--batcher".into(),
+        format!("http://{}", loopback(batcher)),
+    ]);
+    let process = start_logged("gateway", &args, folder.join("gateway.log"));
     reachable(loopback(port), "the gateway").await;
     process
 }
@@ -420,4 +439,284 @@ async fn a_batcher_killed_and_restarted_fails_its_requests_and_serves_again() {
         0,
         0,
     );
+}
+
+/// Watches `service`'s health on `port` from before the drain: the statuses
+/// it goes through arrive on the returned channel.
+async fn watch_health(port: u16, service: &str) -> mpsc::UnboundedReceiver<ServingStatus> {
+    let channel = Channel::from_shared(format!("http://{}", loopback(port)))
+        .unwrap()
+        .connect()
+        .await
+        .expect("health answers");
+    let mut client = HealthClient::new(channel);
+    let mut statuses = client
+        .watch(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let (sender, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(status)) = statuses.message().await {
+            if sender.send(status.status()).is_err() {
+                return; // the test has seen what it needed; let the drain end
+            }
+        }
+    });
+    receiver
+}
+
+async fn turns_not_serving(mut statuses: mpsc::UnboundedReceiver<ServingStatus>) {
+    assert_eq!(statuses.recv().await, Some(ServingStatus::Serving));
+    assert_eq!(statuses.recv().await, Some(ServingStatus::NotServing));
+}
+
+/// Waits for a process to exit after a signal; how long it took.
+async fn exits(process: Process, signalled: Instant) -> (std::process::ExitStatus, Duration) {
+    let status = tokio::time::timeout(
+        LOST_AFTER,
+        tokio::task::spawn_blocking(move || process.wait()),
+    )
+    .await
+    .expect("the process exits")
+    .unwrap();
+    (status, signalled.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
+    let folder = logs("worker-drain");
+    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    // w2 comes up only once w1 runs the first batch, so that batch is w1's.
+    let w1 = worker(&folder, "w1", w1_port, 1500).await;
+    let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
+    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
+    let client = client(loopback(gateway_port)).await;
+    let (_fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut first = fly(&client, 4, fault.clone());
+    first.all_started().await;
+    let _w2 = worker(&folder, "w2", w2_port, 1500).await;
+    let health = watch_health(w1_port, "horoscoper.mesh.v1.WorkerService").await;
+
+    let signalled = Instant::now();
+    w1.notify("TERM");
+    turns_not_serving(health).await;
+    let mut second = fly(&client, 4, fault);
+    second.all_started().await;
+    let (status, took) = exits(w1, signalled).await;
+    let (first, second) = (first.ends().await, second.ends().await);
+
+    let mut all: Vec<_> = first
+        .iter()
+        .chain(&second)
+        .map(|(p, e)| (p.clone(), clone_end(e)))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    row(
+        "worker sent SIGTERM mid-batch (grace 25 s)",
+        &format!(
+            "health NOT_SERVING at once; its batch finished on it; requests sent meanwhile ran on the other worker; exited 0 after {} ms",
+            took.as_millis()
+        ),
+        &all,
+        0,
+        0,
+    );
+    assert!(status.success(), "{status:?}");
+    for (prefix, end) in &first {
+        assert!(
+            matches!(end, End::Whole(batch) if batch.worker_id == "w1"),
+            "{prefix}: {end:?}"
+        );
+    }
+    for (prefix, end) in &second {
+        assert!(
+            matches!(end, End::Whole(batch) if batch.worker_id == "w2"),
+            "{prefix}: {end:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_grace_runs_out_hands_its_batch_to_another() {
+    let folder = logs("worker-drain-cut");
+    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let w1 = worker_with(&folder, "w1", w1_port, 2000, &["--drain-grace-ms", "300"]).await;
+    let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
+    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
+    let client = client(loopback(gateway_port)).await;
+    let (_fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut flight = fly(&client, 4, fault);
+    flight.all_started().await;
+    let _w2 = worker(&folder, "w2", w2_port, 2000).await;
+
+    let signalled = Instant::now();
+    w1.notify("TERM");
+    let (status, took) = exits(w1, signalled).await;
+    let ends = flight.ends().await;
+    row(
+        "worker sent SIGTERM mid-batch, grace (300 ms) shorter than the batch",
+        &format!(
+            "cut at the grace, exited 0 after {} ms; its requests ran again on the other worker, whole",
+            took.as_millis()
+        ),
+        &ends,
+        0,
+        0,
+    );
+    assert!(status.success(), "{status:?}");
+    for (prefix, end) in &ends {
+        assert!(
+            matches!(end, End::Whole(batch) if batch.worker_id == "w2"),
+            "{prefix}: {end:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batcher_told_to_stop_refuses_new_requests_and_finishes_the_open_ones() {
+    let folder = logs("batcher-drain");
+    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let _w1 = worker(&folder, "w1", w1_port, 1500).await;
+    let _w2 = worker(&folder, "w2", w2_port, 1500).await;
+    let batcher_process =
+        batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
+    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
+    let client = client(loopback(gateway_port)).await;
+    let (_fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut flight = fly(&client, 6, fault);
+    flight.all_started().await;
+    let health = watch_health(batcher_port, "horoscoper.mesh.v1.BatcherService").await;
+
+    let signalled = Instant::now();
+    batcher_process.notify("TERM");
+    turns_not_serving(health).await;
+    let refused = common::infer(&client, "while the batcher drains")
+        .await
+        .unwrap_err();
+    let (status, took) = exits(batcher_process, signalled).await;
+    let ends = flight.ends().await;
+    row(
+        "batcher sent SIGTERM with 6 requests running (grace 25 s)",
+        &format!(
+            "health NOT_SERVING at once; a new request: {:?}; the 6 finished whole; exited 0 after {} ms",
+            refused.code(),
+            took.as_millis()
+        ),
+        &ends,
+        0,
+        0,
+    );
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(status.success(), "{status:?}");
+    for (prefix, end) in &ends {
+        assert!(matches!(end, End::Whole(_)), "{prefix}: {end:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_told_to_stop_finishes_its_streams_or_cuts_them_at_the_grace() {
+    let folder = logs("gateway-drain");
+    let (w1_port, batcher_port, metrics_port) = (free_port(), free_port(), free_port());
+    let _w1 = worker(&folder, "w1", w1_port, 1500).await;
+    let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port], 1).await;
+
+    // Grace long enough: the open streams finish.
+    let gateway_port = free_port();
+    let gateway_process = gateway(&folder, gateway_port, batcher_port).await;
+    let client = client(loopback(gateway_port)).await;
+    let (_fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut flight = fly(&client, 4, fault.clone());
+    flight.all_started().await;
+    let health = watch_health(gateway_port, "horoscoper.v1.Horoscoper").await;
+    let signalled = Instant::now();
+    gateway_process.notify("TERM");
+    turns_not_serving(health).await;
+    let refused = common::infer(&client, "while the gateway drains")
+        .await
+        .unwrap_err();
+    let (status, took) = exits(gateway_process, signalled).await;
+    let ends = flight.ends().await;
+    row(
+        "gateway sent SIGTERM with 4 streams open (grace 25 s)",
+        &format!(
+            "health NOT_SERVING at once; a new call: {:?} {:?}; the 4 finished whole; exited 0 after {} ms",
+            refused.code(),
+            refused.message(),
+            took.as_millis()
+        ),
+        &ends,
+        0,
+        0,
+    );
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(status.success(), "{status:?}");
+    for (prefix, end) in &ends {
+        assert!(matches!(end, End::Whole(_)), "{prefix}: {end:?}");
+    }
+
+    // Grace shorter than the batch: the open streams end with UNAVAILABLE.
+    let gateway_port = free_port();
+    let gateway_process = gateway_with(
+        &folder,
+        gateway_port,
+        batcher_port,
+        &["--drain-grace-ms", "300"],
+    )
+    .await;
+    let client = common::client(loopback(gateway_port)).await;
+    let mut flight = fly(&client, 4, fault);
+    flight.all_started().await;
+    let signalled = Instant::now();
+    gateway_process.notify("TERM");
+    let (status, took) = exits(gateway_process, signalled).await;
+    let ends = flight.ends().await;
+    row(
+        "gateway sent SIGTERM with 4 streams open, grace (300 ms) shorter than the batch",
+        &format!(
+            "the streams ended with UNAVAILABLE \"shutting down\" at the grace; exited 0 after {} ms",
+            took.as_millis()
+        ),
+        &ends,
+        0,
+        0,
+    );
+    assert!(status.success(), "{status:?}");
+    for (prefix, end) in &ends {
+        match end {
+            End::Failed(Code::Unavailable, message, _) => assert!(
+                message.starts_with("the gateway is shutting down"),
+                "{prefix}: {message}"
+            ),
+            other => panic!("{prefix}: {other:?}"),
+        }
+    }
+}
+
+fn clone_end(end: &End) -> End {
+    match end {
+        End::Whole(batch) => End::Whole(batch.clone()),
+        End::Failed(code, message, after) => End::Failed(*code, message.clone(), *after),
+        End::Lost => End::Lost,
+    }
 }

@@ -2,7 +2,7 @@
 //! the validated configuration [`crate::run`] takes.
 
 use crate::{Error, Metrics, discovery::Resolver, queue::Policy};
-use horoscoper_proto::telemetry::LogArgs;
+use horoscoper_proto::{shutdown::DrainArgs, telemetry::LogArgs};
 use std::{net::SocketAddr, time::Duration};
 use tonic::transport::Uri;
 
@@ -40,6 +40,8 @@ pub struct Args {
     #[command(flatten)]
     pub batching: BatchingArgs,
     #[command(flatten)]
+    pub drain: DrainArgs,
+    #[command(flatten)]
     pub log: LogArgs,
 }
 
@@ -65,6 +67,9 @@ pub struct BatchingArgs {
     #[arg(long, env = "HOROSCOPER_MAX_REQUESTS", default_value_t = 16384)]
     pub max_requests: usize,
 }
+
+/// The drain grace period of a configuration made by [`Config::new`].
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(25);
 
 /// Largest batch a worker is asked to run.
 pub const MAX_BATCH_SIZE: usize = 4096;
@@ -114,6 +119,8 @@ pub struct Config {
     pub resolver: Resolver,
     pub batching: Batching,
     pub metrics: Metrics,
+    /// How long open requests may go on after the drain begins.
+    pub drain_grace: Duration,
 }
 
 impl Config {
@@ -125,6 +132,7 @@ impl Config {
             resolver: Resolver::default(),
             batching,
             metrics,
+            drain_grace: DEFAULT_DRAIN_GRACE,
         }
     }
 }
@@ -144,6 +152,7 @@ impl Args {
             .collect::<Result<_, _>>()?;
         let mut config = Config::new(workers, self.batching.validate()?, Metrics::default());
         config.resolve_interval = Duration::from_millis(self.resolve_interval_ms);
+        config.drain_grace = self.drain.grace();
         Ok(config)
     }
 }

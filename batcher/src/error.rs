@@ -21,6 +21,8 @@ pub enum Error {
     BatchCutShort { worker_id: String, batch_id: u64 },
     #[error("the batcher is shutting down")]
     ShuttingDown,
+    #[error("the batcher is draining: it takes no new request")]
+    Draining,
     #[error("the batcher holds {limit} requests, its limit (--max-requests); try again shortly")]
     Overloaded { limit: usize },
     #[error("worker at {url} broke the protocol: {message}")]
@@ -53,7 +55,7 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
             Error::Expired { .. } => Code::DeadlineExceeded,
-            Error::WorkerLost { .. } | Error::ShuttingDown => Code::Unavailable,
+            Error::WorkerLost { .. } | Error::ShuttingDown | Error::Draining => Code::Unavailable,
             Error::Overloaded { .. } => Code::ResourceExhausted,
             Error::BatchCutShort { .. }
             | Error::TextDiffers { .. }

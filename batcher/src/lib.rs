@@ -30,13 +30,16 @@ pub use metrics::Metrics;
 use horoscoper_proto::{
     mesh::{self, batcher_service_server::BatcherServiceServer},
     serving,
+    shutdown::Drain,
 };
 use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Serves the batcher on `listener` until `shutdown` resolves; then lets the
-/// open requests finish, closes the worker streams and returns.
+/// Serves the batcher on `listener` until `shutdown` resolves; then drains:
+/// NOT_SERVING, new requests refused, the open ones finish (or end with
+/// UNAVAILABLE once `drain_grace` is over), the worker streams close, it
+/// returns.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -55,21 +58,37 @@ pub async fn run(
     };
     tokio::spawn(discovery.run());
 
-    let (health, shutdown) =
-        serving::health::<BatcherServiceServer<service::Batcher>>(shutdown).await;
+    // Past the grace period, `stop` ends what is still queued or running
+    // with UNAVAILABLE, which ends the streams.
+    let drain = Drain::start(shutdown, config.drain_grace);
+    tokio::spawn({
+        let (cut, stop) = (drain.cut().clone(), stop.clone());
+        async move {
+            tokio::select! {
+                () = cut.cancelled() => stop.cancel(),
+                () = stop.cancelled() => {}
+            }
+        }
+    });
+    let health = serving::health::<BatcherServiceServer<service::Batcher>>(&drain).await;
     let reflection =
         serving::reflection(&[mesh::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
-    let batcher = service::Batcher::new(dispatcher, config.batching);
+    let batcher = service::Batcher::new(dispatcher, config.batching, drain.clone());
 
     tracing::info!(%local_addr, workers = config.workers.len(), "batcher listening");
     let served = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(BatcherServiceServer::new(batcher))
-        .serve_with_incoming_shutdown(horoscoper_proto::net::incoming(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(
+            horoscoper_proto::net::incoming(listener),
+            drain.settled_owned(),
+        );
+    let served = drain.serve(served).await;
     stop.cancel();
-    served.map_err(Error::Serve)?;
+    if let Some(served) = served {
+        served.map_err(Error::Serve)?;
+    }
     tracing::info!("batcher stopped");
     Ok(())
 }

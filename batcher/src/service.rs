@@ -11,6 +11,7 @@ use crate::{
 use horoscoper_proto::{
     deadline,
     mesh::{SubmitRequest, SubmitResponse, batcher_service_server::BatcherService},
+    shutdown::{Drain, Tracked},
     trace_context,
 };
 use std::{
@@ -38,11 +39,14 @@ pub struct Batcher {
     admission: Arc<Semaphore>,
     max_requests: usize,
     next_request_id: Arc<AtomicU64>,
+    /// Once it begins, new requests are refused.
+    drain: Drain,
 }
 
 impl Batcher {
-    pub fn new(dispatcher: Dispatcher, batching: Batching) -> Batcher {
+    pub fn new(dispatcher: Dispatcher, batching: Batching, drain: Drain) -> Batcher {
         Batcher {
+            drain,
             dispatcher,
             time_to_live: batching.time_to_live,
             admission: Arc::new(Semaphore::new(batching.max_requests)),
@@ -60,6 +64,9 @@ impl BatcherService for Batcher {
         &self,
         request: Request<SubmitRequest>,
     ) -> Result<Response<RequestStream>, Status> {
+        if self.drain.is_draining() {
+            return Err(Error::Draining.into());
+        }
         // Fail fast when full: the permit lives as long as the request's stream.
         let Ok(permit) = self.admission.clone().try_acquire_owned() else {
             return Err(Error::Overloaded {
@@ -114,6 +121,7 @@ impl BatcherService for Batcher {
             finished: false,
             span,
             _permit: permit,
+            _open: self.drain.track(),
         }))
     }
 }
@@ -129,6 +137,8 @@ pub struct RequestStream {
     span: tracing::Span,
     /// Its place in the batcher, given back when the stream ends.
     _permit: OwnedSemaphorePermit,
+    /// Open, for the drain, until it ends.
+    _open: Tracked,
 }
 
 impl Stream for RequestStream {

@@ -2,8 +2,8 @@
 //! the validated configuration [`crate::run`] takes.
 
 use crate::{Error, Metrics};
-use horoscoper_proto::{metrics::SharedRegistry, telemetry::LogArgs};
-use std::net::SocketAddr;
+use horoscoper_proto::{metrics::SharedRegistry, shutdown::DrainArgs, telemetry::LogArgs};
+use std::{net::SocketAddr, time::Duration};
 use tonic::transport::Uri;
 
 /// Flags of the standalone `gateway` binary.
@@ -33,6 +33,8 @@ pub struct Args {
     )]
     pub metrics_listen: SocketAddr,
     #[command(flatten)]
+    pub drain: DrainArgs,
+    #[command(flatten)]
     pub log: LogArgs,
 }
 
@@ -44,6 +46,8 @@ pub struct Config {
     /// What `/metrics` on the main port shows: the gateway's metrics, and in
     /// the one-process mesh every service's. `None`: no `/metrics` there.
     pub registry: Option<SharedRegistry>,
+    /// How long open streams may go on after the drain begins.
+    pub drain_grace: Duration,
 }
 
 impl Args {
@@ -70,6 +74,7 @@ impl Args {
             batcher,
             metrics: Metrics::default(),
             registry: None,
+            drain_grace: self.drain.grace(),
         })
     }
 }

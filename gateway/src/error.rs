@@ -12,6 +12,10 @@ pub enum Error {
     BatcherUnavailable { url: String, message: String },
     #[error("the connection to the batcher at {url} broke mid-stream: {message}")]
     BatcherLost { url: String, message: String },
+    #[error("the gateway is draining: it takes no new request")]
+    Draining,
+    #[error("the gateway is shutting down: its drain grace period ended this stream")]
+    ShuttingDown,
     /// A status from the batcher, passed on as it is.
     #[error("{}", .0.message())]
     Upstream(Status),
@@ -29,7 +33,10 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
             Error::PrefixTooLong { .. } => Code::InvalidArgument,
-            Error::BatcherUnavailable { .. } | Error::BatcherLost { .. } => Code::Unavailable,
+            Error::BatcherUnavailable { .. }
+            | Error::BatcherLost { .. }
+            | Error::Draining
+            | Error::ShuttingDown => Code::Unavailable,
             Error::Upstream(status) => return status.clone(),
             Error::Config(_) | Error::Listen(_) | Error::Reflection(_) | Error::Serve(_) => {
                 Code::Internal

@@ -24,6 +24,7 @@ pub use metrics::Metrics;
 use axum::http::{HeaderName, Method};
 use horoscoper_proto::{
     serving,
+    shutdown::Drain,
     v1::{self, horoscoper_server::HoroscoperServer},
 };
 use std::{future::Future, time::Duration};
@@ -31,8 +32,9 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// Serves the gateway on `listener` until `shutdown` resolves, then lets the
-/// open streams finish and returns.
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains:
+/// NOT_SERVING, new requests refused, open streams finish (or end with
+/// UNAVAILABLE once `drain_grace` is over), it returns.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -42,9 +44,15 @@ pub async fn run(
     // Lazy: the gateway starts without its batcher, answers UNAVAILABLE at
     // once while it is down, and reconnects when it is back.
     let batcher = horoscoper_proto::net::endpoint(config.batcher.clone()).connect_lazy();
-    let gateway = service::Gateway::new(batcher, config.batcher.to_string(), config.metrics);
+    let drain = Drain::start(shutdown, config.drain_grace);
+    let gateway = service::Gateway::new(
+        batcher,
+        config.batcher.to_string(),
+        config.metrics,
+        drain.clone(),
+    );
 
-    let (health, shutdown) = serving::health::<HoroscoperServer<service::Gateway>>(shutdown).await;
+    let health = serving::health::<HoroscoperServer<service::Gateway>>(&drain).await;
     let reflection_v1 =
         serving::reflection(&[v1::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
     let reflection_v1alpha =
@@ -64,12 +72,16 @@ pub async fn run(
         .merge(pages);
 
     tracing::info!(%local_addr, batcher = %config.batcher, "gateway listening");
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(Routes::from(grpc))
-        .serve_with_incoming_shutdown(horoscoper_proto::net::incoming(listener), shutdown)
-        .await
-        .map_err(Error::Serve)?;
+        .serve_with_incoming_shutdown(
+            horoscoper_proto::net::incoming(listener),
+            drain.settled_owned(),
+        );
+    if let Some(served) = drain.serve(served).await {
+        served.map_err(Error::Serve)?;
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -8,6 +8,7 @@ use crate::{
 use horoscoper_proto::{
     deadline,
     mesh::{self, SubmitRequest, SubmitResponse, batcher_service_client::BatcherServiceClient},
+    shutdown::{Drain, UntilCut},
     trace_context::{self, TraceContextExt as _},
     v1::{BatchInfo, InferRequest, InferResponse, MAX_PREFIX_CHARS, horoscoper_server::Horoscoper},
 };
@@ -27,14 +28,18 @@ pub struct Gateway {
     batcher: BatcherServiceClient<Channel>,
     batcher_url: String,
     metrics: Metrics,
+    /// Once it begins, new requests are refused; once it cuts, open streams
+    /// end with UNAVAILABLE.
+    drain: Drain,
 }
 
 impl Gateway {
-    pub fn new(batcher: Channel, batcher_url: String, metrics: Metrics) -> Gateway {
+    pub fn new(batcher: Channel, batcher_url: String, metrics: Metrics, drain: Drain) -> Gateway {
         Gateway {
             batcher: BatcherServiceClient::new(batcher),
             batcher_url,
             metrics,
+            drain,
         }
     }
 }
@@ -126,6 +131,9 @@ impl Gateway {
         client_deadline: Option<Duration>,
         span: &tracing::Span,
     ) -> Result<InferStream, Error> {
+        if self.drain.is_draining() {
+            return Err(Error::Draining);
+        }
         let chars = tracing::info_span!("validate").in_scope(|| validate(&request))?;
         span.record("prefix_chars", chars);
         let mut submit = Request::new(SubmitRequest {
@@ -144,15 +152,24 @@ impl Gateway {
             .map_err(|status| self.upstream(status))?
             .into_inner();
         let url = self.batcher_url.clone();
-        Ok(Box::pin(tokens.map(move |token| {
+        let tokens = tokens.map(move |token| {
             token
                 .map(public)
                 .map_err(|status| mid_stream(status, &url).into())
-        })))
+        });
+        Ok(Box::pin(UntilCut::new(
+            tokens,
+            &self.drain,
+            Error::ShuttingDown.into(),
+        )))
     }
 
+    /// A status that refused a call to the batcher. One made here from a
+    /// transport error (it carries it as a source; hyper calls a call on a
+    /// closing connection CANCELLED) means the batcher is unreachable.
     fn upstream(&self, status: Status) -> Error {
-        if status.code() == tonic::Code::Unavailable {
+        use std::error::Error as _;
+        if status.code() == tonic::Code::Unavailable || status.source().is_some() {
             Error::BatcherUnavailable {
                 url: self.batcher_url.clone(),
                 message: status.message().to_string(),

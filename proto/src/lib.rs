@@ -7,7 +7,8 @@
 //! - [`deadline`]: the `grpc-timeout` header, read and written.
 //! - [`net`]: both ends of a hop, with the same socket and HTTP/2 settings.
 //! - [`serving`]: health and reflection, served beside every API.
-//! - [`shutdown`]: the drain signal (Ctrl-C or SIGTERM) shared by every binary.
+//! - [`shutdown`]: the drain signal (Ctrl-C or SIGTERM) and the drain it
+//!   starts (NOT_SERVING, refuse, finish, cut after a grace period).
 //! - [`telemetry`]: logs and OpenTelemetry traces, set up once per process.
 //! - [`trace_context`]: W3C trace context into and out of metadata and messages.
 //! - [`metrics`]: serving a Prometheus registry at `/metrics`.

@@ -1,7 +1,7 @@
 //! What every service serves beside its own API: the standard health service
 //! and server reflection.
 
-use std::future::Future;
+use crate::shutdown::Drain;
 use tonic::server::NamedService;
 
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -13,21 +13,16 @@ use tonic_reflection::server::{
 };
 
 /// `grpc.health.v1` for service `S`: SERVING now, NOT_SERVING as soon as
-/// `shutdown` resolves. Returns the health service and the shutdown future to
-/// hand to the server, which resolves once health has turned.
-pub async fn health<S: NamedService>(
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> (
-    HealthServer<impl Health>,
-    impl Future<Output = ()> + Send + 'static,
-) {
+/// `drain` begins.
+pub async fn health<S: NamedService>(drain: &Drain) -> HealthServer<impl Health> {
     let (reporter, service) = tonic_health::server::health_reporter();
     reporter.set_serving::<S>().await;
-    let draining = async move {
-        shutdown.await;
+    let begun = drain.begun().clone();
+    tokio::spawn(async move {
+        begun.cancelled().await;
         reporter.set_not_serving::<S>().await;
-    };
-    (service, draining)
+    });
+    service
 }
 
 /// Server reflection (v1) over the given encoded descriptor sets and the

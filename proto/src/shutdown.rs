@@ -1,6 +1,26 @@
-//! The drain signal shared by every binary.
+//! The drain signal shared by every binary, and the drain it starts.
+//!
+//! A drain has two moments. When it begins, health turns NOT_SERVING, new
+//! calls are answered UNAVAILABLE, and open streams go on. Once none is left
+//! (or its grace period is over and it cut them, with UNAVAILABLE), the
+//! server stops accepting, closes its connections and the service exits.
+//! The server is told to stop only then: an HTTP/2 GOAWAY sent at once would
+//! make clients report a call on a closing connection as CANCELLED rather
+//! than get the service's clear UNAVAILABLE.
 
-use std::{future::Future, pin::Pin};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::sync::Notify;
+use tokio_stream::Stream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// The future [`signal`] returns.
 pub type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -35,5 +55,277 @@ async fn wait_for_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("Ctrl-C received, draining"),
         () = terminate => tracing::info!("SIGTERM received, draining"),
+    }
+}
+
+/// The drain flag every service binary takes.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DrainArgs {
+    /// After SIGTERM or Ctrl-C, how long open streams may go on before they
+    /// are cut with UNAVAILABLE, in milliseconds. Keep it below the
+    /// orchestrator's kill timeout (Kubernetes: 30 s).
+    #[arg(long, env = "HOROSCOPER_DRAIN_GRACE_MS", default_value_t = 25_000)]
+    pub drain_grace_ms: u64,
+}
+
+impl DrainArgs {
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.drain_grace_ms)
+    }
+}
+
+/// A service's drain: [`Drain::begun`] when its shutdown future resolves,
+/// [`Drain::cut`] a grace period later.
+#[derive(Clone, Debug)]
+pub struct Drain {
+    begun: CancellationToken,
+    cut: CancellationToken,
+    open: Arc<Open>,
+}
+
+/// The streams a service has open.
+#[derive(Debug, Default)]
+struct Open {
+    count: AtomicUsize,
+    closed: Notify,
+}
+
+/// One open stream, counted until dropped.
+#[derive(Debug)]
+pub struct Tracked(Arc<Open>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
+
+impl Drain {
+    /// Begins when `shutdown` resolves; cuts `grace` later.
+    pub fn start(shutdown: impl Future<Output = ()> + Send + 'static, grace: Duration) -> Drain {
+        let drain = Drain {
+            begun: CancellationToken::new(),
+            cut: CancellationToken::new(),
+            open: Arc::default(),
+        };
+        let (begun, cut) = (drain.begun.clone(), drain.cut.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = begun.cancelled() => {}
+            }
+            begun.cancel();
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {
+                    tracing::info!(grace_ms = grace.as_millis() as u64, "drain grace period over: cutting open streams");
+                }
+                () = cut.cancelled() => {}
+            }
+            cut.cancel();
+        });
+        drain
+    }
+
+    /// Cancelled when the drain begins.
+    pub fn begun(&self) -> &CancellationToken {
+        &self.begun
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.begun.is_cancelled()
+    }
+
+    /// Cancelled when the grace period is over.
+    pub fn cut(&self) -> &CancellationToken {
+        &self.cut
+    }
+
+    /// Counts a stream as open until the returned guard is dropped.
+    pub fn track(&self) -> Tracked {
+        self.open.count.fetch_add(1, Ordering::AcqRel);
+        Tracked(self.open.clone())
+    }
+
+    /// Resolves once the drain has begun and no tracked stream is open, or
+    /// at the cut: when the server should stop.
+    pub async fn settled(&self) {
+        self.begun.cancelled().await;
+        loop {
+            let closed = self.open.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.open.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::select! {
+                () = closed => {}
+                () = self.cut.cancelled() => return,
+            }
+        }
+    }
+
+    /// [`Drain::settled`] as an owned future, for the server.
+    pub fn settled_owned(&self) -> impl Future<Output = ()> + Send + 'static {
+        let drain = self.clone();
+        async move { drain.settled().await }
+    }
+
+    /// Serves until `served` ends (told to stop by [`Drain::settled`], it
+    /// closes every connection), or until a moment after it settled, when
+    /// the streams have had time to send their statuses: a client holding a
+    /// connection open (a health watch, say) does not hold the exit.
+    pub async fn serve<T>(&self, served: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            result = served => Some(result),
+            () = async {
+                self.settled().await;
+                tokio::time::sleep(AFTER_SETTLED).await;
+            } => {
+                tracing::info!("connections still open after the drain; closing them");
+                None
+            }
+        }
+    }
+}
+
+/// A response stream that ends with `status` when the drain cuts, unless it
+/// ended first.
+/// It counts as open (see [`Drain::track`]) until dropped.
+pub struct UntilCut<S> {
+    inner: S,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    status: Option<tonic::Status>,
+    done: bool,
+    _open: Tracked,
+}
+
+impl<S> UntilCut<S> {
+    pub fn new(inner: S, drain: &Drain, status: tonic::Status) -> UntilCut<S> {
+        UntilCut {
+            inner,
+            cut: Box::pin(drain.cut.clone().cancelled_owned()),
+            status: Some(status),
+            done: false,
+            _open: drain.track(),
+        }
+    }
+}
+
+impl<S, T> Stream for UntilCut<S>
+where
+    S: Stream<Item = Result<T, tonic::Status>> + Unpin,
+{
+    type Item = Result<T, tonic::Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.cut.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            return Poll::Ready(self.status.take().map(Err));
+        }
+        let item = std::task::ready!(Pin::new(&mut self.inner).poll_next(cx));
+        self.done = !matches!(item, Some(Ok(_)));
+        Poll::Ready(item)
+    }
+}
+
+/// How long a drained server gets to close its connections.
+const AFTER_SETTLED: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_begins_with_the_signal_and_cuts_after_the_grace() {
+        let (signal, wait) = tokio::sync::oneshot::channel::<()>();
+        let drain = Drain::start(
+            async {
+                let _ = wait.await;
+            },
+            Duration::from_secs(3),
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!drain.is_draining(), "nothing before the signal");
+        let t0 = Instant::now();
+        signal.send(()).unwrap();
+        drain.begun().cancelled().await;
+        assert_eq!(Instant::now(), t0);
+        assert!(!drain.cut().is_cancelled());
+        drain.cut().cancelled().await;
+        assert_eq!(Instant::now() - t0, Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ends_with_the_status_when_the_drain_cuts() {
+        use tokio_stream::StreamExt as _;
+        let drain = Drain::start(async {}, Duration::from_secs(3));
+        let (sender, receiver) =
+            tokio::sync::mpsc::unbounded_channel::<Result<u32, tonic::Status>>();
+        let mut stream = UntilCut::new(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(receiver),
+            &drain,
+            tonic::Status::unavailable("cut"),
+        );
+        sender.send(Ok(1)).unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap(), 1);
+        let t0 = Instant::now();
+        let status = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::Unavailable, "cut")
+        );
+        assert_eq!(Instant::now() - t0, Duration::from_secs(3));
+        assert!(stream.next().await.is_none(), "and then it ends");
+        drop(sender);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_settles_when_its_last_stream_closes() {
+        let drain = Drain::start(async {}, Duration::from_secs(3));
+        let (one, two) = (drain.track(), drain.track());
+        let t0 = Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(one);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(two);
+        });
+        drain.settled().await;
+        assert_eq!(Instant::now() - t0, Duration::from_secs(2));
+        assert!(!drain.cut().is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_with_a_stream_still_open_settles_at_the_cut() {
+        let drain = Drain::start(async {}, Duration::from_secs(3));
+        let _open = drain.track();
+        let t0 = Instant::now();
+        drain.settled().await;
+        assert_eq!(Instant::now() - t0, Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_closes_in_time_is_not_cut_short() {
+        let drain = Drain::start(async {}, Duration::from_secs(3));
+        let served = drain
+            .serve(tokio::time::sleep(Duration::from_millis(500)))
+            .await;
+        assert!(served.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_still_open_a_moment_after_it_settled_is_left() {
+        let drain = Drain::start(async {}, Duration::from_secs(3));
+        let _open = drain.track();
+        let t0 = Instant::now();
+        let served = drain.serve(std::future::pending::<()>()).await;
+        assert!(served.is_none());
+        assert_eq!(Instant::now() - t0, Duration::from_secs(3) + AFTER_SETTLED);
     }
 }

@@ -39,6 +39,18 @@ impl Process {
     pub fn signal(mut self, signal: &str) -> std::process::ExitStatus {
         send(&mut self.0, signal)
     }
+
+    /// Sends `signal` and returns at once.
+    pub fn notify(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.0.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the exit, without sending anything.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.0.wait().expect("the process was started")
+    }
 }
 
 fn send(child: &mut Child, signal: &str) -> std::process::ExitStatus {

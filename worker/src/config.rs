@@ -2,7 +2,7 @@
 //! validated configuration [`crate::run`] takes.
 
 use crate::{Error, Metrics, corpus::Corpus, schedule::DelayRange};
-use horoscoper_proto::telemetry::LogArgs;
+use horoscoper_proto::{shutdown::DrainArgs, telemetry::LogArgs};
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 /// Flags of the standalone `worker` binary.
@@ -29,6 +29,8 @@ pub struct Args {
     pub metrics_listen: SocketAddr,
     #[command(flatten)]
     pub generation: GenerationArgs,
+    #[command(flatten)]
+    pub drain: DrainArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -93,6 +95,8 @@ pub struct Config {
     pub worker_id: Option<String>,
     pub generation: Generation,
     pub metrics: Metrics,
+    /// How long a batch may go on after the drain begins before it is cut.
+    pub drain_grace: Duration,
 }
 
 impl Args {
@@ -102,6 +106,7 @@ impl Args {
             worker_id: self.worker_id,
             generation: self.generation.load()?,
             metrics: Metrics::default(),
+            drain_grace: self.drain.grace(),
         })
     }
 }

@@ -32,6 +32,10 @@ pub enum Error {
     DuplicateRequest { batch_id: u64, request_id: u64 },
     #[error("a GenerateRequest carried no command")]
     NoCommand,
+    #[error("the worker is draining: it takes no new stream")]
+    Draining,
+    #[error("the worker is shutting down: its drain grace period ended batch {batch_id}")]
+    Cut { batch_id: u64 },
 }
 
 fn corpus_location(path: &Option<PathBuf>, line: &Option<u64>) -> Option<String> {
@@ -47,6 +51,7 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
             Error::Busy { .. } => Code::FailedPrecondition,
+            Error::Draining | Error::Cut { .. } => Code::Unavailable,
             Error::EmptyBatch(_) | Error::DuplicateRequest { .. } | Error::NoCommand => {
                 Code::InvalidArgument
             }

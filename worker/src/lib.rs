@@ -30,13 +30,14 @@ pub use metrics::Metrics;
 use horoscoper_proto::{
     mesh::{self, worker_service_server::WorkerServiceServer},
     serving,
+    shutdown::Drain,
 };
 use std::{future::Future, net::SocketAddr};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-/// Serves the worker on `listener` until `shutdown` resolves, then finishes
-/// the batches under way, ends its streams and returns.
+/// Serves the worker on `listener` until `shutdown` resolves, then drains:
+/// NOT_SERVING, no new stream, the batches under way finish (cut with
+/// UNAVAILABLE once `drain_grace` is over), the streams end, it returns.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -47,31 +48,29 @@ pub async fn run(
         .worker_id
         .clone()
         .unwrap_or_else(|| default_id(local_addr));
-    let draining = CancellationToken::new();
+    let drain = Drain::start(shutdown, config.drain_grace);
     let worker = service::Worker::new(
         worker_id.clone(),
         config.generation,
         config.metrics,
-        draining.clone(),
+        drain.clone(),
     );
-
-    let shutdown = async move {
-        shutdown.await;
-        draining.cancel();
-    };
-    let (health, shutdown) =
-        serving::health::<WorkerServiceServer<service::Worker>>(shutdown).await;
+    let health = serving::health::<WorkerServiceServer<service::Worker>>(&drain).await;
     let reflection =
         serving::reflection(&[mesh::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
 
     tracing::info!(%local_addr, %worker_id, "worker listening");
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
         .add_service(WorkerServiceServer::new(worker))
-        .serve_with_incoming_shutdown(horoscoper_proto::net::incoming(listener), shutdown)
-        .await
-        .map_err(Error::Serve)?;
+        .serve_with_incoming_shutdown(
+            horoscoper_proto::net::incoming(listener),
+            drain.settled_owned(),
+        );
+    if let Some(served) = drain.serve(served).await {
+        served.map_err(Error::Serve)?;
+    }
     tracing::info!(%worker_id, "worker stopped");
     Ok(())
 }

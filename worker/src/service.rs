@@ -12,6 +12,7 @@ use horoscoper_proto::mesh::{
     BatchDone, GenerateRequest, GenerateResponse, Ready, Step, generate_request::Command,
     generate_response::Event, worker_service_server::WorkerService,
 };
+use horoscoper_proto::shutdown::Drain;
 use rand::{SeedableRng, rngs::StdRng};
 use std::{
     collections::HashMap,
@@ -19,7 +20,6 @@ use std::{
 };
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -39,18 +39,14 @@ struct Inner {
     rng: Mutex<StdRng>,
     /// Held while a batch runs: one batch at a time per worker.
     busy: tokio::sync::Mutex<()>,
-    draining: CancellationToken,
+    drain: Drain,
 }
 
 impl Worker {
-    /// A worker that ends its streams between batches once `draining` is
-    /// cancelled.
-    pub fn new(
-        id: String,
-        generation: Generation,
-        metrics: Metrics,
-        draining: CancellationToken,
-    ) -> Worker {
+    /// A worker that, once `drain` begins, refuses new streams and ends
+    /// its streams between batches; once it cuts, ends them mid-batch with
+    /// UNAVAILABLE (the batcher runs those requests again elsewhere).
+    pub fn new(id: String, generation: Generation, metrics: Metrics, drain: Drain) -> Worker {
         let rng = match generation.seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
@@ -62,7 +58,7 @@ impl Worker {
                 metrics,
                 rng: Mutex::new(rng),
                 busy: tokio::sync::Mutex::new(()),
-                draining,
+                drain,
             }),
         }
     }
@@ -76,10 +72,15 @@ impl WorkerService for Worker {
         &self,
         request: Request<Streaming<GenerateRequest>>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
+        if self.inner.drain.is_draining() {
+            return Err(Error::Draining.into());
+        }
         let (outbound, receiver) = mpsc::channel(16);
         let inner = self.inner.clone();
         let inbound = request.into_inner();
+        let open = self.inner.drain.track();
         tokio::spawn(async move {
+            let _open = open;
             if let Err(status) = inner.serve(inbound, &outbound).await {
                 tracing::warn!(code = ?status.code(), message = status.message(), "generate stream failed");
                 let _ = outbound.send(Err(status)).await;
@@ -112,7 +113,7 @@ impl Inner {
         loop {
             let command = tokio::select! {
                 biased;
-                () = self.draining.cancelled() => return Ok(()),
+                () = self.drain.begun().cancelled() => return Ok(()),
                 message = inbound.message() => message?,
             };
             match command.map(|request| request.command) {
@@ -179,6 +180,9 @@ impl Inner {
                         Some(None) => return Err(Error::NoCommand.into()),
                     },
                     () = &mut due => break,
+                    () = self.drain.cut().cancelled() => {
+                        return Err(Error::Cut { batch_id }.into());
+                    }
                 }
             }
             let tokens = running.step();
