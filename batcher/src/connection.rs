@@ -304,6 +304,10 @@ impl Session<'_> {
                 prefix: entry.item.prefix.clone(),
                 trace_context: trace_context::to_map(&span),
                 log_id: entry.item.log_id.clone(),
+                time_left: entry.item.deadline.and_then(|deadline| {
+                    prost_types::Duration::try_from(deadline.at.saturating_duration_since(batch.at))
+                        .ok()
+                }),
             });
             routes.insert(
                 entry.id,
@@ -342,14 +346,19 @@ impl Session<'_> {
                     }
                 }
                 let running = self.running.take().expect("checked above");
-                if !running.routes.is_empty() {
-                    let status = Status::from(Error::BatchCutShort {
-                        worker_id: self.worker_id.to_string(),
-                        batch_id: running.batch_id,
-                    });
-                    for route in running.routes.into_values() {
-                        let _ = route.entry.item.reply.send(Err(status.clone()));
-                    }
+                let now = Instant::now();
+                for route in running.routes.into_values() {
+                    // The worker stops a request at its client's deadline.
+                    let error = match route.entry.item.deadline {
+                        Some(deadline) if deadline.at <= now => Error::DeadlinePassed {
+                            limit: deadline.limit,
+                        },
+                        _ => Error::BatchCutShort {
+                            worker_id: self.worker_id.to_string(),
+                            batch_id: running.batch_id,
+                        },
+                    };
+                    let _ = route.entry.item.reply.send(Err(error.into()));
                 }
                 self.ready();
                 Ok(())

@@ -63,7 +63,7 @@ pub struct Dispatched {
 pub const ORPHAN_GRACE: Duration = Duration::from_millis(500);
 
 enum Command {
-    Enqueue(Entry<Pending>),
+    Enqueue(Box<Entry<Pending>>),
     Cancel(u64),
     Free(Slot),
     Gone(usize),
@@ -97,7 +97,9 @@ impl Dispatcher {
     /// Queues a request; false when the dispatcher has stopped.
     #[must_use]
     pub fn enqueue(&self, entry: Entry<Pending>) -> bool {
-        self.commands.send(Command::Enqueue(entry)).is_ok()
+        self.commands
+            .send(Command::Enqueue(Box::new(entry)))
+            .is_ok()
     }
 
     /// The request's client has left: take it off the queue, or stop it at
@@ -182,7 +184,7 @@ impl Task {
         commands.close();
         while let Ok(command) = commands.try_recv() {
             match command {
-                Command::Enqueue(entry) => self.queue.push(entry),
+                Command::Enqueue(entry) => self.queue.push(*entry),
                 Command::Requeue(entries) | Command::Redispatch(entries) => {
                     entries.into_iter().for_each(|e| self.queue.push(e))
                 }
@@ -194,7 +196,7 @@ impl Task {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Enqueue(entry) => self.queue.push(entry),
+            Command::Enqueue(entry) => self.queue.push(*entry),
             Command::Requeue(entries) => entries.into_iter().for_each(|e| self.queue.push(e)),
             Command::Redispatch(entries) => {
                 self.metrics.redispatched.inc_by(entries.len() as u64);
@@ -398,6 +400,7 @@ mod tests {
                     queued: tracing::Span::none(),
                     delivered: 0,
                     orphaned: None,
+                    deadline: None,
                 },
             };
             assert!(self.dispatcher.enqueue(entry), "the dispatcher runs");

@@ -23,6 +23,11 @@ pub enum Error {
     ShuttingDown,
     #[error("the batcher is draining: it takes no new request")]
     Draining,
+    #[error(
+        "the client's deadline passed before the last token ({} ms were left when the request reached the batcher)",
+        .limit.as_millis()
+    )]
+    DeadlinePassed { limit: Duration },
     #[error("the batcher holds {limit} requests, its limit (--max-requests); try again shortly")]
     Overloaded { limit: usize },
     #[error("worker at {url} broke the protocol: {message}")]
@@ -54,7 +59,7 @@ fn expired_message(waited: Duration, limit: Limit) -> String {
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
-            Error::Expired { .. } => Code::DeadlineExceeded,
+            Error::Expired { .. } | Error::DeadlinePassed { .. } => Code::DeadlineExceeded,
             Error::WorkerLost { .. } | Error::ShuttingDown | Error::Draining => Code::Unavailable,
             Error::Overloaded { .. } => Code::ResourceExhausted,
             Error::BatchCutShort { .. }

@@ -53,6 +53,15 @@ pub struct Pending {
     pub delivered: u32,
     /// Set when its worker was lost mid-batch and it waits to run again.
     pub orphaned: Option<Orphaned>,
+    /// The client's deadline, if it set one.
+    pub deadline: Option<ClientDeadline>,
+}
+
+/// The client's deadline: what was left of it on arrival, and when it passes.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientDeadline {
+    pub limit: Duration,
+    pub at: Instant,
 }
 
 /// A request back in the queue because its worker was lost mid-batch.

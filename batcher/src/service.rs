@@ -6,15 +6,17 @@ use crate::{
     Batching, Error,
     dispatcher::Dispatcher,
     queue::Entry,
-    request::{Limit, Pending},
+    request::{ClientDeadline, Limit, Pending},
 };
 use horoscoper_proto::{
     deadline,
+    interrupt::Interrupted,
     mesh::{SubmitRequest, SubmitResponse, batcher_service_server::BatcherService},
     shutdown::{Drain, Tracked},
     trace_context,
 };
 use std::{
+    future::Future,
     pin::Pin,
     sync::{
         Arc,
@@ -29,6 +31,9 @@ use tokio::{
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+
+/// How long after the client's deadline a request's stream ends by itself.
+const BACKSTOP: Duration = Duration::from_millis(10);
 
 /// The batcher's gRPC service.
 #[derive(Clone)]
@@ -58,12 +63,12 @@ impl Batcher {
 
 #[tonic::async_trait]
 impl BatcherService for Batcher {
-    type SubmitStream = RequestStream;
+    type SubmitStream = Interrupted<RequestStream>;
 
     async fn submit(
         &self,
         request: Request<SubmitRequest>,
-    ) -> Result<Response<RequestStream>, Status> {
+    ) -> Result<Response<Interrupted<RequestStream>>, Status> {
         if self.drain.is_draining() {
             return Err(Error::Draining.into());
         }
@@ -74,10 +79,8 @@ impl BatcherService for Batcher {
             }
             .into());
         };
-        let limit = Limit::new(
-            self.time_to_live,
-            deadline::from_metadata(request.metadata()),
-        );
+        let client_deadline = deadline::from_metadata(request.metadata());
+        let limit = Limit::new(self.time_to_live, client_deadline);
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!(
             "submit",
@@ -109,12 +112,16 @@ impl BatcherService for Batcher {
                 queued,
                 delivered: 0,
                 orphaned: None,
+                deadline: client_deadline.map(|limit| ClientDeadline {
+                    limit,
+                    at: now + limit,
+                }),
             },
         };
         if !self.dispatcher.enqueue(entry) {
             return Err(Error::ShuttingDown.into());
         }
-        Ok(Response::new(RequestStream {
+        let stream = RequestStream {
             id,
             tokens,
             dispatcher: self.dispatcher.clone(),
@@ -122,7 +129,20 @@ impl BatcherService for Batcher {
             span,
             _permit: permit,
             _open: self.drain.track(),
-        }))
+        };
+        // Past the client's deadline the stream ends; dropping it cancels the
+        // request at its worker. A moment later than the deadline, so that
+        // the queue (while queued) or the worker connection (once its batch
+        // ends) reports it first, saying what the request was waiting for.
+        let (passes, status): (Pin<Box<dyn Future<Output = ()> + Send>>, Status) =
+            match client_deadline {
+                Some(limit) => (
+                    Box::pin(tokio::time::sleep_until(now + limit + BACKSTOP)),
+                    Error::DeadlinePassed { limit }.into(),
+                ),
+                None => (Box::pin(std::future::pending()), Status::ok("")),
+            };
+        Ok(Response::new(Interrupted::new(stream, passes, status)))
     }
 }
 

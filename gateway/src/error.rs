@@ -14,6 +14,12 @@ pub enum Error {
     BatcherLost { url: String, message: String },
     #[error("the gateway is draining: it takes no new request")]
     Draining,
+    #[error("the client's deadline of {} ms passed before the last token", .limit.as_millis())]
+    DeadlinePassed { limit: std::time::Duration },
+    #[error(
+        "grpc-timeout {value:?} is malformed: expected at most 8 digits and a unit, one of H M S m u n"
+    )]
+    MalformedTimeout { value: String },
     #[error("the gateway is shutting down: its drain grace period ended this stream")]
     ShuttingDown,
     /// A status from the batcher, passed on as it is.
@@ -32,7 +38,8 @@ pub enum Error {
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
-            Error::PrefixTooLong { .. } => Code::InvalidArgument,
+            Error::PrefixTooLong { .. } | Error::MalformedTimeout { .. } => Code::InvalidArgument,
+            Error::DeadlinePassed { .. } => Code::DeadlineExceeded,
             Error::BatcherUnavailable { .. }
             | Error::BatcherLost { .. }
             | Error::Draining

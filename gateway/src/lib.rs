@@ -4,6 +4,7 @@
 //! original's SSE endpoint `POST /api/v1/infer`.
 //!
 //! - [`service`]: `Infer`: validation, forwarding to the batcher, streaming back.
+//! - [`upstream`]: one request's `Submit` call to the batcher and its tokens.
 //! - [`http`]: the web page and the SSE endpoint.
 //! - [`metrics`]: the gateway's Prometheus metrics and the per-request meter.
 //! - [`config`]: command-line flags and the validated configuration.
@@ -16,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod service;
+pub mod upstream;
 
 pub use config::{Args, Config};
 pub use error::Error;

@@ -4,9 +4,11 @@
 use crate::{
     Error,
     metrics::{Metered, Metrics},
+    upstream::Upstream,
 };
 use horoscoper_proto::{
     deadline,
+    interrupt::Interrupted,
     mesh::{self, SubmitRequest, SubmitResponse, batcher_service_client::BatcherServiceClient},
     shutdown::{Drain, UntilCut},
     trace_context::{self, TraceContextExt as _},
@@ -20,7 +22,6 @@ use std::{
 use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, metadata::MetadataMap, transport::Channel};
-use tracing::Instrument as _;
 
 /// The public service.
 #[derive(Clone)]
@@ -107,11 +108,13 @@ impl Gateway {
         );
         trace_context::set_parent_from(&span, metadata);
         span.record("trace_id", trace_context::trace_id(&span));
-        let client_deadline = deadline::from_metadata(metadata);
-        let forwarded = self
-            .forward(request, request_id, client_deadline, &span)
-            .instrument(span.clone())
-            .await;
+        let client_deadline = deadline::read(metadata).map(|limit| {
+            limit.map(|limit| ClientDeadline {
+                at: started + limit,
+                limit,
+            })
+        });
+        let forwarded = span.in_scope(|| self.forward(request, request_id, client_deadline, &span));
         match forwarded {
             Ok(stream) => Ok(self.metrics.meter(stream, started, span)),
             Err(error) => {
@@ -124,13 +127,14 @@ impl Gateway {
     }
 
     /// Validates a request and forwards it to the batcher.
-    async fn forward(
+    fn forward(
         &self,
         request: InferRequest,
         request_id: String,
-        client_deadline: Option<Duration>,
+        client_deadline: Result<Option<ClientDeadline>, String>,
         span: &tracing::Span,
     ) -> Result<InferStream, Error> {
+        let client_deadline = client_deadline.map_err(|value| Error::MalformedTimeout { value })?;
         if self.drain.is_draining() {
             return Err(Error::Draining);
         }
@@ -140,59 +144,46 @@ impl Gateway {
             prefix: request.prefix,
             request_id,
         });
-        if let Some(remaining) = client_deadline {
-            submit.set_timeout(remaining);
+        if let Some(deadline) = client_deadline {
+            // What is left of it, for the next hop.
+            submit.set_timeout(deadline.at.saturating_duration_since(Instant::now()));
         }
         submit.inject_context(span);
-        let tokens = self
-            .batcher
-            .clone()
-            .submit(submit)
-            .await
-            .map_err(|status| self.upstream(status))?
-            .into_inner();
-        let url = self.batcher_url.clone();
-        let tokens = tokens.map(move |token| {
-            token
-                .map(public)
-                .map_err(|status| mid_stream(status, &url).into())
-        });
+        let tokens = Upstream::new(self.batcher.clone(), self.batcher_url.clone(), submit)
+            .map(|token| token.map(public).map_err(Status::from));
+        let tokens: InferStream = match client_deadline {
+            // A stream still running at the client's deadline ends there,
+            // whatever the client enforces itself; dropping the upstream
+            // cancels the request all the way down.
+            Some(deadline) => Box::pin(Interrupted::new(
+                tokens,
+                tokio::time::sleep_until(deadline.at + BACKSTOP),
+                Error::DeadlinePassed {
+                    limit: deadline.limit,
+                }
+                .into(),
+            )),
+            None => Box::pin(tokens),
+        };
         Ok(Box::pin(UntilCut::new(
             tokens,
             &self.drain,
             Error::ShuttingDown.into(),
         )))
     }
-
-    /// A status that refused a call to the batcher. One made here from a
-    /// transport error (it carries it as a source; hyper calls a call on a
-    /// closing connection CANCELLED) means the batcher is unreachable.
-    fn upstream(&self, status: Status) -> Error {
-        use std::error::Error as _;
-        if status.code() == tonic::Code::Unavailable || status.source().is_some() {
-            Error::BatcherUnavailable {
-                url: self.batcher_url.clone(),
-                message: status.message().to_string(),
-            }
-        } else {
-            Error::Upstream(status)
-        }
-    }
 }
 
-/// A status that ends a batcher stream after it began. One the batcher sent
-/// is passed on as it is; one made here because the connection broke (it
-/// carries its transport error as a source) means the batcher is gone.
-fn mid_stream(status: Status, url: &str) -> Error {
-    use std::error::Error as _;
-    if status.source().is_some() {
-        Error::BatcherLost {
-            url: url.to_string(),
-            message: status.message().to_string(),
-        }
-    } else {
-        Error::Upstream(status)
-    }
+/// How long after the client's deadline the gateway ends a stream itself.
+/// The batcher enforces the deadline first, with the time remaining that
+/// the gateway passes on, and says what the request was waiting for; the
+/// gateway is the backstop should the batcher not answer.
+const BACKSTOP: Duration = Duration::from_millis(100);
+
+/// The client's `grpc-timeout`, as the instant it runs out.
+#[derive(Clone, Copy, Debug)]
+struct ClientDeadline {
+    at: Instant,
+    limit: Duration,
 }
 
 /// A batcher token as the public API shows it.

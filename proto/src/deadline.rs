@@ -14,6 +14,18 @@ pub fn from_metadata(metadata: &MetadataMap) -> Option<Duration> {
     parse(metadata.get(HEADER)?.to_str().ok()?)
 }
 
+/// The timeout the caller set, if any; the header's text when it is there
+/// but malformed.
+pub fn read(metadata: &MetadataMap) -> Result<Option<Duration>, String> {
+    let Some(value) = metadata.get(HEADER) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| format!("{:?}", value.as_bytes()))?;
+    parse(text).map(Some).ok_or_else(|| text.to_string())
+}
+
 /// Parses a `grpc-timeout` value; `None` when it is malformed.
 pub fn parse(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
@@ -64,6 +76,16 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tells_a_malformed_header_from_none() {
+        let mut metadata = MetadataMap::new();
+        assert_eq!(read(&metadata), Ok(None));
+        metadata.insert(HEADER, "soon".parse().unwrap());
+        assert_eq!(read(&metadata), Err("soon".to_string()));
+        metadata.insert(HEADER, "2S".parse().unwrap());
+        assert_eq!(read(&metadata), Ok(Some(Duration::from_secs(2))));
     }
 
     #[test]

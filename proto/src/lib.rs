@@ -5,6 +5,7 @@
 //! - [`mesh`]: the internal protocol, package `horoscoper.mesh.v1`
 //!   (gateway → batcher → workers).
 //! - [`deadline`]: the `grpc-timeout` header, read and written.
+//! - [`interrupt`]: a response stream ended early with a status (deadline, drain).
 //! - [`net`]: both ends of a hop, with the same socket and HTTP/2 settings.
 //! - [`serving`]: health and reflection, served beside every API.
 //! - [`shutdown`]: the drain signal (Ctrl-C or SIGTERM) and the drain it
@@ -18,6 +19,7 @@
 //! that protox compiles, so no `protoc` is needed.
 
 pub mod deadline;
+pub mod interrupt;
 pub mod metrics;
 pub mod net;
 pub mod process;

@@ -8,6 +8,7 @@
 //! make clients report a call on a closing connection as CANCELLED rather
 //! than get the service's clear UNAVAILABLE.
 
+use crate::interrupt::Interrupted;
 use std::{
     future::Future,
     pin::Pin,
@@ -20,7 +21,7 @@ use std::{
 };
 use tokio::sync::Notify;
 use tokio_stream::Stream;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 /// The future [`signal`] returns.
 pub type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -191,23 +192,16 @@ impl Drain {
 }
 
 /// A response stream that ends with `status` when the drain cuts, unless it
-/// ended first.
-/// It counts as open (see [`Drain::track`]) until dropped.
+/// ended first. It counts as open (see [`Drain::track`]) until dropped.
 pub struct UntilCut<S> {
-    inner: S,
-    cut: Pin<Box<WaitForCancellationFutureOwned>>,
-    status: Option<tonic::Status>,
-    done: bool,
+    inner: Interrupted<S>,
     _open: Tracked,
 }
 
 impl<S> UntilCut<S> {
     pub fn new(inner: S, drain: &Drain, status: tonic::Status) -> UntilCut<S> {
         UntilCut {
-            inner,
-            cut: Box::pin(drain.cut.clone().cancelled_owned()),
-            status: Some(status),
-            done: false,
+            inner: Interrupted::new(inner, drain.cut.clone().cancelled_owned(), status),
             _open: drain.track(),
         }
     }
@@ -220,16 +214,7 @@ where
     type Item = Result<T, tonic::Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        if self.cut.as_mut().poll(cx).is_ready() {
-            self.done = true;
-            return Poll::Ready(self.status.take().map(Err));
-        }
-        let item = std::task::ready!(Pin::new(&mut self.inner).poll_next(cx));
-        self.done = !matches!(item, Some(Ok(_)));
-        Poll::Ready(item)
+        Pin::new(&mut self.inner).poll_next(cx)
     }
 }
 

@@ -17,6 +17,7 @@ use rand::{SeedableRng, rngs::StdRng};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
@@ -120,9 +121,10 @@ impl Inner {
                 None => return Ok(()),
                 Some(Some(Command::Batch(batch))) => {
                     let spans = request_spans(&batch, &self.id);
+                    let deadlines = request_deadlines(&batch, Instant::now());
                     let running = Running::start(batch, &self.generation.corpus)?;
                     match self
-                        .run_batch(running, spans, &mut inbound, outbound)
+                        .run_batch(running, spans, deadlines, &mut inbound, outbound)
                         .await?
                     {
                         Ended::Batch => {}
@@ -140,6 +142,7 @@ impl Inner {
         &self,
         mut running: Running,
         mut spans: HashMap<u64, Span>,
+        deadlines: Vec<(Instant, u64)>,
         inbound: &mut Streaming<GenerateRequest>,
         outbound: &Outbound,
     ) -> Result<Ended, Status> {
@@ -185,6 +188,20 @@ impl Inner {
                     }
                 }
             }
+            // A request past its client's deadline has been failed upstream:
+            // generate no more for it.
+            let now = Instant::now();
+            for &(_, request_id) in deadlines.iter().filter(|(at, _)| *at <= now) {
+                if running.cancel(request_id)
+                    && let Some(span) = spans.remove(&request_id)
+                {
+                    span.in_scope(|| tracing::debug!("stopped: the client's deadline passed"));
+                }
+            }
+            if running.is_done() {
+                tracing::debug!(batch_id, "every request stopped; batch ended early");
+                return self.finish(batch_id, outbound).await;
+            }
             let tokens = running.step();
             self.metrics.tokens.inc_by(tokens.len() as u64);
             for token in tokens.iter().filter(|token| token.last) {
@@ -208,6 +225,18 @@ impl Inner {
         let done = send(outbound, Event::Done(BatchDone { batch_id })).await;
         Ok(if done { Ended::Batch } else { Ended::Stream })
     }
+}
+
+/// When each request's client deadline passes, for those that have one.
+fn request_deadlines(batch: &horoscoper_proto::mesh::Batch, start: Instant) -> Vec<(Instant, u64)> {
+    batch
+        .items
+        .iter()
+        .filter_map(|item| {
+            let left = Duration::try_from(item.time_left?).unwrap_or_default();
+            Some((start + left, item.request_id))
+        })
+        .collect()
 }
 
 /// One span per request of the batch, each a child of the request's span in

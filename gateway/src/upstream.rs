@@ -1,0 +1,117 @@
+//! The batcher's side of one request: its `Submit` call, opened when the
+//! response stream is first polled, and the tokens that come back.
+//!
+//! Opening it lazily lets the gateway's handler answer at once: tonic's own
+//! `grpc-timeout` timer covers only the handler, and when it fires it
+//! answers CANCELLED ("Timeout expired"), which a client cannot tell from
+//! its own cancellation. With the handler done at once, the client's
+//! deadline is enforced on the stream instead, as DEADLINE_EXCEEDED.
+
+use crate::Error;
+use horoscoper_proto::mesh::{
+    SubmitRequest, SubmitResponse, batcher_service_client::BatcherServiceClient,
+};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+use tokio_stream::Stream;
+use tonic::{Request, Status, Streaming, transport::Channel};
+
+type Opening = Pin<Box<dyn Future<Output = Result<Streaming<SubmitResponse>, Status>> + Send>>;
+
+/// One request's tokens from the batcher, or the error that ended them.
+pub struct Upstream {
+    url: String,
+    state: State,
+}
+
+enum State {
+    Opening(Opening),
+    Open(Box<Streaming<SubmitResponse>>),
+    Done,
+}
+
+impl Upstream {
+    /// Calls `Submit` on `batcher` (at `url`, for messages) when first polled.
+    pub fn new(
+        mut batcher: BatcherServiceClient<Channel>,
+        url: String,
+        request: Request<SubmitRequest>,
+    ) -> Upstream {
+        let opening = Box::pin(async move {
+            batcher
+                .submit(request)
+                .await
+                .map(tonic::Response::into_inner)
+        });
+        Upstream {
+            url,
+            state: State::Opening(opening),
+        }
+    }
+}
+
+impl Stream for Upstream {
+    type Item = Result<SubmitResponse, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match &mut self.state {
+                State::Opening(opening) => match std::task::ready!(opening.as_mut().poll(cx)) {
+                    Ok(tokens) => self.state = State::Open(Box::new(tokens)),
+                    Err(status) => {
+                        self.state = State::Done;
+                        return Poll::Ready(Some(Err(refused(status, &self.url))));
+                    }
+                },
+                State::Open(tokens) => {
+                    let item = std::task::ready!(Pin::new(&mut **tokens).poll_next(cx));
+                    return Poll::Ready(match item {
+                        Some(Ok(token)) => Some(Ok(token)),
+                        Some(Err(status)) => {
+                            self.state = State::Done;
+                            Some(Err(broke(status, &self.url)))
+                        }
+                        None => {
+                            self.state = State::Done;
+                            None
+                        }
+                    });
+                }
+                State::Done => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+/// A status that refused the call. One made here from a transport error (it
+/// carries it as a source; hyper calls a call on a closing connection
+/// CANCELLED) means the batcher is unreachable.
+fn refused(status: Status, url: &str) -> Error {
+    use std::error::Error as _;
+    if status.code() == tonic::Code::Unavailable || status.source().is_some() {
+        Error::BatcherUnavailable {
+            url: url.to_string(),
+            message: status.message().to_string(),
+        }
+    } else {
+        Error::Upstream(status)
+    }
+}
+
+/// A status that ends the stream after it began. One the batcher sent is
+/// passed on as it is; one made here because the connection broke means the
+/// batcher is gone.
+fn broke(status: Status, url: &str) -> Error {
+    use std::error::Error as _;
+    if status.source().is_some() {
+        Error::BatcherLost {
+            url: url.to_string(),
+            message: status.message().to_string(),
+        }
+    } else {
+        Error::Upstream(status)
+    }
+}

@@ -1,0 +1,133 @@
+//! The client's deadline (`grpc-timeout`) bounds the whole path: a stream
+//! still running when it passes ends with DEADLINE_EXCEEDED from the server,
+//! whatever the client enforces itself, and the work stops at the worker.
+
+mod common;
+
+use common::{client, expected_text, mesh};
+use horoscoper_proto::v1::InferRequest;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+fn with_timeout(prefix: &str, timeout: Duration) -> tonic::Request<InferRequest> {
+    let mut request = tonic::Request::new(InferRequest {
+        prefix: prefix.into(),
+    });
+    // Sent as grpc-timeout; a tonic client does not enforce it itself, so
+    // what ends the stream here is the server.
+    request.set_timeout(timeout);
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_passes_mid_stream_ends_it_with_deadline_exceeded() {
+    let flags = [
+        "--workers",
+        "1",
+        "--batch-size",
+        "4",
+        "--batch-window-ms",
+        "50",
+        "--min-delay-ms",
+        "1500",
+        "--max-delay-ms",
+        "1500",
+    ];
+    let mesh = mesh(&flags).await;
+    let client = client(mesh.addr).await;
+    let mate = {
+        let client = client.clone();
+        tokio::spawn(async move { common::infer(&client, "a patient batch-mate").await })
+    };
+    let started = Instant::now();
+    let mut stream = client
+        .clone()
+        .infer(with_timeout("in a hurry", Duration::from_millis(500)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut text = String::new();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(response)) => text.push_str(&response.text),
+            Ok(None) => panic!("the stream ended without a status after {text:?}"),
+            Err(status) => break status,
+        }
+    };
+    eprintln!("{:?} after {:?}: {status:?}", text, started.elapsed());
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(!text.is_empty() && expected_text("in a hurry").starts_with(&text));
+    // Its batch-mate is not disturbed.
+    let mate = mate.await.unwrap().unwrap();
+    assert_eq!(common::text(&mate), expected_text("a patient batch-mate"));
+    // The worker stopped generating for it at the deadline (it learns the
+    // time left with the batch), not at the end of its text.
+    let whole = |prefix: &str| horoscoper_worker::batch::token_count(&expected_text(prefix));
+    let metrics = common::http_get(mesh.addr, "/metrics").await.body;
+    let tokens: usize = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("horoscoper_tokens_total ")?.parse().ok())
+        .expect("the token counter");
+    let hurried = tokens - whole("a patient batch-mate");
+    eprintln!("tokens generated for the hurried request: {hurried} of {}", whole("in a hurry"));
+    assert!(hurried < whole("in a hurry"), "{hurried}");
+}
+
+async fn infer_with_header(
+    client: &horoscoper_proto::v1::horoscoper_client::HoroscoperClient<tonic::transport::Channel>,
+    prefix: &str,
+    grpc_timeout: &str,
+) -> Result<String, tonic::Status> {
+    let mut request = tonic::Request::new(InferRequest {
+        prefix: prefix.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", grpc_timeout.parse().unwrap());
+    let stream = client.clone().infer(request).await?.into_inner();
+    Ok(common::text(&common::collect(stream).await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_grpc_timeouts_get_a_clear_answer() {
+    let flags = [
+        "--workers",
+        "1",
+        "--batch-window-ms",
+        "0",
+        "--min-delay-ms",
+        "0",
+        "--max-delay-ms",
+        "0",
+    ];
+    let mesh = mesh(&flags).await;
+    let client = client(mesh.addr).await;
+    // One nanosecond: gone before anything can happen.
+    let status = infer_with_header(&client, "no time", "1n")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // Zero.
+    let status = infer_with_header(&client, "no time", "0S")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    // The largest the format allows (over 11,000 years): no overflow.
+    let text = infer_with_header(&client, "all the time", "99999999H")
+        .await
+        .unwrap();
+    assert_eq!(text, expected_text("all the time"));
+    // Malformed: refused, saying what is wrong.
+    for bad in ["soon", "-5S", "123456789S", "5s"] {
+        let status = infer_with_header(&client, "whenever", bad)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad}: {status:?}");
+        assert_eq!(
+            status.message(),
+            format!(
+                "grpc-timeout {bad:?} is malformed: expected at most 8 digits and a unit, one of H M S m u n"
+            )
+        );
+    }
+}
