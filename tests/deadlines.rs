@@ -69,7 +69,10 @@ async fn a_deadline_that_passes_mid_stream_ends_it_with_deadline_exceeded() {
         .find_map(|line| line.strip_prefix("horoscoper_tokens_total ")?.parse().ok())
         .expect("the token counter");
     let hurried = tokens - whole("a patient batch-mate");
-    eprintln!("tokens generated for the hurried request: {hurried} of {}", whole("in a hurry"));
+    eprintln!(
+        "tokens generated for the hurried request: {hurried} of {}",
+        whole("in a hurry")
+    );
     assert!(hurried < whole("in a hurry"), "{hurried}");
 }
 

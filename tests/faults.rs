@@ -720,3 +720,49 @@ fn clone_end(end: &End) -> End {
         End::Lost => End::Lost,
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_is_found_out_by_keepalive_and_its_requests_run_elsewhere() {
+    let folder = logs("worker-frozen");
+    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let w1 = worker(&folder, "w1", w1_port, 2000).await;
+    let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
+    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
+    let client = client(loopback(gateway_port)).await;
+    let (fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut flight = fly(&client, 4, fault);
+    flight.all_started().await;
+    let _w2 = worker(&folder, "w2", w2_port, 2000).await;
+
+    // Stopped, not dead: its TCP connection stays up, only HTTP/2 keepalive
+    // (a PING every 10 s, 5 s to answer) can tell.
+    let frozen = Instant::now();
+    fault_tx.send_replace(Some(frozen));
+    w1.notify("STOP");
+    let ends = flight.ends().await;
+    let took = frozen.elapsed();
+    w1.notify("CONT");
+    drop(w1);
+    row(
+        "worker frozen (SIGSTOP) mid-batch, another worker up",
+        &format!(
+            "keepalive found it out; its requests ran again on the other worker and ended whole {:.1} s after the freeze",
+            took.as_secs_f64()
+        ),
+        &ends,
+        0,
+        0,
+    );
+    for (prefix, end) in &ends {
+        assert!(
+            matches!(end, End::Whole(batch) if batch.worker_id == "w2"),
+            "{prefix}: {end:?}"
+        );
+    }
+}

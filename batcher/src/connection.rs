@@ -99,6 +99,8 @@ impl Connection {
         };
         let (down, down_receiver) = mpsc::channel(32);
         let mut up = match WorkerServiceClient::new(channel)
+            .max_encoding_message_size(horoscoper_proto::net::MAX_BATCH_BYTES)
+            .max_decoding_message_size(horoscoper_proto::net::MAX_STEP_BYTES)
             .generate(ReceiverStream::new(down_receiver))
             .await
         {

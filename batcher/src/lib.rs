@@ -29,7 +29,7 @@ pub use metrics::Metrics;
 
 use horoscoper_proto::{
     mesh::{self, batcher_service_server::BatcherServiceServer},
-    serving,
+    net, serving,
     shutdown::Drain,
 };
 use std::future::Future;
@@ -76,14 +76,20 @@ pub async fn run(
     let batcher = service::Batcher::new(dispatcher, config.batching, drain.clone());
 
     tracing::info!(%local_addr, workers = config.workers.len(), "batcher listening");
-    let served = tonic::transport::Server::builder()
+    // The gateway sends every request over one connection: allow as many
+    // streams on it as the batcher holds requests, and a few more to refuse.
+    let max_streams = u32::try_from(config.batching.max_requests)
+        .unwrap_or(u32::MAX)
+        .saturating_add(64);
+    let served = net::server(max_streams)
         .add_service(health)
         .add_service(reflection)
-        .add_service(BatcherServiceServer::new(batcher))
-        .serve_with_incoming_shutdown(
-            horoscoper_proto::net::incoming(listener),
-            drain.settled_owned(),
-        );
+        .add_service(
+            BatcherServiceServer::new(batcher)
+                .max_decoding_message_size(net::MAX_REQUEST_BYTES)
+                .max_encoding_message_size(net::MAX_TOKEN_BYTES),
+        )
+        .serve_with_incoming_shutdown(net::incoming(listener), drain.settled_owned());
     let served = drain.serve(served).await;
     stop.cancel();
     if let Some(served) = served {

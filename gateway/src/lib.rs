@@ -25,7 +25,7 @@ pub use metrics::Metrics;
 
 use axum::http::{HeaderName, Method};
 use horoscoper_proto::{
-    serving,
+    net, serving,
     shutdown::Drain,
     v1::{self, horoscoper_server::HoroscoperServer},
 };
@@ -64,23 +64,24 @@ pub async fn run(
     if let Some(registry) = config.registry {
         pages = pages.merge(horoscoper_proto::metrics::router(registry));
     }
-    let grpc = Routes::new(HoroscoperServer::new(gateway))
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .into_axum_router()
-        .layer(tonic_web::GrpcWebLayer::new())
-        .layer(cors())
-        .merge(pages);
+    let grpc = Routes::new(
+        HoroscoperServer::new(gateway)
+            .max_decoding_message_size(net::MAX_REQUEST_BYTES)
+            .max_encoding_message_size(net::MAX_TOKEN_BYTES),
+    )
+    .add_service(health)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha)
+    .into_axum_router()
+    .layer(tonic_web::GrpcWebLayer::new())
+    .layer(cors())
+    .merge(pages);
 
     tracing::info!(%local_addr, batcher = %config.batcher, "gateway listening");
-    let served = tonic::transport::Server::builder()
+    let served = net::server(net::PUBLIC_MAX_STREAMS)
         .accept_http1(true)
         .add_routes(Routes::from(grpc))
-        .serve_with_incoming_shutdown(
-            horoscoper_proto::net::incoming(listener),
-            drain.settled_owned(),
-        );
+        .serve_with_incoming_shutdown(net::incoming(listener), drain.settled_owned());
     if let Some(served) = drain.serve(served).await {
         served.map_err(Error::Serve)?;
     }

@@ -10,6 +10,7 @@ use horoscoper_proto::{
     deadline,
     interrupt::Interrupted,
     mesh::{self, SubmitRequest, SubmitResponse, batcher_service_client::BatcherServiceClient},
+    net,
     shutdown::{Drain, UntilCut},
     trace_context::{self, TraceContextExt as _},
     v1::{BatchInfo, InferRequest, InferResponse, MAX_PREFIX_CHARS, horoscoper_server::Horoscoper},
@@ -37,7 +38,9 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(batcher: Channel, batcher_url: String, metrics: Metrics, drain: Drain) -> Gateway {
         Gateway {
-            batcher: BatcherServiceClient::new(batcher),
+            batcher: BatcherServiceClient::new(batcher)
+                .max_encoding_message_size(net::MAX_REQUEST_BYTES)
+                .max_decoding_message_size(net::MAX_TOKEN_BYTES),
             batcher_url,
             metrics,
             drain,

@@ -1,9 +1,48 @@
 //! Both ends of a hop between services, with the same socket and HTTP/2
-//! settings everywhere.
+//! settings everywhere, and the limits tonic leaves unbounded set
+//! explicitly: concurrent streams per connection, keepalive, header list
+//! size, reset-stream floods, and every message size.
 
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::transport::{Endpoint, Uri, server::TcpIncoming};
+use tonic::transport::{Endpoint, Server, Uri, server::TcpIncoming};
+
+/// Largest request the public API decodes: an `InferRequest` (a prefix of
+/// at most 1024 characters is at most 4 KiB of UTF-8) with room to spare.
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Largest token message anyone encodes or decodes (one word and its batch).
+pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
+/// Largest `GenerateRequest`: a batch of up to 4096 requests, each with a
+/// prefix of up to 4 KiB, its trace context and ids.
+pub const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// Largest `GenerateResponse`: one step, a token for each of up to 4096
+/// requests.
+pub const MAX_STEP_BYTES: usize = 4 * 1024 * 1024;
+
+/// Streams one client may have open at once on one connection to the
+/// public port.
+pub const PUBLIC_MAX_STREAMS: u32 = 1024;
+/// Largest header block a server accepts (tonic: 16 MiB).
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Streams a peer may reset before being accepted, then the connection is
+/// closed (HTTP/2 rapid reset).
+pub const MAX_PENDING_RESETS: usize = 20;
+/// Keepalive on every hop: a PING this often on an idle connection, and the
+/// connection is dropped when its answer takes longer than the timeout.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A server with the common settings, allowing `max_streams` concurrent
+/// streams per connection.
+pub fn server(max_streams: u32) -> Server {
+    Server::builder()
+        .max_concurrent_streams(max_streams)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+}
 
 /// Accepts on `listener` with TCP_NODELAY, so that a token goes out when it
 /// is written rather than after the peer's delayed ACK (some 40 ms a hop).
@@ -20,6 +59,7 @@ pub fn endpoint(uri: Uri) -> Endpoint {
     Endpoint::from(uri)
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
 }

@@ -29,7 +29,7 @@ pub use metrics::Metrics;
 
 use horoscoper_proto::{
     mesh::{self, worker_service_server::WorkerServiceServer},
-    serving,
+    net, serving,
     shutdown::Drain,
 };
 use std::{future::Future, net::SocketAddr};
@@ -60,20 +60,26 @@ pub async fn run(
         serving::reflection(&[mesh::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
 
     tracing::info!(%local_addr, %worker_id, "worker listening");
-    let served = tonic::transport::Server::builder()
+    // A batcher holds one stream per worker address; a few batchers at most.
+    let served = net::server(WORKER_MAX_STREAMS)
         .add_service(health)
         .add_service(reflection)
-        .add_service(WorkerServiceServer::new(worker))
-        .serve_with_incoming_shutdown(
-            horoscoper_proto::net::incoming(listener),
-            drain.settled_owned(),
-        );
+        .add_service(
+            WorkerServiceServer::new(worker)
+                .max_decoding_message_size(net::MAX_BATCH_BYTES)
+                .max_encoding_message_size(net::MAX_STEP_BYTES),
+        )
+        .serve_with_incoming_shutdown(net::incoming(listener), drain.settled_owned());
     if let Some(served) = drain.serve(served).await {
         served.map_err(Error::Serve)?;
     }
     tracing::info!(%worker_id, "worker stopped");
     Ok(())
 }
+
+/// Concurrent streams per connection to a worker: each batcher opens one
+/// Generate stream per worker address.
+const WORKER_MAX_STREAMS: u32 = 16;
 
 /// The id a worker shows when none is given: its listen address, or, when
 /// it listens on every interface (a container, a pod), its host name and
