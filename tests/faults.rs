@@ -766,3 +766,114 @@ async fn a_frozen_worker_is_found_out_by_keepalive_and_its_requests_run_elsewher
         );
     }
 }
+
+/// The resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_twice_its_capacity_the_batcher_refuses_the_excess_at_once_and_serves_the_rest_in_time()
+{
+    let folder = logs("overload");
+    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let _w1 = worker(&folder, "w1", w1_port, 500).await;
+    let _w2 = worker(&folder, "w2", w2_port, 500).await;
+    // Capacity: 16 requests held (8 running on 2 workers × 4, 8 queued).
+    let batcher_process = batcher_with(
+        &folder,
+        batcher_port,
+        metrics_port,
+        &[w1_port, w2_port],
+        1,
+        &["--max-requests", "16", "--request-ttl-ms", "3000"],
+    )
+    .await;
+    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
+    let client = client(loopback(gateway_port)).await;
+
+    // 32 closed-loop clients for 8 s: twice what the batcher holds.
+    let batcher_pid = batcher_process.id();
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut clients = tokio::task::JoinSet::new();
+    for me in 0..32 {
+        let client = client.clone();
+        clients.spawn(async move {
+            let mut ends: Vec<(String, End)> = Vec::new();
+            let mut round = 0;
+            while Instant::now() < until {
+                round += 1;
+                let prefix = format!("client {me}, request {round}");
+                let started = Instant::now();
+                let end =
+                    match tokio::time::timeout(LOST_AFTER, common::infer(&client, &prefix)).await {
+                        Err(_) => End::Lost,
+                        Ok(Ok(responses)) => {
+                            assert_eq!(text(&responses), expected_text(&prefix));
+                            End::Whole(responses.last().unwrap().batch.clone().unwrap())
+                        }
+                        Ok(Err(status)) => End::Failed(
+                            status.code(),
+                            status.message().to_string(),
+                            Some(started.elapsed()),
+                        ),
+                    };
+                if matches!(end, End::Failed(..)) {
+                    tokio::time::sleep(Duration::from_millis(20)).await; // a client's back-off
+                }
+                ends.push((prefix, end));
+            }
+            ends
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_early = rss_kib(batcher_pid);
+    let mut ends = Vec::new();
+    while let Some(joined) = clients.join_next().await {
+        ends.extend(joined.unwrap());
+    }
+    let rss_late = rss_kib(batcher_pid);
+
+    let refused: Vec<Duration> = ends
+        .iter()
+        .filter_map(|(_, end)| match end {
+            End::Failed(Code::ResourceExhausted, _, after) => *after,
+            _ => None,
+        })
+        .collect();
+    let slowest_refusal = refused.iter().max().copied().unwrap_or_default();
+    row(
+        "overload: 32 closed-loop clients against --max-requests 16 (2 workers × batches of 4, 0.5 s each)",
+        &format!(
+            "the excess refused at once with RESOURCE_EXHAUSTED (slowest refusal {} ms); every admitted request finished whole within its time to live; batcher memory {} MiB after 2 s, {} MiB at the end",
+            slowest_refusal.as_millis(),
+            rss_early / 1024,
+            rss_late / 1024
+        ),
+        &ends,
+        0,
+        0,
+    );
+    for (prefix, end) in &ends {
+        match end {
+            End::Whole(_) | End::Failed(Code::ResourceExhausted, _, _) => {}
+            other => panic!("{prefix}: {other:?}"),
+        }
+    }
+    assert!(!refused.is_empty(), "twice the capacity is refused in part");
+    assert!(
+        rss_late <= rss_early + 16 * 1024,
+        "batcher memory grew from {rss_early} KiB to {rss_late} KiB under steady overload"
+    );
+}
