@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{client, expected_text, mesh};
+use common::{client, expected_text, mesh, raw};
 use horoscoper_proto::v1::InferRequest;
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -76,86 +76,25 @@ async fn a_deadline_that_passes_mid_stream_ends_it_with_deadline_exceeded() {
     assert!(hurried < whole("in a hurry"), "{hurried}");
 }
 
-/// An Infer call over raw HTTP/2 with this `grpc-timeout`: a tonic client
-/// would enforce the timeout itself before the server answers (reporting
-/// CANCELLED), which is not what is tested here. The text received and the
-/// status the server ended the call with.
+/// An Infer call with this `grpc-timeout` over raw HTTP/2: a tonic client
+/// would enforce a tiny timeout itself and report CANCELLED before the
+/// server answers, which is not what is tested here.
 async fn infer_with_header(
     addr: std::net::SocketAddr,
     prefix: &str,
     grpc_timeout: &str,
 ) -> (String, Code, String) {
-    use prost::Message as _;
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
-    let mut send = send.ready().await.unwrap();
-    let request = http::Request::post(format!("http://{addr}/horoscoper.v1.Horoscoper/Infer"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", grpc_timeout)
-        .body(())
-        .unwrap();
-    let (response, mut upload) = send.send_request(request, false).unwrap();
-    let encoded = InferRequest {
-        prefix: prefix.into(),
-    }
-    .encode_to_vec();
-    let mut framed = vec![0];
-    framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&encoded);
-    upload.send_data(framed.into(), true).unwrap();
-    let response = response.await.unwrap();
-    let headers = response.headers().clone();
-    let mut body = response.into_body();
-    let mut received = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        body.flow_control().release_capacity(chunk.len()).unwrap();
-        received.extend_from_slice(&chunk);
-    }
-    // A trailers-only answer carries the status in its headers.
-    let trailers = body.trailers().await.unwrap().unwrap_or(headers);
-    let code = Code::from(
-        trailers["grpc-status"]
-            .to_str()
-            .unwrap()
-            .parse::<i32>()
-            .unwrap(),
-    );
-    let message = trailers
-        .get("grpc-message")
-        .map(|m| percent_decode(m.to_str().unwrap()))
-        .unwrap_or_default();
-    let mut text = String::new();
-    let mut rest = &received[..];
-    while rest.len() >= 5 {
-        let length = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-        text.push_str(
-            &horoscoper_proto::v1::InferResponse::decode(&rest[5..5 + length])
-                .unwrap()
-                .text,
-        );
-        rest = &rest[5 + length..];
-    }
-    (text, code, message)
-}
-
-/// grpc-message is percent-encoded.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        if bytes[at] == b'%' && at + 2 < bytes.len() {
-            out.push(u8::from_str_radix(&text[at + 1..at + 3], 16).unwrap());
-            at += 3;
-        } else {
-            out.push(bytes[at]);
-            at += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
+    let connection = raw::connect(addr).await;
+    let answer = raw::call(
+        &connection,
+        "/horoscoper.v1.Horoscoper/Infer",
+        &[("grpc-timeout", grpc_timeout)],
+        raw::frame(&InferRequest {
+            prefix: prefix.into(),
+        }),
+    )
+    .await;
+    (answer.text, answer.code, answer.message)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,14 +145,26 @@ async fn native_grpc_interop_cases() {
 async fn grpc_web_interop_cases() {
     let mesh = mesh(&FLAGS).await;
 
-    // Cancel after begin: the browser closes the connection at once.
-    drop(grpc_web(mesh.addr, "Infer", "cancel after begin", "").await);
+    // Cancel after begin: the browser closes the connection once the call
+    // has begun (its response headers are in), before any message.
+    let mut socket = grpc_web(mesh.addr, "Infer", "cancel after begin", "").await;
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        let read = socket.read(&mut buffer).await.unwrap();
+        assert!(
+            read > 0,
+            "the stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buffer[..read]);
+    }
+    drop(socket);
     cancelled(mesh.addr, 1.0).await;
 
     // Cancel after the first response.
     let mut socket = grpc_web(mesh.addr, "Infer", "cancel after the first response", "").await;
     let mut seen = Vec::new();
-    let mut buffer = [0u8; 1024];
     while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") || seen.len() < 200 {
         let read = socket.read(&mut buffer).await.unwrap();
         assert!(

@@ -4,7 +4,7 @@
 use crate::{
     Error,
     metrics::{Metered, Metrics},
-    upstream::Upstream,
+    upstream::{ClientDeadline, Upstream},
 };
 use horoscoper_proto::{
     deadline,
@@ -152,8 +152,13 @@ impl Gateway {
             submit.set_timeout(deadline.at.saturating_duration_since(Instant::now()));
         }
         submit.inject_context(span);
-        let tokens = Upstream::new(self.batcher.clone(), self.batcher_url.clone(), submit)
-            .map(|token| token.map(public).map_err(Status::from));
+        let tokens = Upstream::new(
+            self.batcher.clone(),
+            self.batcher_url.clone(),
+            submit,
+            client_deadline,
+        )
+        .map(|token| token.map(public).map_err(Status::from));
         let tokens: InferStream = match client_deadline {
             // A stream still running at the client's deadline ends there,
             // whatever the client enforces itself; dropping the upstream
@@ -181,13 +186,6 @@ impl Gateway {
 /// the gateway passes on, and says what the request was waiting for; the
 /// gateway is the backstop should the batcher not answer.
 const BACKSTOP: Duration = Duration::from_millis(100);
-
-/// The client's `grpc-timeout`, as the instant it runs out.
-#[derive(Clone, Copy, Debug)]
-struct ClientDeadline {
-    at: Instant,
-    limit: Duration,
-}
 
 /// A batcher token as the public API shows it.
 fn public(token: SubmitResponse) -> InferResponse {

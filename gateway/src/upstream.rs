@@ -15,15 +15,25 @@ use std::{
     future::Future,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
+use tokio::time::Instant;
 use tokio_stream::Stream;
 use tonic::{Request, Status, Streaming, transport::Channel};
 
 type Opening = Pin<Box<dyn Future<Output = Result<Streaming<SubmitResponse>, Status>> + Send>>;
 
+/// The client's `grpc-timeout`, as the instant it runs out.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientDeadline {
+    pub at: Instant,
+    pub limit: Duration,
+}
+
 /// One request's tokens from the batcher, or the error that ended them.
 pub struct Upstream {
     url: String,
+    deadline: Option<ClientDeadline>,
     state: State,
 }
 
@@ -39,6 +49,7 @@ impl Upstream {
         mut batcher: BatcherServiceClient<Channel>,
         url: String,
         request: Request<SubmitRequest>,
+        deadline: Option<ClientDeadline>,
     ) -> Upstream {
         let opening = Box::pin(async move {
             batcher
@@ -48,6 +59,7 @@ impl Upstream {
         });
         Upstream {
             url,
+            deadline,
             state: State::Opening(opening),
         }
     }
@@ -63,7 +75,17 @@ impl Stream for Upstream {
                     Ok(tokens) => self.state = State::Open(Box::new(tokens)),
                     Err(status) => {
                         self.state = State::Done;
-                        return Poll::Ready(Some(Err(refused(status, &self.url))));
+                        let error = match self.deadline {
+                            // tonic's client enforces the grpc-timeout it
+                            // sends, and calls it CANCELLED.
+                            Some(deadline) if deadline.at <= Instant::now() => {
+                                Error::DeadlinePassed {
+                                    limit: deadline.limit,
+                                }
+                            }
+                            _ => refused(status, &self.url),
+                        };
+                        return Poll::Ready(Some(Err(error)));
                     }
                 },
                 State::Open(tokens) => {

@@ -4,6 +4,7 @@
 
 pub mod netns;
 pub mod processes;
+pub mod raw;
 
 use clap::Parser;
 use horoscoper_proto::v1::{InferRequest, InferResponse, horoscoper_client::HoroscoperClient};
