@@ -36,6 +36,8 @@ pub struct Args {
     #[command(flatten)]
     pub generation: GenerationArgs,
     #[command(flatten)]
+    pub access: horoscoper_gateway::AccessArgs,
+    #[command(flatten)]
     pub drain: DrainArgs,
     #[command(flatten)]
     pub log: LogArgs,
@@ -69,6 +71,8 @@ pub struct Config {
     pub generation: Generation,
     /// Each service's drain grace period.
     pub drain_grace: std::time::Duration,
+    /// Who may call the gateway.
+    pub access: horoscoper_gateway::Access,
 }
 
 impl Args {
@@ -82,6 +86,7 @@ impl Args {
             batching: self.batching.validate()?,
             generation: self.generation.load()?,
             drain_grace: self.drain.grace(),
+            access: self.access.validate()?,
         })
     }
 }
@@ -143,6 +148,7 @@ pub async fn run(
         metrics: gateway_metrics,
         registry: Some(Arc::new(registry)),
         drain_grace: config.drain_grace,
+        access: config.access,
     };
     let gateway = horoscoper_gateway::run(gateway_config, listener, shutdown);
 

@@ -2,8 +2,9 @@
 //! the validated configuration [`crate::run`] takes.
 
 use crate::{Error, Metrics};
+use axum::http::HeaderValue;
 use horoscoper_proto::{metrics::SharedRegistry, shutdown::DrainArgs, telemetry::LogArgs};
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tonic::transport::Uri;
 
 /// Flags of the standalone `gateway` binary.
@@ -33,9 +34,70 @@ pub struct Args {
     )]
     pub metrics_listen: SocketAddr,
     #[command(flatten)]
+    pub access: AccessArgs,
+    #[command(flatten)]
     pub drain: DrainArgs,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// Who may call the public port: shared by the `gateway` binary and the
+/// one-process mesh. Both are off by default.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct AccessArgs {
+    /// Require `authorization: Bearer <TOKEN>` on every call (gRPC, gRPC-Web
+    /// and the SSE endpoint; health, reflection and the page stay open).
+    /// Prefer the env var: flags show in `ps`.
+    #[arg(long, env = "HOROSCOPER_BEARER_TOKEN", hide_env_values = true)]
+    pub bearer_token: Option<String>,
+    /// Origins browsers may call from (gRPC-Web, SSE), e.g.
+    /// https://app.example.com; repeat the flag, or separate with commas in
+    /// the env var. Default: any origin.
+    #[arg(
+        long = "cors-origin",
+        env = "HOROSCOPER_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+}
+
+/// [`AccessArgs`], validated.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub bearer_token: Option<Arc<str>>,
+    /// Empty: any origin.
+    pub cors_origins: Vec<HeaderValue>,
+}
+
+impl AccessArgs {
+    pub fn validate(&self) -> Result<Access, Error> {
+        let bearer_token = match &self.bearer_token {
+            Some(token) if token.trim().is_empty() => {
+                return Err(Error::Config("--bearer-token is empty".into()));
+            }
+            Some(token) => Some(Arc::from(token.trim())),
+            None => None,
+        };
+        let cors_origins = self
+            .cors_origins
+            .iter()
+            .map(|origin| {
+                let origin = origin.trim().trim_end_matches('/');
+                if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                    return Err(Error::Config(format!(
+                        "--cors-origin {origin:?} is not an origin; expected e.g. https://app.example.com"
+                    )));
+                }
+                HeaderValue::from_str(origin).map_err(|_| {
+                    Error::Config(format!("--cors-origin {origin:?} is not a valid header value"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Access {
+            bearer_token,
+            cors_origins,
+        })
+    }
 }
 
 /// Everything [`crate::run`] needs.
@@ -48,6 +110,7 @@ pub struct Config {
     pub registry: Option<SharedRegistry>,
     /// How long open streams may go on after the drain begins.
     pub drain_grace: Duration,
+    pub access: Access,
 }
 
 impl Args {
@@ -75,6 +138,7 @@ impl Args {
             metrics: Metrics::default(),
             registry: None,
             drain_grace: self.drain.grace(),
+            access: self.access.validate()?,
         })
     }
 }
@@ -99,5 +163,38 @@ mod tests {
                 .to_string()
                 .contains("scheme")
         );
+    }
+}
+
+#[cfg(test)]
+mod access_tests {
+    use super::*;
+
+    #[test]
+    fn access_is_off_by_default_and_checked_when_on() {
+        let none = AccessArgs::default().validate().unwrap();
+        assert!(none.bearer_token.is_none() && none.cors_origins.is_empty());
+        let empty = AccessArgs {
+            bearer_token: Some("  ".into()),
+            cors_origins: vec![],
+        };
+        assert!(empty.validate().unwrap_err().to_string().contains("empty"));
+        let bad = AccessArgs {
+            bearer_token: None,
+            cors_origins: vec!["allowed.example".into()],
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not an origin")
+        );
+        let good = AccessArgs {
+            bearer_token: Some("t".into()),
+            cors_origins: vec!["https://a.example/".into(), "http://b.example:8080".into()],
+        };
+        let access = good.validate().unwrap();
+        assert_eq!(access.cors_origins[0], "https://a.example");
+        assert_eq!(access.cors_origins[1], "http://b.example:8080");
     }
 }

@@ -14,6 +14,8 @@ pub enum Error {
     BatcherLost { url: String, message: String },
     #[error("the gateway is draining: it takes no new request")]
     Draining,
+    #[error("missing or invalid bearer token: send `authorization: Bearer <token>`")]
+    Unauthenticated,
     #[error("the client's deadline of {} ms passed before the last token", .limit.as_millis())]
     DeadlinePassed { limit: std::time::Duration },
     #[error(
@@ -40,6 +42,7 @@ impl From<Error> for Status {
         let code = match &error {
             Error::PrefixTooLong { .. } | Error::MalformedTimeout { .. } => Code::InvalidArgument,
             Error::DeadlinePassed { .. } => Code::DeadlineExceeded,
+            Error::Unauthenticated => Code::Unauthenticated,
             Error::BatcherUnavailable { .. }
             | Error::BatcherLost { .. }
             | Error::Draining

@@ -97,6 +97,12 @@ async fn infer(
     headers: HeaderMap,
     body: Result<Json<InferBody>, JsonRejection>,
 ) -> Response {
+    // A `traceparent` or `x-request-id` header counts as it does over gRPC.
+    let metadata = MetadataMap::from_headers(headers);
+    if let Err(error) = gateway.authorize(&metadata) {
+        let body = serde_json::json!({ "detail": error.to_string() });
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
     let body = match body {
         Ok(Json(body)) => body,
         Err(rejection) => return unprocessable(rejection.body_text()),
@@ -107,8 +113,6 @@ async fn infer(
         );
     };
     let keep_alive = KeepAlive::default();
-    // A `traceparent` or `x-request-id` header counts as it does over gRPC.
-    let metadata = MetadataMap::from_headers(headers);
     match gateway.infer(InferRequest { prefix }, &metadata).await {
         Ok(tokens) => {
             let events = tokens.map(|token| {

@@ -19,7 +19,7 @@ pub mod metrics;
 pub mod service;
 pub mod upstream;
 
-pub use config::{Args, Config};
+pub use config::{Access, AccessArgs, Args, Config};
 pub use error::Error;
 pub use metrics::Metrics;
 
@@ -52,6 +52,7 @@ pub async fn run(
         config.batcher.to_string(),
         config.metrics,
         drain.clone(),
+        config.access.bearer_token.clone(),
     );
 
     let health = serving::health::<HoroscoperServer<service::Gateway>>(&drain).await;
@@ -74,7 +75,7 @@ pub async fn run(
     .add_service(reflection_v1alpha)
     .into_axum_router()
     .layer(tonic_web::GrpcWebLayer::new())
-    .layer(cors())
+    .layer(cors(&config.access.cors_origins))
     .merge(pages);
 
     tracing::info!(%local_addr, batcher = %config.batcher, "gateway listening");
@@ -89,11 +90,16 @@ pub async fn run(
     Ok(())
 }
 
-/// CORS for browsers calling over gRPC-Web: any origin, the gRPC-Web
-/// headers in, the status trailers out.
-fn cors() -> CorsLayer {
+/// CORS for browsers calling over gRPC-Web: the configured origins (any,
+/// when none is), the gRPC-Web headers in, the status trailers out.
+fn cors(origins: &[axum::http::HeaderValue]) -> CorsLayer {
+    let allowed = if origins.is_empty() {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(origins.iter().cloned())
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
+        .allow_origin(allowed)
         .allow_methods([Method::POST, Method::OPTIONS])
         .allow_headers([
             HeaderName::from_static("content-type"),

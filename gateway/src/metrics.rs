@@ -26,17 +26,19 @@ pub enum Outcome {
     TimedOut,
     Unavailable,
     Overloaded,
+    Unauthenticated,
     Error,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 7] = [
+    const ALL: [Outcome; 8] = [
         Outcome::Ok,
         Outcome::Invalid,
         Outcome::Cancelled,
         Outcome::TimedOut,
         Outcome::Unavailable,
         Outcome::Overloaded,
+        Outcome::Unauthenticated,
         Outcome::Error,
     ];
 
@@ -48,6 +50,7 @@ impl Outcome {
             Outcome::TimedOut => "timed_out",
             Outcome::Unavailable => "unavailable",
             Outcome::Overloaded => "overloaded",
+            Outcome::Unauthenticated => "unauthenticated",
             Outcome::Error => "error",
         }
     }
@@ -60,6 +63,7 @@ impl Outcome {
             Code::DeadlineExceeded => Outcome::TimedOut,
             Code::Unavailable => Outcome::Unavailable,
             Code::ResourceExhausted => Outcome::Overloaded,
+            Code::Unauthenticated => Outcome::Unauthenticated,
             _ => Outcome::Error,
         }
     }

@@ -18,6 +18,7 @@ use horoscoper_proto::{
 use std::{
     hash::{BuildHasher, RandomState},
     pin::Pin,
+    sync::Arc,
     time::Duration,
 };
 use tokio::time::Instant;
@@ -33,10 +34,18 @@ pub struct Gateway {
     /// Once it begins, new requests are refused; once it cuts, open streams
     /// end with UNAVAILABLE.
     drain: Drain,
+    /// The token every call must bear, if one is configured.
+    bearer_token: Option<Arc<str>>,
 }
 
 impl Gateway {
-    pub fn new(batcher: Channel, batcher_url: String, metrics: Metrics, drain: Drain) -> Gateway {
+    pub fn new(
+        batcher: Channel,
+        batcher_url: String,
+        metrics: Metrics,
+        drain: Drain,
+        bearer_token: Option<Arc<str>>,
+    ) -> Gateway {
         Gateway {
             batcher: BatcherServiceClient::new(batcher)
                 .max_encoding_message_size(net::MAX_REQUEST_BYTES)
@@ -44,8 +53,33 @@ impl Gateway {
             batcher_url,
             metrics,
             drain,
+            bearer_token,
         }
     }
+
+    /// Whether the call bears the configured token (any call does when none
+    /// is configured).
+    pub fn authorize(&self, metadata: &MetadataMap) -> Result<(), Error> {
+        let Some(expected) = &self.bearer_token else {
+            return Ok(());
+        };
+        let presented = metadata
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if same(presented.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Error::Unauthenticated)
+        }
+    }
+}
+
+/// Compares in time that depends on the lengths only, not on where the
+/// bytes first differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The request's id: the client's `x-request-id` when it sent a sensible
@@ -117,7 +151,8 @@ impl Gateway {
                 limit,
             })
         });
-        let forwarded = span.in_scope(|| self.forward(request, request_id, client_deadline, &span));
+        let forwarded =
+            span.in_scope(|| self.forward(request, request_id, metadata, client_deadline, &span));
         match forwarded {
             Ok(stream) => Ok(self.metrics.meter(stream, started, span)),
             Err(error) => {
@@ -134,6 +169,7 @@ impl Gateway {
         &self,
         request: InferRequest,
         request_id: String,
+        metadata: &MetadataMap,
         client_deadline: Result<Option<ClientDeadline>, String>,
         span: &tracing::Span,
     ) -> Result<InferStream, Error> {
@@ -141,6 +177,7 @@ impl Gateway {
         if self.drain.is_draining() {
             return Err(Error::Draining);
         }
+        self.authorize(metadata)?;
         let chars = tracing::info_span!("validate").in_scope(|| validate(&request))?;
         span.record("prefix_chars", chars);
         let mut submit = Request::new(SubmitRequest {
