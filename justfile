@@ -142,6 +142,7 @@ test: setup lint check-generated check-deploy
     cargo test --workspace --release 2>&1 | tee {{logs}}/cargo.log
     just test-jaeger
     just test-hosts
+    just fuzz
     just test-clients
     just summary
 
@@ -164,6 +165,28 @@ test-jaeger: jaeger
     mkdir -p {{logs}}
     cargo build --release --workspace
     JAEGER_BIN={{jaeger_bin}} cargo test --release --test jaeger -- --ignored 2>&1 | tee {{logs}}/jaeger.log
+
+# Fuzz every request decode path and the corpus loader for SECONDS each
+# (cargo-fuzz and libFuzzer, with debug assertions; the code is safe Rust, so
+# no sanitizer). A crash fails the run and leaves its input in
+# proto/fuzz/artifacts/<target>/.
+fuzz SECONDS="20":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p {{logs}}
+    cargo fuzz --version 2>/dev/null | grep -q "0.13.2" || cargo install --quiet --locked cargo-fuzz --version 0.13.2
+    cd proto/fuzz
+    # cargo-fuzz passes a nightly flag or two; the stable toolchain takes them so.
+    export RUSTC_BOOTSTRAP=1
+    cargo fuzz build -s none -a --fuzz-dir .
+    : > ../../{{logs}}/fuzz.log
+    for target in $(cargo fuzz list --fuzz-dir .); do
+        mkdir -p corpus/$target
+        cargo fuzz run $target -s none -a --fuzz-dir . -- -max_total_time={{SECONDS}} 2> target/fuzz-$target.log \
+            || { tail -30 target/fuzz-$target.log; echo "fuzz $target: crashed"; exit 1; }
+        runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' target/fuzz-$target.log)
+        echo "fuzz $target: $runs runs, no crash" | tee -a ../../{{logs}}/fuzz.log
+    done
 
 # Across hosts: gateway, batcher, three workers and a DNS server (dnsmasq) in
 # network namespaces of their own; workers join and leave by DNS while
@@ -209,5 +232,6 @@ summary:
         FILENAME == "python.log" && / (passed|failed)/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
         FILENAME == "go.log" && /^--- PASS/ { p++ }
         FILENAME == "go.log" && /^--- FAIL/ { f++ }
+        FILENAME == "fuzz.log" && /, no crash$/ { p++ }
         END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }
-    ' cargo.log jaeger.log hosts.log typescript.log browser.log python.log go.log
+    ' cargo.log jaeger.log hosts.log fuzz.log typescript.log browser.log python.log go.log

@@ -28,7 +28,9 @@ pub fn read(metadata: &MetadataMap) -> Result<Option<Duration>, String> {
 
 /// Parses a `grpc-timeout` value; `None` when it is malformed.
 pub fn parse(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
+    // ASCII only, so that the unit is the last byte (cargo fuzz found that
+    // a multi-byte last character split inside itself).
+    if value.len() < 2 || value.len() > 9 || !value.is_ascii() {
         return None;
     }
     let (digits, unit) = value.split_at(value.len() - 1);
@@ -73,6 +75,8 @@ mod tests {
             "1.5S",
             "+5S",
             "5 S",
+            "5é",
+            "é",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }

@@ -1,0 +1,12 @@
+//! The corpus loader (`--corpus`, the original's `;`-separated CSV), then a
+//! choice from what it loaded.
+#![no_main]
+
+use horoscoper_worker::{choice, corpus::Corpus};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(corpus) = Corpus::parse(data, None) {
+        let _ = choice::choose(&corpus, "a prefix");
+    }
+});
