@@ -35,6 +35,11 @@ fn logs(scenario: &str) -> PathBuf {
     folder
 }
 
+/// `N` loopback ports, free a moment ago.
+fn ports<const N: usize>() -> [u16; N] {
+    std::array::from_fn(|_| free_port())
+}
+
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -285,13 +290,7 @@ fn counter(exposition: &str, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_batch_hands_its_requests_to_another_and_clients_see_no_error() {
     let folder = logs("worker-killed");
-    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
     let w1 = worker(&folder, "w1", w1_port, 2000).await;
     let _w2 = worker(&folder, "w2", w2_port, 2000).await;
     let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
@@ -339,8 +338,7 @@ async fn a_worker_killed_mid_batch_hands_its_requests_to_another_and_clients_see
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_worker_left_requests_end_with_unavailable_promptly() {
     let folder = logs("last-worker-killed");
-    let (w1_port, batcher_port, metrics_port, gateway_port) =
-        (free_port(), free_port(), free_port(), free_port());
+    let [w1_port, batcher_port, metrics_port, gateway_port] = ports();
     let w1 = worker(&folder, "w1", w1_port, 2000).await;
     let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port], 1).await;
     let _gateway = gateway(&folder, gateway_port, batcher_port).await;
@@ -379,13 +377,7 @@ async fn with_no_worker_left_requests_end_with_unavailable_promptly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batcher_killed_and_restarted_fails_its_requests_and_serves_again() {
     let folder = logs("batcher-killed");
-    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
     let _w1 = worker(&folder, "w1", w1_port, 2000).await;
     let _w2 = worker(&folder, "w2", w2_port, 2000).await;
     let batcher_process =
@@ -488,13 +480,7 @@ async fn exits(process: Process, signalled: Instant) -> (std::process::ExitStatu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
     let folder = logs("worker-drain");
-    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
     // w2 comes up only once w1 runs the first batch, so that batch is w1's.
     let w1 = worker(&folder, "w1", w1_port, 1500).await;
     let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
@@ -548,13 +534,7 @@ async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_grace_runs_out_hands_its_batch_to_another() {
     let folder = logs("worker-drain-cut");
-    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
     let w1 = worker_with(&folder, "w1", w1_port, 2000, &["--drain-grace-ms", "300"]).await;
     let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
     let _gateway = gateway(&folder, gateway_port, batcher_port).await;
@@ -590,13 +570,7 @@ async fn a_worker_whose_grace_runs_out_hands_its_batch_to_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batcher_told_to_stop_refuses_new_requests_and_finishes_the_open_ones() {
     let folder = logs("batcher-drain");
-    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
     let _w1 = worker(&folder, "w1", w1_port, 1500).await;
     let _w2 = worker(&folder, "w2", w2_port, 1500).await;
     let batcher_process =
@@ -637,7 +611,7 @@ async fn a_batcher_told_to_stop_refuses_new_requests_and_finishes_the_open_ones(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_told_to_stop_finishes_its_streams_or_cuts_them_at_the_grace() {
     let folder = logs("gateway-drain");
-    let (w1_port, batcher_port, metrics_port) = (free_port(), free_port(), free_port());
+    let [w1_port, batcher_port, metrics_port] = ports();
     let _w1 = worker(&folder, "w1", w1_port, 1500).await;
     let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port], 1).await;
 
@@ -724,13 +698,7 @@ fn clone_end(end: &End) -> End {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_worker_is_found_out_by_keepalive_and_its_requests_run_elsewhere() {
     let folder = logs("worker-frozen");
-    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
     let w1 = worker(&folder, "w1", w1_port, 2000).await;
     let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
     let _gateway = gateway(&folder, gateway_port, batcher_port).await;
@@ -781,13 +749,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn at_twice_its_capacity_the_batcher_refuses_the_excess_at_once_and_serves_the_rest_in_time()
 {
     let folder = logs("overload");
-    let (w1_port, w2_port, batcher_port, metrics_port, gateway_port) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
     let _w1 = worker(&folder, "w1", w1_port, 500).await;
     let _w2 = worker(&folder, "w2", w2_port, 500).await;
     // Capacity: 16 requests held (8 running on 2 workers × 4, 8 queued).

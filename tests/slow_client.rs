@@ -5,20 +5,10 @@
 
 mod common;
 
-use bytes::{Buf, Bytes};
-use common::{client, expected_text, mesh};
-use horoscoper_proto::v1::{InferRequest, InferResponse};
-use prost::Message as _;
+use bytes::Bytes;
+use common::{client, expected_text, mesh, raw};
+use horoscoper_proto::v1::InferRequest;
 use std::time::Duration;
-
-/// A gRPC frame: flag, big-endian length, message.
-fn frame(message: &impl prost::Message) -> Bytes {
-    let encoded = message.encode_to_vec();
-    let mut framed = vec![0];
-    framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&encoded);
-    framed.into()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_does_not_slow_its_batch_mates() {
@@ -57,9 +47,10 @@ async fn a_client_that_stops_reading_does_not_slow_its_batch_mates() {
     let (response, mut upload) = send.send_request(request, false).unwrap();
     upload
         .send_data(
-            frame(&InferRequest {
+            raw::frame(&InferRequest {
                 prefix: "too busy to read".into(),
-            }),
+            })
+            .into(),
             true,
         )
         .unwrap();
@@ -103,13 +94,6 @@ async fn a_client_that_stops_reading_does_not_slow_its_batch_mates() {
     }
     let trailers = body.trailers().await.unwrap().expect("trailers");
     assert_eq!(trailers["grpc-status"], "0");
-    let mut text = String::new();
-    let mut rest = &received[..];
-    while !rest.is_empty() {
-        let length = (&rest[1..5]).get_u32() as usize;
-        let message = InferResponse::decode(&rest[5..5 + length]).unwrap();
-        text.push_str(&message.text);
-        rest = &rest[5 + length..];
-    }
+    let text = raw::texts(&received);
     assert_eq!(text, expected_text("too busy to read"));
 }

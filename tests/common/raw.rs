@@ -72,18 +72,22 @@ pub async fn call(
         .get("grpc-message")
         .map(|m| percent_decode(m.to_str().unwrap()))
         .unwrap_or_default();
-    let mut text = String::new();
-    let mut rest = &received[..];
-    while rest.len() >= 5 {
-        let length = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-        text.push_str(&InferResponse::decode(&rest[5..5 + length]).unwrap().text);
-        rest = &rest[5 + length..];
-    }
     Answer {
-        text,
+        text: texts(&received),
         code,
         message,
     }
+}
+
+/// The text of the `InferResponse` frames in a response body, in order.
+pub fn texts(mut body: &[u8]) -> String {
+    let mut text = String::new();
+    while body.len() >= 5 {
+        let length = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+        text.push_str(&InferResponse::decode(&body[5..5 + length]).unwrap().text);
+        body = &body[5 + length..];
+    }
+    text
 }
 
 /// grpc-message is percent-encoded.
