@@ -38,6 +38,8 @@ pub struct Args {
     #[command(flatten)]
     pub access: horoscoper_gateway::AccessArgs,
     #[command(flatten)]
+    pub tls: horoscoper_proto::tls::PublicTlsArgs,
+    #[command(flatten)]
     pub drain: DrainArgs,
     #[command(flatten)]
     pub log: LogArgs,
@@ -58,6 +60,8 @@ pub enum Error {
     Bind(#[source] std::io::Error),
     #[error("the {0} stopped unexpectedly")]
     Stopped(&'static str),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Most workers one process starts.
@@ -73,6 +77,8 @@ pub struct Config {
     pub drain_grace: std::time::Duration,
     /// Who may call the gateway.
     pub access: horoscoper_gateway::Access,
+    /// TLS on the gateway's port.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Args {
@@ -87,6 +93,7 @@ impl Args {
             generation: self.generation.load()?,
             drain_grace: self.drain.grace(),
             access: self.access.validate()?,
+            tls: self.tls.load().map_err(Error::Tls)?,
         })
     }
 }
@@ -120,6 +127,7 @@ pub async fn run(
             generation,
             metrics: worker_metrics.clone(),
             drain_grace: config.drain_grace,
+            mesh_tls: None,
         };
         workers.spawn(horoscoper_worker::run(
             worker,
@@ -149,6 +157,8 @@ pub async fn run(
         registry: Some(Arc::new(registry)),
         drain_grace: config.drain_grace,
         access: config.access,
+        tls: config.tls,
+        mesh_tls: None,
     };
     let gateway = horoscoper_gateway::run(gateway_config, listener, shutdown);
 

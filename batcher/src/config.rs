@@ -2,7 +2,11 @@
 //! the validated configuration [`crate::run`] takes.
 
 use crate::{Error, Metrics, discovery::Resolver, queue::Policy};
-use horoscoper_proto::{shutdown::DrainArgs, telemetry::LogArgs};
+use horoscoper_proto::{
+    shutdown::DrainArgs,
+    telemetry::LogArgs,
+    tls::{MeshTls, MeshTlsArgs},
+};
 use std::{net::SocketAddr, time::Duration};
 use tonic::transport::Uri;
 
@@ -39,6 +43,8 @@ pub struct Args {
     pub metrics_listen: SocketAddr,
     #[command(flatten)]
     pub batching: BatchingArgs,
+    #[command(flatten)]
+    pub mesh_tls: MeshTlsArgs,
     #[command(flatten)]
     pub drain: DrainArgs,
     #[command(flatten)]
@@ -121,6 +127,8 @@ pub struct Config {
     pub metrics: Metrics,
     /// How long open requests may go on after the drain begins.
     pub drain_grace: Duration,
+    /// Mutual TLS with the gateway and the workers, if configured.
+    pub mesh_tls: Option<MeshTls>,
 }
 
 impl Config {
@@ -133,6 +141,7 @@ impl Config {
             batching,
             metrics,
             drain_grace: DEFAULT_DRAIN_GRACE,
+            mesh_tls: None,
         }
     }
 }
@@ -153,6 +162,26 @@ impl Args {
         let mut config = Config::new(workers, self.batching.validate()?, Metrics::default());
         config.resolve_interval = Duration::from_millis(self.resolve_interval_ms);
         config.drain_grace = self.drain.grace();
+        config.mesh_tls = self.mesh_tls.load().map_err(Error::Config)?;
+        let wanted = if config.mesh_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        if let Some(url) = config
+            .workers
+            .iter()
+            .find(|url| url.scheme_str() != Some(wanted))
+        {
+            return Err(Error::Config(format!(
+                "--worker {url} must be {wanted}:// {}",
+                if wanted == "https" {
+                    "with --mesh-tls-*"
+                } else {
+                    "without --mesh-tls-* (https:// needs them)"
+                }
+            )));
+        }
         Ok(config)
     }
 }
@@ -197,10 +226,22 @@ mod tests {
             "--worker",
             "http://a:1",
             "--worker",
-            "https://b:2",
+            "http://b:2",
         ])
         .unwrap();
         assert_eq!(config.workers.len(), 2);
+        // https:// is for mutual TLS, which needs its three flags.
+        let message = parse(&["batcher", "--worker", "https://b:2"]).unwrap_err();
+        assert!(message.contains("without --mesh-tls-*"), "{message}");
+        let message = parse(&[
+            "batcher",
+            "--worker",
+            "http://b:2",
+            "--mesh-tls-cert",
+            "c.pem",
+        ])
+        .unwrap_err();
+        assert!(message.contains("--mesh-tls-key"), "{message}");
     }
 
     #[test]

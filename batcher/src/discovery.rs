@@ -7,6 +7,7 @@
 //! addresses the name had.
 
 use crate::{connection::Connection, dispatcher::Dispatcher};
+use horoscoper_proto::tls::MeshTls;
 use std::{
     collections::{BTreeSet, HashMap},
     fmt,
@@ -74,6 +75,8 @@ pub struct Discovery {
     pub urls: Vec<Uri>,
     pub interval: Duration,
     pub resolver: Resolver,
+    /// Mutual TLS with the workers, if configured.
+    pub tls: Option<MeshTls>,
     pub dispatcher: Dispatcher,
     pub stop: CancellationToken,
 }
@@ -123,11 +126,18 @@ impl Discovery {
                 if connections.contains_key(&key) {
                     continue;
                 }
+                let endpoint = match endpoint(&self.urls[key.0], key.1, self.tls.as_ref()) {
+                    Ok(endpoint) => endpoint,
+                    Err(error) => {
+                        tracing::error!(worker = %self.urls[key.0], %error, "cannot set up TLS to the worker");
+                        continue;
+                    }
+                };
                 let retire = CancellationToken::new();
                 connections.insert(key, retire.clone());
                 let connection = Connection {
                     index: next_index,
-                    endpoint: endpoint(&self.urls[key.0], key.1),
+                    endpoint,
                     dispatcher: self.dispatcher.clone(),
                     stop: self.stop.clone(),
                     retire,
@@ -145,11 +155,23 @@ impl Discovery {
 }
 
 /// The endpoint of one address of a worker URL: same scheme, the address in
-/// place of the name.
-fn endpoint(url: &Uri, addr: SocketAddr) -> Endpoint {
+/// place of the name; with TLS, the worker's certificate is checked against
+/// the name.
+fn endpoint(
+    url: &Uri,
+    addr: SocketAddr,
+    tls: Option<&MeshTls>,
+) -> Result<Endpoint, tonic::transport::Error> {
     let scheme = url.scheme_str().unwrap_or("http");
     let uri: Uri = format!("{scheme}://{addr}")
         .parse()
         .expect("a scheme and an address make a URI");
-    horoscoper_proto::net::endpoint(uri)
+    let endpoint = horoscoper_proto::net::endpoint(uri);
+    match tls {
+        Some(tls) => {
+            let name = url.host().unwrap_or_default().trim_matches(['[', ']']);
+            endpoint.tls_config(tls.client(name))
+        }
+        None => Ok(endpoint),
+    }
 }

@@ -53,6 +53,7 @@ pub async fn run(
         urls: config.workers.clone(),
         interval: config.resolve_interval,
         resolver: config.resolver.clone(),
+        tls: config.mesh_tls.clone(),
         dispatcher: dispatcher.clone(),
         stop: stop.clone(),
     };
@@ -81,7 +82,11 @@ pub async fn run(
     let max_streams = u32::try_from(config.batching.max_requests)
         .unwrap_or(u32::MAX)
         .saturating_add(64);
-    let served = net::server(max_streams)
+    let mut server = net::server(max_streams);
+    if let Some(tls) = &config.mesh_tls {
+        server = server.tls_config(tls.server()).map_err(Error::Serve)?;
+    }
+    let served = server
         .add_service(health)
         .add_service(reflection)
         .add_service(

@@ -3,8 +3,14 @@
 
 use crate::{Error, Metrics};
 use axum::http::HeaderValue;
-use horoscoper_proto::{metrics::SharedRegistry, shutdown::DrainArgs, telemetry::LogArgs};
+use horoscoper_proto::{
+    metrics::SharedRegistry,
+    shutdown::DrainArgs,
+    telemetry::LogArgs,
+    tls::{MeshTls, MeshTlsArgs, PublicTlsArgs},
+};
 use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tonic::transport::ServerTlsConfig;
 use tonic::transport::Uri;
 
 /// Flags of the standalone `gateway` binary.
@@ -35,6 +41,10 @@ pub struct Args {
     pub metrics_listen: SocketAddr,
     #[command(flatten)]
     pub access: AccessArgs,
+    #[command(flatten)]
+    pub tls: PublicTlsArgs,
+    #[command(flatten)]
+    pub mesh_tls: MeshTlsArgs,
     #[command(flatten)]
     pub drain: DrainArgs,
     #[command(flatten)]
@@ -111,6 +121,10 @@ pub struct Config {
     /// How long open streams may go on after the drain begins.
     pub drain_grace: Duration,
     pub access: Access,
+    /// TLS on the public port, if configured.
+    pub tls: Option<ServerTlsConfig>,
+    /// Mutual TLS with the batcher, if configured.
+    pub mesh_tls: Option<MeshTls>,
 }
 
 impl Args {
@@ -133,12 +147,26 @@ impl Args {
         if batcher.port_u16().is_none() {
             return Err(invalid("has no port"));
         }
+        let wanted = if self.mesh_tls.mesh_tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        if batcher.scheme_str() != Some(wanted) {
+            return Err(invalid(if wanted == "https" {
+                "must be https:// with --mesh-tls-*"
+            } else {
+                "must be http:// without --mesh-tls-* (https:// needs them)"
+            }));
+        }
         Ok(Config {
             batcher,
             metrics: Metrics::default(),
             registry: None,
             drain_grace: self.drain.grace(),
             access: self.access.validate()?,
+            tls: self.tls.load().map_err(Error::Config)?,
+            mesh_tls: self.mesh_tls.load().map_err(Error::Config)?,
         })
     }
 }

@@ -45,7 +45,16 @@ pub async fn run(
     let local_addr = listener.local_addr().map_err(Error::Listen)?;
     // Lazy: the gateway starts without its batcher, answers UNAVAILABLE at
     // once while it is down, and reconnects when it is back.
-    let batcher = horoscoper_proto::net::endpoint(config.batcher.clone()).connect_lazy();
+    let mut batcher = net::endpoint(config.batcher.clone());
+    if let Some(tls) = &config.mesh_tls {
+        let name = config
+            .batcher
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']']);
+        batcher = batcher.tls_config(tls.client(name)).map_err(Error::Serve)?;
+    }
+    let batcher = batcher.connect_lazy();
     let drain = Drain::start(shutdown, config.drain_grace);
     let gateway = service::Gateway::new(
         batcher,
@@ -79,7 +88,11 @@ pub async fn run(
     .merge(pages);
 
     tracing::info!(%local_addr, batcher = %config.batcher, "gateway listening");
-    let served = net::server(net::PUBLIC_MAX_STREAMS)
+    let mut server = net::server(net::PUBLIC_MAX_STREAMS);
+    if let Some(tls) = config.tls.clone() {
+        server = server.tls_config(tls).map_err(Error::Serve)?;
+    }
+    let served = server
         .accept_http1(true)
         .add_routes(Routes::from(grpc))
         .serve_with_incoming_shutdown(net::incoming(listener), drain.settled_owned());

@@ -10,6 +10,7 @@
 //! - [`serving`]: health and reflection, served beside every API.
 //! - [`shutdown`]: the drain signal (Ctrl-C or SIGTERM) and the drain it
 //!   starts (NOT_SERVING, refuse, finish, cut after a grace period).
+//! - [`tls`]: TLS on the public port and mutual TLS between the services.
 //! - [`telemetry`]: logs and OpenTelemetry traces, set up once per process.
 //! - [`trace_context`]: W3C trace context into and out of metadata and messages.
 //! - [`metrics`]: serving a Prometheus registry at `/metrics`.
@@ -26,6 +27,7 @@ pub mod process;
 pub mod serving;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod trace_context;
 
 /// The public API, package `horoscoper.v1`.

@@ -104,8 +104,15 @@ pub async fn batcher(listener: TcpListener, flags: &[&str]) -> Running {
 
 /// A gateway in front of the batcher at `batcher_url`.
 pub async fn gateway(batcher_url: &str) -> Running {
-    let args = horoscoper_gateway::Args::try_parse_from(["gateway", "--batcher", batcher_url])
-        .expect("valid flags");
+    gateway_with(&["--batcher", batcher_url]).await
+}
+
+/// A gateway with these flags.
+pub async fn gateway_with(flags: &[&str]) -> Running {
+    let args = horoscoper_gateway::Args::try_parse_from(
+        std::iter::once("gateway").chain(flags.iter().copied()),
+    )
+    .expect("valid flags");
     let config = args.into_config().expect("valid config");
     spawn(loopback().await, |listener, stop| {
         horoscoper_gateway::run(config, listener, stop)

@@ -2,7 +2,11 @@
 //! validated configuration [`crate::run`] takes.
 
 use crate::{Error, Metrics, corpus::Corpus, schedule::DelayRange};
-use horoscoper_proto::{shutdown::DrainArgs, telemetry::LogArgs};
+use horoscoper_proto::{
+    shutdown::DrainArgs,
+    telemetry::LogArgs,
+    tls::{MeshTls, MeshTlsArgs},
+};
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 /// Flags of the standalone `worker` binary.
@@ -29,6 +33,8 @@ pub struct Args {
     pub metrics_listen: SocketAddr,
     #[command(flatten)]
     pub generation: GenerationArgs,
+    #[command(flatten)]
+    pub mesh_tls: MeshTlsArgs,
     #[command(flatten)]
     pub drain: DrainArgs,
     #[command(flatten)]
@@ -97,6 +103,8 @@ pub struct Config {
     pub metrics: Metrics,
     /// How long a batch may go on after the drain begins before it is cut.
     pub drain_grace: Duration,
+    /// Mutual TLS with the batchers, if configured.
+    pub mesh_tls: Option<MeshTls>,
 }
 
 impl Args {
@@ -107,6 +115,7 @@ impl Args {
             generation: self.generation.load()?,
             metrics: Metrics::default(),
             drain_grace: self.drain.grace(),
+            mesh_tls: self.mesh_tls.load().map_err(Error::Tls)?,
         })
     }
 }

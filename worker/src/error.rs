@@ -22,6 +22,8 @@ pub enum Error {
     Reflection(#[source] horoscoper_proto::serving::ReflectionError),
     #[error("server failed: {0}")]
     Serve(#[source] tonic::transport::Error),
+    #[error("{0}")]
+    Tls(String),
     #[error(
         "batch {new} arrived while batch {running} was still running; a worker runs one batch at a time"
     )]
@@ -59,7 +61,8 @@ impl From<Error> for Status {
             | Error::DelayRange { .. }
             | Error::Listen(_)
             | Error::Reflection(_)
-            | Error::Serve(_) => Code::Internal,
+            | Error::Serve(_)
+            | Error::Tls(_) => Code::Internal,
         };
         Status::new(code, error.to_string())
     }

@@ -61,7 +61,11 @@ pub async fn run(
 
     tracing::info!(%local_addr, %worker_id, "worker listening");
     // A batcher holds one stream per worker address; a few batchers at most.
-    let served = net::server(WORKER_MAX_STREAMS)
+    let mut server = net::server(WORKER_MAX_STREAMS);
+    if let Some(tls) = &config.mesh_tls {
+        server = server.tls_config(tls.server()).map_err(Error::Serve)?;
+    }
+    let served = server
         .add_service(health)
         .add_service(reflection)
         .add_service(

@@ -45,6 +45,7 @@ async fn session(delay_ms: u64) -> Session {
         generation: generation.load().unwrap(),
         metrics: Default::default(),
         drain_grace: std::time::Duration::from_secs(30),
+        mesh_tls: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
