@@ -137,9 +137,11 @@ check-deploy: deploy-tools
 
 # Every check and every test, as CI runs them (release build).
 test: setup lint check-generated check-deploy
-    mkdir -p {{logs}} && rm -f {{logs}}/*.log
+    mkdir -p {{logs}} && rm -f {{logs}}/*.log target/tmp/faults/table.md
     cargo build --workspace --release
     cargo test --workspace --release 2>&1 | tee {{logs}}/cargo.log
+    @echo "fault injection (tests/faults.rs): scenario | what happened | sent | completed | failed | lost"
+    @sort target/tmp/faults/table.md
     just test-jaeger
     just test-hosts
     just fuzz

@@ -1,6 +1,7 @@
 //! Fault injection against the release binaries as separate processes on
 //! loopback: workers and the batcher killed (SIGKILL) mid-batch and brought
-//! back. Each scenario prints one row of the README's table ("faults: | …"):
+//! back. Each scenario prints one row of the README's table ("faults: | …",
+//! also appended to target/tmp/faults/table.md, which `just test` shows):
 //! requests sent, completed, failed with which status, and lost (a stream
 //! that never ended with a status); lost must be 0 everywhere.
 
@@ -256,10 +257,20 @@ fn row(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    eprintln!(
-        "faults: | {scenario} | {happened} | {} | {completed} | {failed} | {lost} |",
+    let line = format!(
+        "| {scenario} | {happened} | {} | {completed} | {failed} | {lost} |",
         ends.len() + extra_sent
     );
+    eprintln!("faults: {line}");
+    // Every run's rows, for `just test` to show (it empties the file first).
+    let table = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("faults/table.md");
+    std::fs::create_dir_all(table.parent().unwrap()).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(table)
+        .unwrap();
+    std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
     assert_eq!(lost, 0, "{scenario}: every stream ends with a status");
 }
 

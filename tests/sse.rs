@@ -123,3 +123,35 @@ async fn a_malformed_body_gets_422_with_a_message() {
         assert!(detail.contains(says), "{body}: {detail}");
     }
 }
+
+#[tokio::test]
+async fn invalid_utf8_in_the_body_gets_422_and_a_stream_alongside_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mesh = mesh(&["--min-delay-ms", "500", "--max-delay-ms", "500"]).await;
+    let alongside = tokio::spawn(http_post(
+        mesh.addr,
+        "/api/v1/infer",
+        "application/json",
+        r#"{"prefix": "alongside"}"#,
+    ));
+    let body: &[u8] = b"{\"prefix\": \"\xff\xfe\"}";
+    let head = format!(
+        "POST /api/v1/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut socket = tokio::net::TcpStream::connect(mesh.addr).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    socket.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 422"), "{response}");
+    assert!(response.contains("\"detail\""), "{response}");
+
+    let alongside = alongside.await.unwrap();
+    let text: String = events(&alongside.body)
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, expected_text("alongside"));
+}
