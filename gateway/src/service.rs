@@ -164,7 +164,8 @@ impl Gateway {
         }
     }
 
-    /// Validates a request and forwards it to the batcher.
+    /// Refuses it while draining, without the bearer token, with a
+    /// malformed deadline or prefix; forwards it to the batcher otherwise.
     fn forward(
         &self,
         request: InferRequest,
@@ -173,11 +174,11 @@ impl Gateway {
         client_deadline: Result<Option<ClientDeadline>, String>,
         span: &tracing::Span,
     ) -> Result<InferStream, Error> {
-        let client_deadline = client_deadline.map_err(|value| Error::MalformedTimeout { value })?;
         if self.drain.is_draining() {
             return Err(Error::Draining);
         }
         self.authorize(metadata)?;
+        let client_deadline = client_deadline.map_err(|value| Error::MalformedTimeout { value })?;
         let chars = tracing::info_span!("validate").in_scope(|| validate(&request))?;
         span.record("prefix_chars", chars);
         let mut submit = Request::new(SubmitRequest {
