@@ -274,6 +274,16 @@ fn row(
     assert_eq!(lost, 0, "{scenario}: every stream ends with a status");
 }
 
+/// Asserts that every request got its whole text (on `worker`, if named).
+fn all_whole(ends: &[(String, End)], worker: Option<&str>) {
+    for (prefix, end) in ends {
+        assert!(
+            matches!(end, End::Whole(batch) if worker.is_none_or(|w| batch.worker_id == w)),
+            "{prefix}: {end:?}"
+        );
+    }
+}
+
 fn slowest_failure(ends: &[(String, End)]) -> Duration {
     ends.iter()
         .filter_map(|(_, e)| match e {
@@ -528,18 +538,8 @@ async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
         0,
     );
     assert!(status.success(), "{status:?}");
-    for (prefix, end) in &first {
-        assert!(
-            matches!(end, End::Whole(batch) if batch.worker_id == "w1"),
-            "{prefix}: {end:?}"
-        );
-    }
-    for (prefix, end) in &second {
-        assert!(
-            matches!(end, End::Whole(batch) if batch.worker_id == "w2"),
-            "{prefix}: {end:?}"
-        );
-    }
+    all_whole(&first, Some("w1"));
+    all_whole(&second, Some("w2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,12 +570,7 @@ async fn a_worker_whose_grace_runs_out_hands_its_batch_to_another() {
         0,
     );
     assert!(status.success(), "{status:?}");
-    for (prefix, end) in &ends {
-        assert!(
-            matches!(end, End::Whole(batch) if batch.worker_id == "w2"),
-            "{prefix}: {end:?}"
-        );
-    }
+    all_whole(&ends, Some("w2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -614,9 +609,7 @@ async fn a_batcher_told_to_stop_refuses_new_requests_and_finishes_the_open_ones(
     );
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(status.success(), "{status:?}");
-    for (prefix, end) in &ends {
-        assert!(matches!(end, End::Whole(_)), "{prefix}: {end:?}");
-    }
+    all_whole(&ends, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -656,9 +649,7 @@ async fn a_gateway_told_to_stop_finishes_its_streams_or_cuts_them_at_the_grace()
     );
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(status.success(), "{status:?}");
-    for (prefix, end) in &ends {
-        assert!(matches!(end, End::Whole(_)), "{prefix}: {end:?}");
-    }
+    all_whole(&ends, None);
 
     // Grace shorter than the batch: the open streams end with UNAVAILABLE.
     let gateway_port = free_port();
@@ -738,12 +729,7 @@ async fn a_frozen_worker_is_found_out_by_keepalive_and_its_requests_run_elsewher
         0,
         0,
     );
-    for (prefix, end) in &ends {
-        assert!(
-            matches!(end, End::Whole(batch) if batch.worker_id == "w2"),
-            "{prefix}: {end:?}"
-        );
-    }
+    all_whole(&ends, Some("w2"));
 }
 
 /// The resident memory of a process, in KiB.

@@ -52,7 +52,11 @@ pub async fn call(
     }
     let (response, mut upload) = send.send_request(request.body(()).unwrap(), false).unwrap();
     upload.send_data(body.into(), true).unwrap();
-    let response = response.await.unwrap();
+    answer(response.await.unwrap()).await
+}
+
+/// Reads a response to its end, opening the flow-control window as it goes.
+pub async fn answer(response: http::Response<h2::RecvStream>) -> Answer {
     let headers = response.headers().clone();
     let http_status = response.status();
     let mut body = response.into_body();
