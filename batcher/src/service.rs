@@ -16,7 +16,6 @@ use horoscoper_proto::{
     trace_context,
 };
 use std::{
-    future::Future,
     pin::Pin,
     sync::{
         Arc,
@@ -134,15 +133,15 @@ impl BatcherService for Batcher {
         // request at its worker. A moment later than the deadline, so that
         // the queue (while queued) or the worker connection (once its batch
         // ends) reports it first, saying what the request was waiting for.
-        let (passes, status): (Pin<Box<dyn Future<Output = ()> + Send>>, Status) =
-            match client_deadline {
-                Some(limit) => (
-                    Box::pin(tokio::time::sleep_until(now + limit + BACKSTOP)),
-                    Error::DeadlinePassed { limit }.into(),
-                ),
-                None => (Box::pin(std::future::pending()), Status::ok("")),
-            };
-        Ok(Response::new(Interrupted::new(stream, passes, status)))
+        let stream = match client_deadline {
+            Some(limit) => Interrupted::new(
+                stream,
+                tokio::time::sleep_until(now + limit + BACKSTOP),
+                Error::DeadlinePassed { limit }.into(),
+            ),
+            None => Interrupted::never(stream),
+        };
+        Ok(Response::new(stream))
     }
 }
 

@@ -108,12 +108,16 @@ impl Stream for Upstream {
     }
 }
 
-/// A status that refused the call. One made here from a transport error (it
-/// carries it as a source; hyper calls a call on a closing connection
-/// CANCELLED) means the batcher is unreachable.
+/// Whether tonic made `status` here from a transport error (it carries the
+/// error as its source), rather than receiving it from the batcher.
+fn made_here(status: &Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+/// A status that refused the call. One made here (hyper calls a call on a
+/// closing connection CANCELLED) means the batcher is unreachable.
 fn refused(status: Status, url: &str) -> Error {
-    use std::error::Error as _;
-    if status.code() == tonic::Code::Unavailable || status.source().is_some() {
+    if status.code() == tonic::Code::Unavailable || made_here(&status) {
         Error::BatcherUnavailable {
             url: url.to_string(),
             message: status.message().to_string(),
@@ -127,8 +131,7 @@ fn refused(status: Status, url: &str) -> Error {
 /// passed on as it is; one made here because the connection broke means the
 /// batcher is gone.
 fn broke(status: Status, url: &str) -> Error {
-    use std::error::Error as _;
-    if status.source().is_some() {
+    if made_here(&status) {
         Error::BatcherLost {
             url: url.to_string(),
             message: status.message().to_string(),

@@ -12,7 +12,8 @@ use tonic::Status;
 /// `inner` until `when` resolves; then `status`, and the end.
 pub struct Interrupted<S> {
     inner: S,
-    when: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// `None`: never interrupted (no allocation, nothing polled per item).
+    when: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     status: Option<Status>,
     done: bool,
 }
@@ -25,8 +26,18 @@ impl<S> Interrupted<S> {
     ) -> Interrupted<S> {
         Interrupted {
             inner,
-            when: Box::pin(when),
+            when: Some(Box::pin(when)),
             status: Some(status),
+            done: false,
+        }
+    }
+
+    /// `inner` as it is, in the same type.
+    pub fn never(inner: S) -> Interrupted<S> {
+        Interrupted {
+            inner,
+            when: None,
+            status: None,
             done: false,
         }
     }
@@ -42,7 +53,9 @@ where
         if self.done {
             return Poll::Ready(None);
         }
-        if self.when.as_mut().poll(cx).is_ready() {
+        if let Some(when) = self.when.as_mut()
+            && when.as_mut().poll(cx).is_ready()
+        {
             self.done = true;
             return Poll::Ready(self.status.take().map(Err));
         }
