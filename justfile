@@ -16,6 +16,7 @@ compose_version := "5.0.2"
 kustomize_version := "5.8.1"
 kubeconform_version := "0.8.0"
 k8s_schemas_version := "1.37.0"
+ghz_version := "0.120.0"
 # The oldest and the newest Kubernetes the manifests are checked against.
 k8s_versions := "1.30.0 1.37.0"
 tools := cache + "/bin"
@@ -33,9 +34,12 @@ run *ARGS:
 build:
     cargo build --release --workspace
 
-# Benchmarks (release build): latency of a whole horoscope at zero delay.
-bench *ARGS:
-    cargo bench --bench latency -- {{ARGS}}
+# The benchmark (release build): the real binaries under a closed-loop load,
+# against the targets; writes target/bench/results.md and plots. ghz (from
+# the Go module proxy) gives a second opinion on scenario 1.
+bench *ARGS: build
+    test -x {{tools}}/ghz || GOBIN={{tools}} go install github.com/bojand/ghz/cmd/ghz@v{{ghz_version}}
+    HOROSCOPER_GHZ={{tools}}/ghz cargo bench --bench mesh -- {{ARGS}}
 
 # Format the code.
 fmt:

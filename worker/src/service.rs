@@ -158,7 +158,7 @@ impl Inner {
         let start = Instant::now();
         tracing::debug!(batch_id, steps = offsets.len(), "batch started");
         for offset in offsets {
-            let due = tokio::time::sleep_until(start + offset);
+            let due = due(start + offset);
             tokio::pin!(due);
             loop {
                 tokio::select! {
@@ -262,6 +262,15 @@ fn request_spans(batch: &horoscoper_proto::mesh::Batch, worker_id: &str) -> Hash
             (item.request_id, span)
         })
         .collect()
+}
+
+/// Resolves at `at`; at once when `at` has passed. A tokio timer rounds its
+/// deadline up to the next millisecond tick even when the deadline is now,
+/// which at zero delay would hold every batch's first step for up to 1 ms.
+async fn due(at: Instant) {
+    if at > Instant::now() {
+        tokio::time::sleep_until(at).await;
+    }
 }
 
 /// Sends an event; false when the batcher has gone.

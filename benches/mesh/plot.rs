@@ -1,0 +1,111 @@
+//! The plots, as SVG files (plotters): latency histograms and throughput
+//! curves.
+
+use plotters::prelude::*;
+use std::path::Path;
+
+const SIZE: (u32, u32) = (800, 480);
+const COLORS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+];
+
+type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+
+/// Overlaid histograms, one per series of (bin start, bin end, count), in
+/// milliseconds.
+pub fn histograms(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64, usize)>)]) -> Result {
+    let x_max = series
+        .iter()
+        .flat_map(|(_, bins)| bins.iter().map(|b| b.1))
+        .fold(0.0, f64::max);
+    let y_max = series
+        .iter()
+        .flat_map(|(_, bins)| bins.iter().map(|b| b.2))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max * 1.05)?;
+    chart
+        .configure_mesh()
+        .x_desc("milliseconds")
+        .y_desc("requests")
+        .draw()?;
+    for (i, (name, bins)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(bins.iter().map(|&(start, end, count)| {
+                Rectangle::new(
+                    [(start, 0.0), (end, count as f64)],
+                    color.mix(0.45).filled(),
+                )
+            }))?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+    }
+    legend(&mut chart)?;
+    root.present()?;
+    Ok(())
+}
+
+/// Lines through points, one per series; `log_x` for a doubling x axis.
+pub fn lines(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> Result {
+    let points = || series.iter().flat_map(|(_, points)| points.iter());
+    let x_max = points().map(|p| p.0).fold(1.0, f64::max);
+    let y_max = points().map(|p| p.1).fold(1.0, f64::max);
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d((1.0..x_max * 1.1).log_scale(), 0.0..y_max * 1.1)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+    }
+    legend(&mut chart)?;
+    root.present()?;
+    Ok(())
+}
+
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+}

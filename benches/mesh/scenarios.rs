@@ -1,0 +1,566 @@
+//! The scenarios, their targets, and the report they write.
+
+use crate::{
+    load::Load,
+    plot,
+    services::{Mesh, MeshSetup, reference},
+    stats::{Latencies, fmt_count, fmt_ms},
+};
+use std::{fmt::Write as _, path::PathBuf, process::Command, time::Duration};
+
+/// Batch size of the zero-delay throughput scenarios (1 and 5).
+const THROUGHPUT_BATCH: usize = 16;
+/// Clients per HTTP/2 connection, for every scenario.
+const PER_CONNECTION: usize = 16;
+/// Concurrency of the workers sweep and of ghz.
+const SWEEP_CLIENTS: usize = 64;
+
+/// One target: what was measured against what it must reach.
+struct Target {
+    scenario: &'static str,
+    figure: String,
+    target: &'static str,
+    holds: bool,
+}
+
+pub struct Bench {
+    out: PathBuf,
+    quick: bool,
+    ghz: PathBuf,
+    streams: usize,
+    report: String,
+    targets: Vec<Target>,
+}
+
+impl Bench {
+    pub fn new(out: PathBuf, quick: bool, ghz: PathBuf, streams: usize) -> Bench {
+        Bench {
+            out,
+            quick,
+            ghz,
+            streams,
+            report: String::new(),
+            targets: Vec::new(),
+        }
+    }
+
+    pub async fn run(mut self, only: impl Fn(u8) -> bool) {
+        eprintln!("Horoscoper bench: results in {}", self.out.display());
+        if only(1) {
+            self.efficiency().await;
+        }
+        if only(2) {
+            self.light_load().await;
+        }
+        if only(3) {
+            self.batching().await;
+        }
+        if only(4) {
+            self.many_streams().await;
+        }
+        if only(5) {
+            self.workers().await;
+        }
+        let mut page = String::from("# Horoscoper bench\n\n");
+        page.push_str(&machine());
+        if self.quick {
+            page.push_str("\n**Quick run (`--quick`): short windows, figures not to quote.**\n");
+        }
+        page.push_str("\n| scenario | measured | target | holds |\n|---|---|---|---|\n");
+        for t in &self.targets {
+            let holds = if t.holds { "yes" } else { "**no**" };
+            let _ = writeln!(
+                page,
+                "| {} | {} | {} | {} |",
+                t.scenario, t.figure, t.target, holds
+            );
+        }
+        page.push_str(&self.report);
+        let path = self.out.join("results.md");
+        std::fs::write(&path, &page).expect("target/bench is writable");
+        println!("{page}");
+        eprintln!("wrote {} and the plots beside it", path.display());
+    }
+
+    fn logs(&self, scenario: &str) -> PathBuf {
+        self.out.join("logs").join(scenario)
+    }
+
+    /// A load of `clients` over the warm-up and window given in seconds
+    /// (a quarter of each with `--quick`).
+    fn load(&self, label: String, clients: usize, warmup: f64, measure: f64) -> Load {
+        let scale = if self.quick { 0.25 } else { 1.0 };
+        Load {
+            label,
+            clients,
+            per_connection: PER_CONNECTION,
+            warmup: Duration::from_secs_f64(warmup * scale),
+            measure: Duration::from_secs_f64(measure * scale),
+        }
+    }
+
+    fn target(
+        &mut self,
+        scenario: &'static str,
+        figure: String,
+        target: &'static str,
+        holds: bool,
+    ) {
+        self.targets.push(Target {
+            scenario,
+            figure,
+            target,
+            holds,
+        });
+    }
+
+    fn plot(&mut self, file: &str, result: Result<(), Box<dyn std::error::Error>>) {
+        match result {
+            Ok(()) => {
+                let _ = writeln!(self.report, "\n![{file}]({file})");
+            }
+            Err(error) => eprintln!("cannot draw {file}: {error}"),
+        }
+    }
+
+    /// 1. Tokens per second through gateway → batcher → 2 workers against
+    /// the single-hop reference, over a range of concurrency.
+    async fn efficiency(&mut self) {
+        eprintln!("1. mesh efficiency at zero delay");
+        let logs = self.logs("1-efficiency");
+        let (reference_addr, _reference) = reference(&logs).await;
+        let setup = MeshSetup::zero_delay(2, THROUGHPUT_BATCH);
+        let mesh = Mesh::start(&setup, &logs).await;
+        let mut rows = String::new();
+        let (mut single, mut through) = (Vec::new(), Vec::new());
+        for clients in [1, 4, 16, 64, 256] {
+            let load = self.load(format!("reference, {clients} clients"), clients, 1.0, 4.0);
+            let alone = load.run(reference_addr, &mut |_| {}).await;
+            let load = self.load(format!("mesh, {clients} clients"), clients, 1.0, 4.0);
+            let meshed = load.run(mesh.addr, &mut |_| {}).await;
+            let ratio = meshed.tokens_per_second() / alone.tokens_per_second();
+            let _ = writeln!(
+                rows,
+                "| {clients} | {} | {} | {ratio:.2} | {} | {} | {} |",
+                fmt_count(alone.tokens_per_second()),
+                fmt_count(meshed.tokens_per_second()),
+                Latencies::new(alone.whole.clone()).cell(),
+                Latencies::new(meshed.whole.clone()).cell(),
+                alone.error_count() + meshed.error_count(),
+            );
+            single.push((clients as f64, alone.tokens_per_second()));
+            through.push((clients as f64, meshed.tokens_per_second()));
+        }
+        let peak = |points: &[(f64, f64)]| points.iter().map(|p| p.1).fold(0.0, f64::max);
+        let ratio = peak(&through) / peak(&single);
+        self.target(
+            "1. mesh efficiency, zero delay",
+            format!(
+                "{ratio:.2} (peak {} ÷ {} tokens/s)",
+                fmt_count(peak(&through)),
+                fmt_count(peak(&single))
+            ),
+            "≥ 0.5",
+            ratio >= 0.5,
+        );
+        let _ = write!(
+            self.report,
+            "\n## 1. Mesh efficiency at zero delay\n\nMesh: {}. Reference: one tonic \
+             server streaming the same tokens. {PER_CONNECTION} clients per HTTP/2 \
+             connection. Whole-response latency p50 / p99 / max.\n\n\
+             | clients | reference tokens/s | mesh tokens/s | mesh ÷ reference | reference latency | mesh latency | errors |\n\
+             |---|---|---|---|---|---|---|\n{rows}\nPeak against peak: **{ratio:.2}**.\n",
+            setup.describe()
+        );
+        let ghz = [self.ghz(reference_addr).await, self.ghz(mesh.addr).await];
+        match ghz {
+            [Some(alone), Some(meshed)] => {
+                let _ = write!(
+                    self.report,
+                    "\nghz ({SWEEP_CLIENTS} concurrent calls over 4 connections, 10 s), a second opinion: \
+                     reference {} calls/s (p50 {}, p99 {}), mesh {} calls/s (p50 {}, p99 {}): **{:.2}**.\n",
+                    fmt_count(alone.rps),
+                    fmt_ms(alone.p50_ms),
+                    fmt_ms(alone.p99_ms),
+                    fmt_count(meshed.rps),
+                    fmt_ms(meshed.p50_ms),
+                    fmt_ms(meshed.p99_ms),
+                    meshed.rps / alone.rps
+                );
+            }
+            _ => self
+                .report
+                .push_str("\nghz: not run (see the bench's output).\n"),
+        }
+        let path = self.out.join("throughput-concurrency.svg");
+        let drawn = plot::lines(
+            &path,
+            "Tokens per second against concurrent clients (zero delay)",
+            ("concurrent clients", "tokens per second"),
+            &[
+                ("single-hop reference", single),
+                ("mesh, 2 workers", through),
+            ],
+        );
+        self.plot("throughput-concurrency.svg", drawn);
+    }
+
+    /// 2. One client, zero delay, window 0: the plumbing's own latency.
+    async fn light_load(&mut self) {
+        eprintln!("2. latency at light load");
+        let setup = MeshSetup::zero_delay(2, 4);
+        let mesh = Mesh::start(&setup, &self.logs("2-light")).await;
+        let outcome = self
+            .load("mesh, 1 client".into(), 1, 2.0, 10.0)
+            .run(mesh.addr, &mut |_| {})
+            .await;
+        let whole = Latencies::new(outcome.whole.clone());
+        let ttft = Latencies::new(outcome.ttft.clone());
+        self.target(
+            "2. light load, whole response",
+            format!(
+                "p50 {} · p99 {}",
+                fmt_ms(whole.ms(0.5)),
+                fmt_ms(whole.ms(0.99))
+            ),
+            "p99 ≤ 2 ms",
+            whole.ms(0.99) <= 2.0 && outcome.error_count() == 0,
+        );
+        let _ = write!(
+            self.report,
+            "\n## 2. Latency at light load\n\nMesh: {}. One client, {} requests in the window, \
+             {} errors.\n\n| | p50 | p90 | p99 | p99.9 | max |\n|---|---|---|---|---|---|\n\
+             | whole response | {} | {} | {} | {} | {} |\n| first token | {} | {} | {} | {} | {} |\n",
+            setup.describe(),
+            whole.len(),
+            outcome.error_count(),
+            fmt_ms(whole.ms(0.5)),
+            fmt_ms(whole.ms(0.9)),
+            fmt_ms(whole.ms(0.99)),
+            fmt_ms(whole.ms(0.999)),
+            fmt_ms(whole.max_ms()),
+            fmt_ms(ttft.ms(0.5)),
+            fmt_ms(ttft.ms(0.9)),
+            fmt_ms(ttft.ms(0.99)),
+            fmt_ms(ttft.ms(0.999)),
+            fmt_ms(ttft.max_ms()),
+        );
+        let drawn = plot::histograms(
+            &self.out.join("latency-light.svg"),
+            "Latency at light load: 1 client, zero delay",
+            &[
+                ("first token", ttft.histogram(60)),
+                ("whole response", whole.histogram(60)),
+            ],
+        );
+        self.plot("latency-light.svg", drawn);
+    }
+
+    /// 3. 8 closed-loop clients on 2 workers × batch 4: how close to the
+    /// ceiling the batcher keeps the workers.
+    async fn batching(&mut self) {
+        eprintln!("3. batching efficiency");
+        let mut rows = String::new();
+        let mut histograms = Vec::new();
+        for (delays, (min, max), window) in [
+            ("every batch 1 s", (1000, 1000), 30.0),
+            ("default, 0.5–3 s", (500, 3000), 90.0),
+        ] {
+            let setup = MeshSetup {
+                workers: 2,
+                batch_size: 4,
+                batch_window_ms: 250,
+                min_delay_ms: min,
+                max_delay_ms: max,
+            };
+            let mesh = Mesh::start(&setup, &self.logs("3-batching")).await;
+            let outcome = self
+                .load(format!("batching, {delays}"), 8, 4.0, window)
+                .run(mesh.addr, &mut |_| {})
+                .await;
+            let mean_batch_s = (min + max) as f64 / 2e3;
+            let ceiling = 2.0 * 4.0 / mean_batch_s;
+            let efficiency = outcome.client_rate / ceiling;
+            let whole = Latencies::new(outcome.whole.clone());
+            let _ = writeln!(
+                rows,
+                "| {delays} | {ceiling:.3} | {:.3} | {:.3} | **{efficiency:.3}** | {} | {} | {} |",
+                outcome.client_rate,
+                outcome.requests_per_second(),
+                Latencies::new(outcome.ttft.clone()).cell(),
+                whole.cell(),
+                outcome.error_count(),
+            );
+            if min == max {
+                self.target(
+                    "3. batching efficiency, 1 s batches",
+                    format!("{efficiency:.3}"),
+                    "≥ 0.97",
+                    efficiency >= 0.97 && outcome.error_count() == 0,
+                );
+            } else {
+                self.target(
+                    "3. batching efficiency, default delays",
+                    format!("{efficiency:.3}"),
+                    "(reported)",
+                    outcome.error_count() == 0,
+                );
+            }
+            histograms.push((delays, whole.histogram(60)));
+        }
+        let _ = write!(
+            self.report,
+            "\n## 3. Batching efficiency\n\n2 workers, --batch-size 4, --batch-window-ms 250, \
+             8 closed-loop clients. Ceiling: workers × batch size ÷ mean batch time. Completed \
+             requests per second summed over clients, each client's rate taken between its \
+             first and last completion in the window (the window's count ÷ its length beside \
+             it). Latency p50 / p99 / max.\n\n\
+             | delays | ceiling req/s | completed req/s | window count ÷ length | efficiency | first token | whole response | errors |\n\
+             |---|---|---|---|---|---|---|---|\n{rows}\n\
+             With default delays each batch's length is drawn at random (workers seeded 1 and 2), \
+             so the figure carries the draw's noise: the mean of 0.5–3 s over the window's \
+             batches is not exactly 1.75 s.\n"
+        );
+        let drawn = plot::histograms(
+            &self.out.join("latency-batching.svg"),
+            "Whole-response time, 8 clients on 2 workers × batch 4",
+            &histograms,
+        );
+        self.plot("latency-batching.svg", drawn);
+    }
+
+    /// 4. 10,000 streams open at once at the default delays: no errors, and
+    /// the memory each costs the services.
+    async fn many_streams(&mut self) {
+        eprintln!("4. many streams");
+        let clients = self.streams;
+        let setup = MeshSetup {
+            workers: 4,
+            batch_size: clients.div_ceil(4),
+            batch_window_ms: 250,
+            min_delay_ms: 500,
+            max_delay_ms: 3000,
+        };
+        let mesh = Mesh::start(&setup, &self.logs("4-many")).await;
+        let idle: Vec<u64> = mesh.services.iter().map(|s| s.rss()).collect();
+        let mut peak = (0u64, 0usize, Vec::new());
+        let mut load = self.load(format!("mesh, {clients} clients"), clients, 10.0, 20.0);
+        load.per_connection = 100;
+        let outcome = load
+            .run(mesh.addr, &mut |open| {
+                let each: Vec<u64> = mesh.services.iter().map(|s| s.rss()).collect();
+                let total = each.iter().sum();
+                if total > peak.0 {
+                    peak = (total, open, each);
+                }
+            })
+            .await;
+        let (peak_rss, open_then, each) = peak;
+        let idle_rss: u64 = idle.iter().sum();
+        let per_stream = peak_rss as f64 / clients as f64;
+        let added = (peak_rss - idle_rss.min(peak_rss)) as f64 / clients as f64;
+        self.target(
+            "4. 10,000 streams, default delays",
+            format!(
+                "{} errors, {:.1} KB per stream ({:.1} KB above idle)",
+                outcome.error_count(),
+                per_stream / 1e3,
+                added / 1e3
+            ),
+            "no errors, ≤ 20 KB per stream",
+            outcome.error_count() == 0 && per_stream <= 20e3 && outcome.peak_open >= clients,
+        );
+        let mut services = String::new();
+        for ((service, idle), peak) in mesh.services.iter().zip(&idle).zip(&each) {
+            let _ = write!(
+                services,
+                "| {} | {:.1} MB | {:.1} MB |\n",
+                service.name,
+                *idle as f64 / 1e6,
+                *peak as f64 / 1e6
+            );
+        }
+        let whole = Latencies::new(outcome.whole.clone());
+        let ttft = Latencies::new(outcome.ttft.clone());
+        let _ = write!(
+            self.report,
+            "\n## 4. Many streams\n\nMesh: {}. {clients} closed-loop clients, 100 per HTTP/2 \
+             connection. Most open at once: {}; {} completed in the {:.0} s window \
+             ({:.0} requests/s, {} tokens/s); errors: {:?}. First token p50 / p99 / max: {}; \
+             whole response: {}.\n\nResident memory (VmRSS), idle and at the peak ({open_then} \
+             streams open then): {:.1} MB → {:.1} MB, **{:.1} KB per stream** in all \
+             ({:.1} KB above idle).\n\n| service | idle | at the peak |\n|---|---|---|\n{services}",
+            setup.describe(),
+            outcome.peak_open,
+            outcome.completed,
+            outcome.window.as_secs_f64(),
+            outcome.requests_per_second(),
+            fmt_count(outcome.tokens_per_second()),
+            outcome.errors,
+            ttft.cell(),
+            whole.cell(),
+            idle_rss as f64 / 1e6,
+            peak_rss as f64 / 1e6,
+            per_stream / 1e3,
+            added / 1e3,
+        );
+        let drawn = plot::histograms(
+            &self.out.join("latency-many.svg"),
+            "10,000 streams at the default delays",
+            &[
+                ("first token", ttft.histogram(60)),
+                ("whole response", whole.histogram(60)),
+            ],
+        );
+        self.plot("latency-many.svg", drawn);
+    }
+
+    /// 5. Tokens per second against the number of workers, zero delay.
+    async fn workers(&mut self) {
+        eprintln!("5. throughput against workers");
+        let mut rows = String::new();
+        let mut points = Vec::new();
+        let mut base = None;
+        for workers in [1, 2, 4, 8] {
+            let setup = MeshSetup::zero_delay(workers, THROUGHPUT_BATCH);
+            let mesh = Mesh::start(&setup, &self.logs("5-workers")).await;
+            let outcome = self
+                .load(format!("mesh, {workers} workers"), SWEEP_CLIENTS, 1.0, 4.0)
+                .run(mesh.addr, &mut |_| {})
+                .await;
+            let rate = outcome.tokens_per_second();
+            let base = *base.get_or_insert(rate);
+            let _ = writeln!(
+                rows,
+                "| {workers} | {} | {:.2}× | {} | {} |",
+                fmt_count(rate),
+                rate / base,
+                Latencies::new(outcome.whole.clone()).cell(),
+                outcome.error_count()
+            );
+            points.push((workers as f64, rate));
+        }
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let _ = write!(
+            self.report,
+            "\n## 5. Throughput against workers\n\nZero delay, --batch-size {THROUGHPUT_BATCH}, \
+             --batch-window-ms 0, {SWEEP_CLIENTS} clients; each worker its own process, all \
+             on {cores} cores with the gateway, the batcher and the load generator.\n\n\
+             | workers | tokens/s | against 1 worker | whole response p50 / p99 / max | errors |\n\
+             |---|---|---|---|---|\n{rows}"
+        );
+        let drawn = plot::lines(
+            &self.out.join("throughput-workers.svg"),
+            "Tokens per second against workers (zero delay)",
+            ("workers", "tokens per second"),
+            &[("mesh", points)],
+        );
+        self.plot("throughput-workers.svg", drawn);
+    }
+
+    /// ghz against `Infer` on `addr`; None when ghz is missing or failed.
+    async fn ghz(&self, addr: std::net::SocketAddr) -> Option<Ghz> {
+        let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+        let duration = if self.quick { "3s" } else { "10s" };
+        eprintln!("  ghz against {addr} for {duration}");
+        let mut command = Command::new(&self.ghz);
+        command
+            .args(["--insecure", "--import-paths", proto])
+            .args(["--proto", "horoscoper/v1/horoscoper.proto"])
+            .args(["--call", "horoscoper.v1.Horoscoper/Infer"])
+            .args(["--data", r#"{"prefix":"ghz {{.RequestNumber}}"}"#])
+            .args([
+                "--concurrency",
+                &SWEEP_CLIENTS.to_string(),
+                "--connections",
+                "4",
+            ])
+            .args(["--duration", duration, "--format", "json"])
+            .arg(addr.to_string());
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("ghz's waiter does not panic");
+        let output = match output {
+            Ok(output) if output.status.success() => output,
+            Ok(output) => {
+                eprintln!("  ghz failed: {}", String::from_utf8_lossy(&output.stderr));
+                return None;
+            }
+            Err(error) => {
+                eprintln!(
+                    "  ghz not run ({}: {error}); `just bench` installs it",
+                    self.ghz.display()
+                );
+                return None;
+            }
+        };
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        let percentile = |p: u64| {
+            report["latencyDistribution"]
+                .as_array()?
+                .iter()
+                .find(|d| d["percentage"].as_u64() == Some(p))?["latency"]
+                .as_f64()
+                .map(|ns| ns / 1e6)
+        };
+        let errors: u64 = report["statusCodeDistribution"]
+            .as_object()
+            .map(|codes| {
+                codes
+                    .iter()
+                    .filter(|(code, _)| code.as_str() != "OK")
+                    .filter_map(|(_, n)| n.as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if errors > 0 {
+            eprintln!(
+                "  ghz saw {errors} failed calls: {}",
+                report["statusCodeDistribution"]
+            );
+        }
+        Some(Ghz {
+            rps: report["rps"].as_f64()?,
+            p50_ms: percentile(50)?,
+            p99_ms: percentile(99)?,
+        })
+    }
+}
+
+/// What ghz measured.
+struct Ghz {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// The machine the figures come from.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let run = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "Machine: {model}, {cores} cores, {memory_gib:.0} GiB, Linux {}. Commit {}, {}.\n",
+        run("uname", &["-r"]),
+        run("git", &["rev-parse", "--short", "HEAD"]),
+        run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    )
+}

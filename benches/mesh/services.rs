@@ -1,0 +1,207 @@
+//! The real binaries, started as separate processes on loopback ports: the
+//! gateway, the batcher and its workers (built by `cargo build --release`,
+//! which `just bench` runs first), and the single-hop reference.
+
+use std::{
+    fs::File,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+/// How the mesh is set up for a scenario.
+#[derive(Clone, Debug)]
+pub struct MeshSetup {
+    pub workers: usize,
+    pub batch_size: usize,
+    pub batch_window_ms: u64,
+    pub min_delay_ms: u64,
+    pub max_delay_ms: u64,
+}
+
+impl MeshSetup {
+    /// Every step due at once, batches sealed as soon as a worker is free.
+    pub fn zero_delay(workers: usize, batch_size: usize) -> MeshSetup {
+        MeshSetup {
+            workers,
+            batch_size,
+            batch_window_ms: 0,
+            min_delay_ms: 0,
+            max_delay_ms: 0,
+        }
+    }
+
+    /// The flags, as a reader of the table would type them.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} workers, --batch-size {} --batch-window-ms {} --min-delay-ms {} --max-delay-ms {}",
+            self.workers,
+            self.batch_size,
+            self.batch_window_ms,
+            self.min_delay_ms,
+            self.max_delay_ms
+        )
+    }
+}
+
+/// A running service, stopped (SIGINT, then waited for) when dropped.
+pub struct Service {
+    pub name: String,
+    child: Child,
+}
+
+impl Service {
+    fn start(name: &str, program: &Path, args: &[String], logs: &Path) -> Service {
+        let log = File::create(logs.join(format!("{name}.log"))).expect("the log folder exists");
+        let child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
+        Service {
+            name: name.to_owned(),
+            child,
+        }
+    }
+
+    /// Resident memory now, in bytes (`VmRSS` of /proc/PID/status).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The gateway, batcher and workers of one scenario.
+pub struct Mesh {
+    pub addr: SocketAddr,
+    /// Front to back, so dropping them drains the gateway first.
+    pub services: Vec<Service>,
+}
+
+impl Mesh {
+    pub async fn start(setup: &MeshSetup, logs: &Path) -> Mesh {
+        std::fs::create_dir_all(logs).expect("target/bench is writable");
+        let mut workers = Vec::new();
+        let mut worker_urls = Vec::new();
+        for i in 0..setup.workers {
+            let port = free_port();
+            let args = [
+                "--listen".to_owned(),
+                loopback(port).to_string(),
+                "--metrics-listen".into(),
+                loopback(free_port()).to_string(),
+                "--worker-id".into(),
+                format!("worker-{}", i + 1),
+                "--min-delay-ms".into(),
+                setup.min_delay_ms.to_string(),
+                "--max-delay-ms".into(),
+                setup.max_delay_ms.to_string(),
+                "--seed".into(),
+                (i + 1).to_string(),
+            ];
+            let name = format!("worker-{}", i + 1);
+            workers.push(Service::start(&name, &binary("worker"), &args, logs));
+            reachable(loopback(port), &name).await;
+            worker_urls.push(format!("http://{}", loopback(port)));
+        }
+        let batcher_port = free_port();
+        let mut args = vec![
+            "--listen".to_owned(),
+            loopback(batcher_port).to_string(),
+            "--metrics-listen".into(),
+            loopback(free_port()).to_string(),
+            "--batch-size".into(),
+            setup.batch_size.to_string(),
+            "--batch-window-ms".into(),
+            setup.batch_window_ms.to_string(),
+        ];
+        for url in &worker_urls {
+            args.extend(["--worker".into(), url.clone()]);
+        }
+        let batcher = Service::start("batcher", &binary("batcher"), &args, logs);
+        reachable(loopback(batcher_port), "the batcher").await;
+        let gateway_port = free_port();
+        let args = [
+            "--listen".to_owned(),
+            loopback(gateway_port).to_string(),
+            "--metrics-listen".into(),
+            loopback(free_port()).to_string(),
+            "--batcher".into(),
+            format!("http://{}", loopback(batcher_port)),
+        ];
+        let gateway = Service::start("gateway", &binary("gateway"), &args, logs);
+        let addr = loopback(gateway_port);
+        reachable(addr, "the gateway").await;
+        let mut services = vec![gateway, batcher];
+        services.extend(workers);
+        // The batcher connects to its workers in the background.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Mesh { addr, services }
+    }
+}
+
+/// The single-hop reference server: this bench binary again, in a process
+/// of its own.
+pub async fn reference(logs: &Path) -> (SocketAddr, Service) {
+    std::fs::create_dir_all(logs).expect("target/bench is writable");
+    let addr = loopback(free_port());
+    let program = std::env::current_exe().expect("the bench knows its own path");
+    let service = Service::start(
+        "reference",
+        &program,
+        &["--serve-reference".into(), addr.to_string()],
+        logs,
+    );
+    reachable(addr, "the reference server").await;
+    (addr, service)
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+/// A binary of the workspace, beside the `horoscoper` one.
+fn binary(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_horoscoper")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --release --workspace` first (`just bench` does)",
+        path.display()
+    );
+    path
+}
+
+async fn reachable(addr: SocketAddr, what: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} at {addr} never accepted connections");
+}
