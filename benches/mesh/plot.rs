@@ -13,10 +13,12 @@ const COLORS: [RGBColor; 4] = [
 ];
 
 type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+/// Histogram bins: (start ms, end ms, count).
+pub type Bins = Vec<(f64, f64, usize)>;
 
 /// Overlaid histograms, one per series of (bin start, bin end, count), in
 /// milliseconds.
-pub fn histograms(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64, usize)>)]) -> Result {
+pub fn histograms(path: &Path, title: &str, series: &[(&str, Bins)]) -> Result {
     let x_max = series
         .iter()
         .flat_map(|(_, bins)| bins.iter().map(|b| b.1))

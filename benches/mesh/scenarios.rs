@@ -123,8 +123,8 @@ impl Bench {
         }
     }
 
-    /// 1. Tokens per second through gateway → batcher → 2 workers against
-    /// the single-hop reference, over a range of concurrency.
+    /// Scenario 1: tokens per second through gateway → batcher → 2 workers
+    /// against the single-hop reference, over a range of concurrency.
     async fn efficiency(&mut self) {
         eprintln!("1. mesh efficiency at zero delay");
         let logs = self.logs("1-efficiency");
@@ -205,7 +205,7 @@ impl Bench {
         self.plot("throughput-concurrency.svg", drawn);
     }
 
-    /// 2. One client, zero delay, window 0: the plumbing's own latency.
+    /// Scenario 2: one client, zero delay, window 0: the plumbing's own latency.
     async fn light_load(&mut self) {
         eprintln!("2. latency at light load");
         let setup = MeshSetup::zero_delay(2, 4);
@@ -256,8 +256,8 @@ impl Bench {
         self.plot("latency-light.svg", drawn);
     }
 
-    /// 3. 8 closed-loop clients on 2 workers × batch 4: how close to the
-    /// ceiling the batcher keeps the workers.
+    /// Scenario 3: 8 closed-loop clients on 2 workers × batch 4, how close
+    /// to the ceiling the batcher keeps the workers.
     async fn batching(&mut self) {
         eprintln!("3. batching efficiency");
         let mut rows = String::new();
@@ -329,8 +329,8 @@ impl Bench {
         self.plot("latency-batching.svg", drawn);
     }
 
-    /// 4. 10,000 streams open at once at the default delays: no errors, and
-    /// the memory each costs the services.
+    /// Scenario 4: 10,000 streams open at once at the default delays, no
+    /// errors, and the memory each costs the services.
     async fn many_streams(&mut self) {
         eprintln!("4. many streams");
         let clients = self.streams;
@@ -372,9 +372,9 @@ impl Bench {
         );
         let mut services = String::new();
         for ((service, idle), peak) in mesh.services.iter().zip(&idle).zip(&each) {
-            let _ = write!(
+            let _ = writeln!(
                 services,
-                "| {} | {:.1} MB | {:.1} MB |\n",
+                "| {} | {:.1} MB | {:.1} MB |",
                 service.name,
                 *idle as f64 / 1e6,
                 *peak as f64 / 1e6
@@ -415,7 +415,7 @@ impl Bench {
         self.plot("latency-many.svg", drawn);
     }
 
-    /// 5. Tokens per second against the number of workers, zero delay.
+    /// Scenario 5: tokens per second against the number of workers, zero delay.
     async fn workers(&mut self) {
         eprintln!("5. throughput against workers");
         let mut rows = String::new();
