@@ -22,7 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={file}");
         let fds = protox::compile([file], ["."])?;
         fs::write(out_dir.join(descriptor), fds.encode_to_vec())?;
-        tonic_prost_build::configure().compile_fds(fds)?;
+        tonic_prost_build::configure()
+            .codec_path("crate::codec::SmallCodec")
+            .compile_fds(fds)?;
     }
     Ok(())
 }

@@ -360,7 +360,7 @@ impl Session<'_> {
                             batch_id: running.batch_id,
                         },
                     };
-                    let _ = route.entry.item.reply.send(Err(error.into()));
+                    let _ = route.entry.item.reply.send(Box::new(Err(error.into())));
                 }
                 self.ready();
                 Ok(())
@@ -389,7 +389,7 @@ impl Session<'_> {
                     let status = Status::from(Error::TextDiffers {
                         worker_id: self.worker_id.to_string(),
                     });
-                    let _ = route.entry.item.reply.send(Err(status));
+                    let _ = route.entry.item.reply.send(Box::new(Err(status)));
                     running.routes.remove(&token.request_id);
                 }
                 continue; // its client has this token from the lost worker
@@ -405,7 +405,7 @@ impl Session<'_> {
                 last: token.last,
                 batch,
             };
-            let delivered = route.entry.item.reply.send(Ok(response)).is_ok();
+            let delivered = route.entry.item.reply.send(Box::new(Ok(response))).is_ok();
             if token.last || !delivered {
                 // Dropping the route ends the request's stream after its
                 // last token.
@@ -448,7 +448,7 @@ impl Session<'_> {
         if let Some(running) = self.running.take() {
             let status = Status::from(error);
             for route in running.routes.into_values() {
-                let _ = route.entry.item.reply.send(Err(status.clone()));
+                let _ = route.entry.item.reply.send(Box::new(Err(status.clone())));
             }
         }
     }

@@ -253,7 +253,7 @@ impl Task {
                     .item
                     .span
                     .in_scope(|| tracing::info!(%error, "no worker left to finish the request"));
-                let _ = entry.item.reply.send(Err(error.into()));
+                let _ = entry.item.reply.send(Box::new(Err(error.into())));
             }
         }
         for entry in self.queue.take_expired(now) {
@@ -265,7 +265,7 @@ impl Task {
                 .item
                 .span
                 .in_scope(|| tracing::info!(%error, "request expired in the queue"));
-            let _ = entry.item.reply.send(Err(error.into()));
+            let _ = entry.item.reply.send(Box::new(Err(error.into())));
         }
     }
 
@@ -345,7 +345,7 @@ async fn sleep_until(wake: Option<Instant>) {
 pub fn fail_all(requests: Vec<Entry<Pending>>, error: Error) {
     let status = tonic::Status::from(error);
     for entry in requests {
-        let _ = entry.item.reply.send(Err(status.clone()));
+        let _ = entry.item.reply.send(Box::new(Err(status.clone())));
     }
 }
 
@@ -353,14 +353,13 @@ pub fn fail_all(requests: Vec<Entry<Pending>>, error: Error) {
 mod tests {
     use super::*;
     use crate::request::Limit;
-    use horoscoper_proto::mesh::SubmitResponse;
     use std::time::Duration;
-    use tonic::{Code, Status};
+    use tonic::Code;
 
     const WINDOW: Duration = Duration::from_millis(250);
     const TTL: Duration = Duration::from_secs(7);
 
-    type Tokens = mpsc::UnboundedReceiver<Result<SubmitResponse, Status>>;
+    type Tokens = mpsc::UnboundedReceiver<crate::request::Message>;
 
     struct Harness {
         dispatcher: Dispatcher,

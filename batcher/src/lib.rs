@@ -82,7 +82,7 @@ pub async fn run(
     let max_streams = u32::try_from(config.batching.max_requests)
         .unwrap_or(u32::MAX)
         .saturating_add(64);
-    let mut server = net::server(max_streams);
+    let mut server = net::mesh_server(max_streams);
     if let Some(tls) = &config.mesh_tls {
         server = server.tls_config(tls.server()).map_err(Error::Serve)?;
     }

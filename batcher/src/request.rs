@@ -8,7 +8,12 @@ use tonic::Status;
 
 /// Where a request's tokens go. Unbounded, yet bounded in practice by its
 /// text: one message per token, one status at most.
-pub type Reply = mpsc::UnboundedSender<Result<SubmitResponse, Status>>;
+pub type Reply = mpsc::UnboundedSender<Message>;
+
+/// One message on its way back, boxed: a channel allocates its slots 32 at a
+/// time, and unboxed (a `Status` is some 180 bytes) that was 6 KB for every
+/// open request.
+pub type Message = Box<Result<SubmitResponse, Status>>;
 
 /// What bounds a request's time in the queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

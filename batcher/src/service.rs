@@ -6,7 +6,7 @@ use crate::{
     Batching, Error,
     dispatcher::Dispatcher,
     queue::Entry,
-    request::{ClientDeadline, Limit, Pending},
+    request::{ClientDeadline, Limit, Message, Pending},
 };
 use horoscoper_proto::{
     deadline,
@@ -149,7 +149,7 @@ impl BatcherService for Batcher {
 /// the request: off the queue, or stopped at its worker.
 pub struct RequestStream {
     id: u64,
-    tokens: mpsc::UnboundedReceiver<Result<SubmitResponse, Status>>,
+    tokens: mpsc::UnboundedReceiver<Message>,
     dispatcher: Dispatcher,
     finished: bool,
     /// The request's span ends with its stream.
@@ -167,7 +167,7 @@ impl Stream for RequestStream {
         if self.finished {
             return Poll::Ready(None);
         }
-        let item = std::task::ready!(self.tokens.poll_recv(cx));
+        let item = std::task::ready!(self.tokens.poll_recv(cx)).map(|message| *message);
         self.finished = match &item {
             Some(Ok(response)) => response.last,
             Some(Err(_)) | None => true,

@@ -54,7 +54,16 @@ pub struct Service {
 impl Service {
     fn start(name: &str, program: &Path, args: &[String], logs: &Path) -> Service {
         let log = File::create(logs.join(format!("{name}.log"))).expect("the log folder exists");
-        let child = Command::new(program)
+        let mut command = match wrapper(name) {
+            Some(wrapper) => {
+                let mut words = wrapper.split_whitespace();
+                let mut command = Command::new(words.next().expect("a wrapper command"));
+                command.args(words).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        let child = command
             .args(args)
             .stdout(Stdio::null())
             .stderr(log)
@@ -87,6 +96,15 @@ impl Drop for Service {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A command to start service `name` under, for profiling:
+/// `HOROSCOPER_BENCH_WRAP="gateway=heaptrack -o target/bench/gateway"` or
+/// `"batcher=perf record -g -o target/bench/batcher.perf"`.
+fn wrapper(name: &str) -> Option<String> {
+    let wrap = std::env::var("HOROSCOPER_BENCH_WRAP").ok()?;
+    let (service, command) = wrap.split_once('=')?;
+    (service == name).then(|| command.to_owned())
 }
 
 /// The gateway, batcher and workers of one scenario.

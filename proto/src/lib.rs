@@ -4,6 +4,8 @@
 //! - [`v1`]: the public API, package `horoscoper.v1` (the gateway serves it).
 //! - [`mesh`]: the internal protocol, package `horoscoper.mesh.v1`
 //!   (gateway → batcher → workers).
+//! - [`codec`]: the protobuf codec of every generated client and server
+//!   (small starting buffers).
 //! - [`deadline`]: the `grpc-timeout` header, read and written.
 //! - [`interrupt`]: a response stream ended early with a status (deadline, drain).
 //! - [`net`]: both ends of a hop, with the same socket and HTTP/2 settings.
@@ -19,6 +21,7 @@
 //! Code is generated at build time by tonic-prost-build from a descriptor set
 //! that protox compiles, so no `protoc` is needed.
 
+pub mod codec;
 pub mod deadline;
 pub mod interrupt;
 pub mod metrics;

@@ -27,10 +27,27 @@ pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Streams a peer may reset before being accepted, then the connection is
 /// closed (HTTP/2 rapid reset).
 pub const MAX_PENDING_RESETS: usize = 20;
+/// HTTP/2 connection window on the hops inside the mesh (64 MiB; hyper's
+/// defaults are 1 MiB for servers and 5 MiB for clients). One connection
+/// carries every request between gateway and batcher, and the tokens of a
+/// whole step reach their streams at once, one small DATA frame each: h2
+/// closes a connection (GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames",
+/// every request on it failing) once the small frames received but not yet
+/// read count for more than half its connection window, at about 230 bytes
+/// each. With 10,000 streams open that happened at the default windows, and
+/// at 16 MiB when the gateway fell behind. The window is credit, not memory:
+/// only frames sent and not yet read take any.
+pub const MESH_CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 /// Keepalive on every hop: a PING this often on an idle connection, and the
 /// connection is dropped when its answer takes longer than the timeout.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A server inside the mesh (batcher, worker): the common settings and the
+/// mesh's connection window.
+pub fn mesh_server(max_streams: u32) -> Server {
+    server(max_streams).initial_connection_window_size(MESH_CONNECTION_WINDOW)
+}
 
 /// A server with the common settings, allowing `max_streams` concurrent
 /// streams per connection.
@@ -54,9 +71,11 @@ pub fn incoming(listener: TcpListener) -> TcpIncoming {
 
 /// The client side of an internal hop (gateway → batcher, batcher →
 /// worker): TCP_NODELAY, a connect timeout short enough to fail fast when the
-/// peer is down, and HTTP/2 keepalive to notice a peer that vanished.
+/// peer is down, HTTP/2 keepalive to notice a peer that vanished, and the
+/// mesh's connection window.
 pub fn endpoint(uri: Uri) -> Endpoint {
     Endpoint::from(uri)
+        .initial_connection_window_size(MESH_CONNECTION_WINDOW)
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

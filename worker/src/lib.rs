@@ -61,7 +61,7 @@ pub async fn run(
 
     tracing::info!(%local_addr, %worker_id, "worker listening");
     // A batcher holds one stream per worker address; a few batchers at most.
-    let mut server = net::server(WORKER_MAX_STREAMS);
+    let mut server = net::mesh_server(WORKER_MAX_STREAMS);
     if let Some(tls) = &config.mesh_tls {
         server = server.tls_config(tls.server()).map_err(Error::Serve)?;
     }
