@@ -75,6 +75,25 @@ impl Service {
         }
     }
 
+    /// Starts a service on a free loopback port, whose flags `args` makes
+    /// from its address. A port found free can be taken before the service
+    /// binds it (by a connection's own port): then it starts again on another.
+    async fn listening(
+        name: &str,
+        program: &Path,
+        logs: &Path,
+        args: impl Fn(SocketAddr) -> Vec<String>,
+    ) -> (Service, SocketAddr) {
+        for _ in 0..5 {
+            let addr = loopback(free_port());
+            let mut service = Service::start(name, program, &args(addr), logs);
+            if reachable(addr, &mut service).await {
+                return (service, addr);
+            }
+        }
+        panic!("{name} could not listen; see its log in {}", logs.display());
+    }
+
     /// Resident memory now, in bytes (`VmRSS` of /proc/PID/status).
     pub fn rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -120,54 +139,56 @@ impl Mesh {
         let mut workers = Vec::new();
         let mut worker_urls = Vec::new();
         for i in 0..setup.workers {
-            let port = free_port();
-            let args = [
-                "--listen".to_owned(),
-                loopback(port).to_string(),
-                "--metrics-listen".into(),
-                loopback(free_port()).to_string(),
-                "--worker-id".into(),
-                format!("worker-{}", i + 1),
-                "--min-delay-ms".into(),
-                setup.min_delay_ms.to_string(),
-                "--max-delay-ms".into(),
-                setup.max_delay_ms.to_string(),
-                "--seed".into(),
-                (i + 1).to_string(),
-            ];
             let name = format!("worker-{}", i + 1);
-            workers.push(Service::start(&name, &binary("worker"), &args, logs));
-            reachable(loopback(port), &name).await;
-            worker_urls.push(format!("http://{}", loopback(port)));
+            let (worker, addr) = Service::listening(&name, &binary("worker"), logs, |listen| {
+                vec![
+                    "--listen".to_owned(),
+                    listen.to_string(),
+                    "--metrics-listen".into(),
+                    "127.0.0.1:0".into(),
+                    "--worker-id".into(),
+                    name.clone(),
+                    "--min-delay-ms".into(),
+                    setup.min_delay_ms.to_string(),
+                    "--max-delay-ms".into(),
+                    setup.max_delay_ms.to_string(),
+                    "--seed".into(),
+                    (i + 1).to_string(),
+                ]
+            })
+            .await;
+            workers.push(worker);
+            worker_urls.push(format!("http://{addr}"));
         }
-        let batcher_port = free_port();
-        let mut args = vec![
-            "--listen".to_owned(),
-            loopback(batcher_port).to_string(),
-            "--metrics-listen".into(),
-            loopback(free_port()).to_string(),
-            "--batch-size".into(),
-            setup.batch_size.to_string(),
-            "--batch-window-ms".into(),
-            setup.batch_window_ms.to_string(),
-        ];
-        for url in &worker_urls {
-            args.extend(["--worker".into(), url.clone()]);
-        }
-        let batcher = Service::start("batcher", &binary("batcher"), &args, logs);
-        reachable(loopback(batcher_port), "the batcher").await;
-        let gateway_port = free_port();
-        let args = [
-            "--listen".to_owned(),
-            loopback(gateway_port).to_string(),
-            "--metrics-listen".into(),
-            loopback(free_port()).to_string(),
-            "--batcher".into(),
-            format!("http://{}", loopback(batcher_port)),
-        ];
-        let gateway = Service::start("gateway", &binary("gateway"), &args, logs);
-        let addr = loopback(gateway_port);
-        reachable(addr, "the gateway").await;
+        let (batcher, batcher_addr) =
+            Service::listening("batcher", &binary("batcher"), logs, |listen| {
+                let mut args = vec![
+                    "--listen".to_owned(),
+                    listen.to_string(),
+                    "--metrics-listen".into(),
+                    "127.0.0.1:0".into(),
+                    "--batch-size".into(),
+                    setup.batch_size.to_string(),
+                    "--batch-window-ms".into(),
+                    setup.batch_window_ms.to_string(),
+                ];
+                for url in &worker_urls {
+                    args.extend(["--worker".into(), url.clone()]);
+                }
+                args
+            })
+            .await;
+        let (gateway, addr) = Service::listening("gateway", &binary("gateway"), logs, |listen| {
+            vec![
+                "--listen".to_owned(),
+                listen.to_string(),
+                "--metrics-listen".into(),
+                "127.0.0.1:0".into(),
+                "--batcher".into(),
+                format!("http://{batcher_addr}"),
+            ]
+        })
+        .await;
         let mut services = vec![gateway, batcher];
         services.extend(workers);
         // The batcher connects to its workers in the background.
@@ -180,15 +201,11 @@ impl Mesh {
 /// of its own.
 pub async fn reference(logs: &Path) -> (SocketAddr, Service) {
     std::fs::create_dir_all(logs).expect("target/bench is writable");
-    let addr = loopback(free_port());
     let program = std::env::current_exe().expect("the bench knows its own path");
-    let service = Service::start(
-        "reference",
-        &program,
-        &["--serve-reference".into(), addr.to_string()],
-        logs,
-    );
-    reachable(addr, "the reference server").await;
+    let (service, addr) = Service::listening("reference", &program, logs, |listen| {
+        vec!["--serve-reference".into(), listen.to_string()]
+    })
+    .await;
     (addr, service)
 }
 
@@ -214,12 +231,16 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-async fn reachable(addr: SocketAddr, what: &str) {
+/// Waits until `addr` accepts connections; false if `service` exited first.
+async fn reachable(addr: SocketAddr, service: &mut Service) -> bool {
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
+            return true;
+        }
+        if service.child.try_wait().ok().flatten().is_some() {
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{what} at {addr} never accepted connections");
+    panic!("{} at {addr} never accepted connections", service.name);
 }
