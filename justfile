@@ -41,6 +41,13 @@ bench *ARGS: build
     test -x {{tools}}/ghz || GOBIN={{tools}} go install github.com/bojand/ghz/cmd/ghz@v{{ghz_version}}
     HOROSCOPER_GHZ={{tools}}/ghz cargo bench --bench mesh -- {{ARGS}}
 
+# The benchmark in a short run, as a check that it still works: every
+# scenario runs against the real binaries and no request fails. Its figures
+# are not to quote (`just bench` for those); ghz runs only if installed.
+bench-smoke:
+    mkdir -p {{logs}}
+    cargo bench --bench mesh -- --quick 2>&1 | tee {{logs}}/bench.log
+
 # Format the code.
 fmt:
     cargo fmt --all
@@ -146,6 +153,7 @@ test: setup lint check-generated check-deploy
     cargo test --workspace --release 2>&1 | tee {{logs}}/cargo.log
     @echo "fault injection (tests/faults.rs): scenario | what happened | sent | completed | failed | lost"
     @sort target/tmp/faults/table.md
+    just bench-smoke
     just test-jaeger
     just test-hosts
     just fuzz
@@ -239,5 +247,6 @@ summary:
         FILENAME == "go.log" && /^--- PASS/ { p++ }
         FILENAME == "go.log" && /^--- FAIL/ { f++ }
         FILENAME == "fuzz.log" && /, no crash$/ { p++ }
+        FILENAME == "bench.log" && /^bench: every request ended whole/ { p++ }
         END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }
-    ' cargo.log jaeger.log hosts.log fuzz.log typescript.log browser.log python.log go.log
+    ' cargo.log bench.log jaeger.log hosts.log fuzz.log typescript.log browser.log python.log go.log

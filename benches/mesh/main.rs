@@ -66,5 +66,7 @@ fn main() {
     std::fs::create_dir_all(&out).expect("target/bench is writable");
     let bench = scenarios::Bench::new(out, args.quick, args.ghz, args.streams);
     let only = |n: u8| args.only.is_empty() || args.only.contains(&n);
-    runtime.block_on(bench.run(only));
+    if !runtime.block_on(bench.run(only)) {
+        std::process::exit(1);
+    }
 }

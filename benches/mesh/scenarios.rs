@@ -30,6 +30,9 @@ pub struct Bench {
     streams: usize,
     report: String,
     targets: Vec<Target>,
+    /// Requests that failed, over every run: the bench exits non-zero when
+    /// there are any (speed is reported, never asserted).
+    failed: u64,
 }
 
 impl Bench {
@@ -41,10 +44,13 @@ impl Bench {
             streams,
             report: String::new(),
             targets: Vec::new(),
+            failed: 0,
         }
     }
 
-    pub async fn run(mut self, only: impl Fn(u8) -> bool) {
+    /// Runs the chosen scenarios and writes the report; false when any
+    /// request failed.
+    pub async fn run(mut self, only: impl Fn(u8) -> bool) -> bool {
         eprintln!("Horoscoper bench: results in {}", self.out.display());
         if only(1) {
             self.efficiency().await;
@@ -80,6 +86,15 @@ impl Bench {
         std::fs::write(&path, &page).expect("target/bench is writable");
         println!("{page}");
         eprintln!("wrote {} and the plots beside it", path.display());
+        if self.failed > 0 {
+            eprintln!(
+                "bench: {} requests failed, see the tables above",
+                self.failed
+            );
+        } else {
+            eprintln!("bench: every request ended whole");
+        }
+        self.failed == 0
     }
 
     fn logs(&self, scenario: &str) -> PathBuf {
@@ -136,8 +151,10 @@ impl Bench {
         for clients in [1, 4, 16, 64, 256] {
             let load = self.load(format!("reference, {clients} clients"), clients, 1.0, 4.0);
             let alone = load.run(reference_addr, &mut |_| {}).await;
+            self.failed += alone.error_count();
             let load = self.load(format!("mesh, {clients} clients"), clients, 1.0, 4.0);
             let meshed = load.run(mesh.addr, &mut |_| {}).await;
+            self.failed += meshed.error_count();
             let ratio = meshed.tokens_per_second() / alone.tokens_per_second();
             let _ = writeln!(
                 rows,
@@ -214,6 +231,7 @@ impl Bench {
             .load("mesh, 1 client".into(), 1, 2.0, 10.0)
             .run(mesh.addr, &mut |_| {})
             .await;
+        self.failed += outcome.error_count();
         let whole = Latencies::new(outcome.whole.clone());
         let ttft = Latencies::new(outcome.ttft.clone());
         self.target(
@@ -278,6 +296,7 @@ impl Bench {
                 .load(format!("batching, {delays}"), 8, 4.0, window)
                 .run(mesh.addr, &mut |_| {})
                 .await;
+            self.failed += outcome.error_count();
             let mean_batch_s = (min + max) as f64 / 2e3;
             let ceiling = 2.0 * 4.0 / mean_batch_s;
             let efficiency = outcome.client_rate / ceiling;
@@ -355,6 +374,7 @@ impl Bench {
                 }
             })
             .await;
+        self.failed += outcome.error_count();
         let (peak_rss, open_then, each) = peak;
         let idle_rss: u64 = idle.iter().sum();
         let per_stream = peak_rss as f64 / clients as f64;
@@ -428,6 +448,7 @@ impl Bench {
                 .load(format!("mesh, {workers} workers"), SWEEP_CLIENTS, 1.0, 4.0)
                 .run(mesh.addr, &mut |_| {})
                 .await;
+            self.failed += outcome.error_count();
             let rate = outcome.tokens_per_second();
             let base = *base.get_or_insert(rate);
             let _ = writeln!(
