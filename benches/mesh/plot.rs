@@ -41,6 +41,7 @@ pub fn histograms(path: &Path, title: &str, series: &[(&str, Bins)]) -> Result {
         .configure_mesh()
         .x_desc("milliseconds")
         .y_desc("requests")
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     for (i, (name, bins)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
@@ -54,12 +55,12 @@ pub fn histograms(path: &Path, title: &str, series: &[(&str, Bins)]) -> Result {
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
     }
-    legend(&mut chart)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present()?;
     Ok(())
 }
 
-/// Lines through points, one per series; `log_x` for a doubling x axis.
+/// Lines through points, one per series, on a logarithmic x axis.
 pub fn lines(
     path: &Path,
     title: &str,
@@ -81,6 +82,7 @@ pub fn lines(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     for (i, (name, points)) in series.iter().enumerate() {
@@ -96,17 +98,18 @@ pub fn lines(
             });
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
     }
-    legend(&mut chart)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present()?;
     Ok(())
 }
 
 fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
 ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
