@@ -7,12 +7,16 @@
 //! - [`services`]: the gateway, batcher and workers as processes, and their
 //!   memory.
 //! - [`scenarios`]: what is measured, and the targets.
-//! - [`stats`], [`plot`]: percentiles and histograms; the SVG plots.
+//! - [`ghz`]: ghz against `Infer`, a second opinion on scenario 1.
+//! - [`stats`], [`plot`], [`machine`]: percentiles and histograms; the SVG
+//!   plots; the machine the figures come from.
 //!
 //! Writes `target/bench/results.md`, the plots beside it and each service's
 //! log under `target/bench/logs/`. `cargo bench --bench mesh -- --help`.
 
+mod ghz;
 mod load;
+mod machine;
 mod plot;
 mod reference;
 mod scenarios;

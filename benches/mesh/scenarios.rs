@@ -1,12 +1,13 @@
 //! The scenarios, their targets, and the report they write.
 
 use crate::{
+    ghz,
     load::Load,
-    plot,
+    machine, plot,
     services::{Mesh, MeshSetup, reference},
     stats::{Latencies, fmt_count, fmt_ms},
 };
-use std::{fmt::Write as _, path::PathBuf, process::Command, time::Duration};
+use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
 /// Batch size of the zero-delay throughput scenarios (1 and 5).
 const THROUGHPUT_BATCH: usize = 16;
@@ -68,7 +69,7 @@ impl Bench {
             self.workers().await;
         }
         let mut page = String::from("# Horoscoper bench\n\n");
-        page.push_str(&machine());
+        page.push_str(&machine::describe());
         if self.quick {
             page.push_str("\n**Quick run (`--quick`): short windows, figures not to quote.**\n");
         }
@@ -189,20 +190,28 @@ impl Bench {
              |---|---|---|---|---|---|---|\n{rows}\nPeak against peak: **{ratio:.2}**.\n",
             setup.describe()
         );
-        let ghz = [self.ghz(reference_addr).await, self.ghz(mesh.addr).await];
+        let duration = if self.quick { "3s" } else { "10s" };
+        let ghz = [
+            ghz::run(&self.ghz, reference_addr, SWEEP_CLIENTS, duration).await,
+            ghz::run(&self.ghz, mesh.addr, SWEEP_CLIENTS, duration).await,
+        ];
         match ghz {
             [Some(alone), Some(meshed)] => {
                 let _ = write!(
                     self.report,
-                    "\nghz ({SWEEP_CLIENTS} concurrent calls over 4 connections, 10 s), a second opinion: \
-                     reference {} calls/s (p50 {}, p99 {}), mesh {} calls/s (p50 {}, p99 {}): **{:.2}**.\n",
+                    "\nghz ({SWEEP_CLIENTS} concurrent calls over 4 connections, {duration}), a second \
+                     opinion: reference {} calls/s (p50 {}, p99 {}), mesh {} calls/s (p50 {}, p99 {}): \
+                     **{:.2}**. Calls not ended OK, all of them in flight when ghz stopped and cut by \
+                     it: {} and {}.\n",
                     fmt_count(alone.rps),
                     fmt_ms(alone.p50_ms),
                     fmt_ms(alone.p99_ms),
                     fmt_count(meshed.rps),
                     fmt_ms(meshed.p50_ms),
                     fmt_ms(meshed.p99_ms),
-                    meshed.rps / alone.rps
+                    meshed.rps / alone.rps,
+                    alone.not_ok,
+                    meshed.not_ok,
                 );
             }
             _ => self
@@ -478,110 +487,4 @@ impl Bench {
         );
         self.plot("throughput-workers.svg", drawn);
     }
-
-    /// ghz against `Infer` on `addr`; None when ghz is missing or failed.
-    async fn ghz(&self, addr: std::net::SocketAddr) -> Option<Ghz> {
-        let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
-        let duration = if self.quick { "3s" } else { "10s" };
-        eprintln!("  ghz against {addr} for {duration}");
-        let mut command = Command::new(&self.ghz);
-        command
-            .args(["--insecure", "--import-paths", proto])
-            .args(["--proto", "horoscoper/v1/horoscoper.proto"])
-            .args(["--call", "horoscoper.v1.Horoscoper/Infer"])
-            .args(["--data", r#"{"prefix":"ghz {{.RequestNumber}}"}"#])
-            .args([
-                "--concurrency",
-                &SWEEP_CLIENTS.to_string(),
-                "--connections",
-                "4",
-            ])
-            .args(["--duration", duration, "--format", "json"])
-            .arg(addr.to_string());
-        let output = tokio::task::spawn_blocking(move || command.output())
-            .await
-            .expect("ghz's waiter does not panic");
-        let output = match output {
-            Ok(output) if output.status.success() => output,
-            Ok(output) => {
-                eprintln!("  ghz failed: {}", String::from_utf8_lossy(&output.stderr));
-                return None;
-            }
-            Err(error) => {
-                eprintln!(
-                    "  ghz not run ({}: {error}); `just bench` installs it",
-                    self.ghz.display()
-                );
-                return None;
-            }
-        };
-        let report: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-        let percentile = |p: u64| {
-            report["latencyDistribution"]
-                .as_array()?
-                .iter()
-                .find(|d| d["percentage"].as_u64() == Some(p))?["latency"]
-                .as_f64()
-                .map(|ns| ns / 1e6)
-        };
-        let errors: u64 = report["statusCodeDistribution"]
-            .as_object()
-            .map(|codes| {
-                codes
-                    .iter()
-                    .filter(|(code, _)| code.as_str() != "OK")
-                    .filter_map(|(_, n)| n.as_u64())
-                    .sum()
-            })
-            .unwrap_or(0);
-        if errors > 0 {
-            eprintln!(
-                "  ghz saw {errors} failed calls: {}",
-                report["statusCodeDistribution"]
-            );
-        }
-        Some(Ghz {
-            rps: report["rps"].as_f64()?,
-            p50_ms: percentile(50)?,
-            p99_ms: percentile(99)?,
-        })
-    }
-}
-
-/// What ghz measured.
-struct Ghz {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-/// The machine the figures come from.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory_gib = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let run = |program: &str, args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default()
-    };
-    format!(
-        "Machine: {model}, {cores} cores, {memory_gib:.0} GiB, Linux {}. Commit {}, {}.\n",
-        run("uname", &["-r"]),
-        run("git", &["rev-parse", "--short", "HEAD"]),
-        run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-    )
 }
