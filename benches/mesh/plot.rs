@@ -1,7 +1,7 @@
 //! The plots, as SVG files (plotters): latency histograms and throughput
 //! curves.
 
-use plotters::prelude::*;
+use plotters::{coord::Shift, prelude::*};
 use std::path::Path;
 
 const SIZE: (u32, u32) = (800, 480);
@@ -12,7 +12,7 @@ const COLORS: [RGBColor; 4] = [
     RGBColor(214, 39, 40),
 ];
 
-type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+pub type Result = std::result::Result<(), Box<dyn std::error::Error>>;
 /// Histogram bins: (start ms, end ms, count).
 pub type Bins = Vec<(f64, f64, usize)>;
 
@@ -29,14 +29,8 @@ pub fn histograms(path: &Path, title: &str, series: &[(&str, Bins)]) -> Result {
         .max()
         .unwrap_or(1)
         .max(1) as f64;
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max * 1.05)?;
+    let root = canvas(path)?;
+    let mut chart = titled(&root, title, 60).build_cartesian_2d(0.0..x_max, 0.0..y_max * 1.05)?;
     chart
         .configure_mesh()
         .x_desc("milliseconds")
@@ -70,13 +64,8 @@ pub fn lines(
     let points = || series.iter().flat_map(|(_, points)| points.iter());
     let x_max = points().map(|p| p.0).fold(1.0, f64::max);
     let y_max = points().map(|p| p.1).fold(1.0, f64::max);
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
+    let root = canvas(path)?;
+    let mut chart = titled(&root, title, 80)
         .build_cartesian_2d((1.0..x_max * 1.1).log_scale(), 0.0..y_max * 1.1)?;
     chart
         .configure_mesh()
@@ -101,6 +90,30 @@ pub fn lines(
     legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present()?;
     Ok(())
+}
+
+/// A white SVG canvas at `path`.
+fn canvas(
+    path: &Path,
+) -> std::result::Result<DrawingArea<SVGBackend<'_>, Shift>, Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    Ok(root)
+}
+
+/// A chart on `root` with `title` and room for the axes' labels.
+fn titled<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    y_label_area: u32,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(y_label_area);
+    builder
 }
 
 fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
