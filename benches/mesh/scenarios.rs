@@ -18,7 +18,7 @@ const SWEEP_CLIENTS: usize = 64;
 
 /// One target: what was measured against what it must reach.
 struct Target {
-    scenario: &'static str,
+    scenario: String,
     figure: String,
     target: &'static str,
     holds: bool,
@@ -117,26 +117,41 @@ impl Bench {
 
     fn target(
         &mut self,
-        scenario: &'static str,
+        scenario: impl Into<String>,
         figure: String,
         target: &'static str,
         holds: bool,
     ) {
         self.targets.push(Target {
-            scenario,
+            scenario: scenario.into(),
             figure,
             target,
             holds,
         });
     }
 
-    fn plot(&mut self, file: &str, result: Result<(), Box<dyn std::error::Error>>) {
-        match result {
+    /// Draws `file` in the output folder and shows it in the report.
+    fn plot(&mut self, file: &str, draw: impl FnOnce(&std::path::Path) -> plot::Result) {
+        match draw(&self.out.join(file)) {
             Ok(()) => {
                 let _ = writeln!(self.report, "\n![{file}]({file})");
             }
             Err(error) => eprintln!("cannot draw {file}: {error}"),
         }
+    }
+
+    /// Histograms of time to first token and of the whole response.
+    fn latency_plot(&mut self, file: &str, title: &str, ttft: &Latencies, whole: &Latencies) {
+        self.plot(file, |path| {
+            plot::histograms(
+                path,
+                title,
+                &[
+                    ("first token", ttft.histogram(60)),
+                    ("whole response", whole.histogram(60)),
+                ],
+            )
+        });
     }
 
     /// Scenario 1: tokens per second through gateway → batcher → 2 workers
@@ -218,17 +233,17 @@ impl Bench {
                 .report
                 .push_str("\nghz: not run (see the bench's output).\n"),
         }
-        let path = self.out.join("throughput-concurrency.svg");
-        let drawn = plot::lines(
-            &path,
-            "Tokens per second against concurrent clients (zero delay)",
-            ("concurrent clients", "tokens per second"),
-            &[
-                ("single-hop reference", single),
-                ("mesh, 2 workers", through),
-            ],
-        );
-        self.plot("throughput-concurrency.svg", drawn);
+        self.plot("throughput-concurrency.svg", |path| {
+            plot::lines(
+                path,
+                "Tokens per second against concurrent clients (zero delay)",
+                ("concurrent clients", "tokens per second"),
+                &[
+                    ("single-hop reference", single),
+                    ("mesh, 2 workers", through),
+                ],
+            )
+        });
     }
 
     /// Scenario 2: one client, zero delay, window 0: the plumbing's own latency.
@@ -272,15 +287,12 @@ impl Bench {
             fmt_ms(ttft.ms(0.999)),
             fmt_ms(ttft.max_ms()),
         );
-        let drawn = plot::histograms(
-            &self.out.join("latency-light.svg"),
+        self.latency_plot(
+            "latency-light.svg",
             "Latency at light load: 1 client, zero delay",
-            &[
-                ("first token", ttft.histogram(60)),
-                ("whole response", whole.histogram(60)),
-            ],
+            &ttft,
+            &whole,
         );
-        self.plot("latency-light.svg", drawn);
     }
 
     /// Scenario 3: 8 closed-loop clients on 2 workers × batch 4, how close
@@ -349,12 +361,13 @@ impl Bench {
              so the figure carries the draw's noise: the mean of 0.5–3 s over the window's \
              batches is not exactly 1.75 s.\n"
         );
-        let drawn = plot::histograms(
-            &self.out.join("latency-batching.svg"),
-            "Whole-response time, 8 clients on 2 workers × batch 4",
-            &histograms,
-        );
-        self.plot("latency-batching.svg", drawn);
+        self.plot("latency-batching.svg", |path| {
+            plot::histograms(
+                path,
+                "Whole-response time, 8 clients on 2 workers × batch 4",
+                &histograms,
+            )
+        });
     }
 
     /// Scenario 4: 10,000 streams open at once at the default delays, no
@@ -389,7 +402,7 @@ impl Bench {
         let per_stream = peak_rss as f64 / clients as f64;
         let added = (peak_rss - idle_rss.min(peak_rss)) as f64 / clients as f64;
         self.target(
-            "4. 10,000 streams, default delays",
+            format!("4. {} streams, default delays", fmt_count(clients as f64)),
             format!(
                 "{} errors, {:.1} KB per stream ({:.1} KB above idle)",
                 outcome.error_count(),
@@ -433,15 +446,12 @@ impl Bench {
             per_stream / 1e3,
             added / 1e3,
         );
-        let drawn = plot::histograms(
-            &self.out.join("latency-many.svg"),
-            "10,000 streams at the default delays",
-            &[
-                ("first token", ttft.histogram(60)),
-                ("whole response", whole.histogram(60)),
-            ],
+        self.latency_plot(
+            "latency-many.svg",
+            &format!("{clients} streams at the default delays"),
+            &ttft,
+            &whole,
         );
-        self.plot("latency-many.svg", drawn);
     }
 
     /// Scenario 5: tokens per second against the number of workers, zero delay.
@@ -479,12 +489,13 @@ impl Bench {
              | workers | tokens/s | against 1 worker | whole response p50 / p99 / max | errors |\n\
              |---|---|---|---|---|\n{rows}"
         );
-        let drawn = plot::lines(
-            &self.out.join("throughput-workers.svg"),
-            "Tokens per second against workers (zero delay)",
-            ("workers", "tokens per second"),
-            &[("mesh", points)],
-        );
-        self.plot("throughput-workers.svg", drawn);
+        self.plot("throughput-workers.svg", |path| {
+            plot::lines(
+                path,
+                "Tokens per second against workers (zero delay)",
+                ("workers", "tokens per second"),
+                &[("mesh", points)],
+            )
+        });
     }
 }
