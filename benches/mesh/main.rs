@@ -18,6 +18,10 @@ mod ghz;
 mod load;
 mod machine;
 mod plot;
+/// The tests' helpers for the release binaries (where they are, a free port).
+#[path = "../../tests/common/processes.rs"]
+#[allow(dead_code)]
+mod processes;
 mod reference;
 mod scenarios;
 mod services;

@@ -2,10 +2,11 @@
 //! gateway, the batcher and its workers (built by `cargo build --release`,
 //! which `just bench` runs first), and the single-hop reference.
 
+use crate::processes::{binary, free_port};
 use std::{
     fs::File,
-    net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
+    net::SocketAddr,
+    path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -211,24 +212,6 @@ pub async fn reference(logs: &Path) -> (SocketAddr, Service) {
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
-}
-
-/// A binary of the workspace, beside the `horoscoper` one.
-fn binary(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_horoscoper")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --release --workspace` first (`just bench` does)",
-        path.display()
-    );
-    path
 }
 
 /// Waits until `addr` accepts connections; false if `service` exited first.
