@@ -1,6 +1,7 @@
 //! A client request inside the batcher: what the queue holds and how its
 //! tokens travel back to the Submit stream.
 
+pub use horoscoper_proto::deadline::ClientDeadline;
 use horoscoper_proto::mesh::SubmitResponse;
 use std::{sync::Arc, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
@@ -60,13 +61,6 @@ pub struct Pending {
     pub orphaned: Option<Orphaned>,
     /// The client's deadline, if it set one.
     pub deadline: Option<ClientDeadline>,
-}
-
-/// The client's deadline: what was left of it on arrival, and when it passes.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientDeadline {
-    pub limit: Duration,
-    pub at: Instant,
 }
 
 /// A request back in the queue because its worker was lost mid-batch.

@@ -111,10 +111,7 @@ impl BatcherService for Batcher {
                 queued,
                 delivered: 0,
                 orphaned: None,
-                deadline: client_deadline.map(|limit| ClientDeadline {
-                    limit,
-                    at: now + limit,
-                }),
+                deadline: client_deadline.map(|limit| ClientDeadline::starting(now, limit)),
             },
         };
         if !self.dispatcher.enqueue(entry) {

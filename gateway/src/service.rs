@@ -4,10 +4,10 @@
 use crate::{
     Error,
     metrics::{Metered, Metrics},
-    upstream::{ClientDeadline, Upstream},
+    upstream::Upstream,
 };
 use horoscoper_proto::{
-    deadline,
+    deadline::{self, ClientDeadline},
     interrupt::Interrupted,
     mesh::{self, SubmitRequest, SubmitResponse, batcher_service_client::BatcherServiceClient},
     net,
@@ -145,12 +145,8 @@ impl Gateway {
         );
         trace_context::set_parent_from(&span, metadata);
         span.record("trace_id", trace_context::trace_id(&span));
-        let client_deadline = deadline::read(metadata).map(|limit| {
-            limit.map(|limit| ClientDeadline {
-                at: started + limit,
-                limit,
-            })
-        });
+        let client_deadline = deadline::read(metadata)
+            .map(|limit| limit.map(|limit| ClientDeadline::starting(started, limit)));
         let forwarded =
             span.in_scope(|| self.forward(request, request_id, metadata, client_deadline, &span));
         match forwarded {

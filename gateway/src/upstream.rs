@@ -8,6 +8,7 @@
 //! deadline is enforced on the stream instead, as DEADLINE_EXCEEDED.
 
 use crate::Error;
+use horoscoper_proto::deadline::ClientDeadline;
 use horoscoper_proto::mesh::{
     SubmitRequest, SubmitResponse, batcher_service_client::BatcherServiceClient,
 };
@@ -15,20 +16,12 @@ use std::{
     future::Future,
     pin::Pin,
     task::{Context, Poll},
-    time::Duration,
 };
 use tokio::time::Instant;
 use tokio_stream::Stream;
 use tonic::{Request, Status, Streaming, transport::Channel};
 
 type Opening = Pin<Box<dyn Future<Output = Result<Streaming<SubmitResponse>, Status>> + Send>>;
-
-/// The client's `grpc-timeout`, as the instant it runs out.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientDeadline {
-    pub at: Instant,
-    pub limit: Duration,
-}
 
 /// One request's tokens from the batcher, or the error that ended them.
 pub struct Upstream {

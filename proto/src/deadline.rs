@@ -9,6 +9,24 @@ use tonic::metadata::MetadataMap;
 
 const HEADER: &str = "grpc-timeout";
 
+/// A caller's deadline as a hop holds it: what was left of it on arrival,
+/// and the instant it runs out.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientDeadline {
+    pub limit: Duration,
+    pub at: tokio::time::Instant,
+}
+
+impl ClientDeadline {
+    /// The deadline `limit` after `now`.
+    pub fn starting(now: tokio::time::Instant, limit: Duration) -> ClientDeadline {
+        ClientDeadline {
+            limit,
+            at: now + limit,
+        }
+    }
+}
+
 /// The timeout the caller set on this request, if any and if well-formed.
 pub fn from_metadata(metadata: &MetadataMap) -> Option<Duration> {
     parse(metadata.get(HEADER)?.to_str().ok()?)
