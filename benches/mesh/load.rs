@@ -76,7 +76,6 @@ struct Shared {
     stop: AtomicBool,
     tokens: AtomicU64,
     completed: AtomicU64,
-    failed: AtomicU64,
     open: AtomicUsize,
     errors: Mutex<BTreeMap<String, u64>>,
 }
@@ -177,7 +176,7 @@ impl Load {
             shared.completed.load(Relaxed),
             shared.tokens.load(Relaxed),
             open,
-            shared.failed.load(Relaxed),
+            shared.errors.lock().unwrap().values().sum::<u64>(),
         );
     }
 }
@@ -232,7 +231,6 @@ async fn client(id: usize, channel: Channel, shared: Arc<Shared>, window: Window
                 }
             }
             Err(code) => {
-                shared.failed.fetch_add(1, Relaxed);
                 *shared.errors.lock().unwrap().entry(code).or_default() += 1;
             }
         }
