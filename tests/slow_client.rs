@@ -1,7 +1,7 @@
 //! A client that stops reading: HTTP/2 flow control holds its tokens back,
 //! its batch-mates are not slowed, nothing is lost, and what waits for it is
-//! bounded by its own text (one message per token, held in the batcher until
-//! the gateway can send it).
+//! bounded by its own text (one message per token, held in the gateway until
+//! it can send it; the batcher's session with the gateway is not held up).
 
 mod common;
 

@@ -8,7 +8,10 @@ mod common;
 
 use common::{batcher, expected_text, gateway_with, loopback, text, worker};
 use horoscoper_proto::{
-    mesh::{SubmitRequest, batcher_service_client::BatcherServiceClient},
+    mesh::{
+        SessionRequest, SubmitRequest, batcher_service_client::BatcherServiceClient,
+        session_request::Command,
+    },
     v1::{InferRequest, horoscoper_client::HoroscoperClient},
 };
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -180,10 +183,14 @@ async fn tls_on_the_public_port_and_mutual_tls_between_the_services() {
             match channel {
                 Err(error) => Err(format!("connect: {error:?}")),
                 Ok(channel) => BatcherServiceClient::new(channel)
-                    .submit(SubmitRequest {
-                        prefix: "who are you".into(),
-                        request_id: "t".into(),
-                    })
+                    .session(tokio_stream::iter([SessionRequest {
+                        command: Some(Command::Submit(SubmitRequest {
+                            prefix: "who are you".into(),
+                            request_id: "t".into(),
+                            id: 1,
+                            ..SubmitRequest::default()
+                        })),
+                    }]))
                     .await
                     .map(|_| ())
                     .map_err(|status| format!("{status:?}")),

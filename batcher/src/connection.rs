@@ -172,7 +172,7 @@ struct Route {
     /// Tokens the worker has produced for it in this batch.
     seen: u32,
     queue_time: Duration,
-    /// The request's generation, a child of its Submit span: it ends with
+    /// The request's generation, a child of its submit span: it ends with
     /// the request's last token.
     _span: tracing::Span,
 }
@@ -349,7 +349,7 @@ impl Session<'_> {
                 }
                 let running = self.running.take().expect("checked above");
                 let now = Instant::now();
-                for route in running.routes.into_values() {
+                for mut route in running.routes.into_values() {
                     // The worker stops a request at its client's deadline.
                     let error = match route.entry.item.deadline {
                         Some(deadline) if deadline.at <= now => Error::DeadlinePassed {
@@ -360,7 +360,7 @@ impl Session<'_> {
                             batch_id: running.batch_id,
                         },
                     };
-                    let _ = route.entry.item.reply.send(Box::new(Err(error.into())));
+                    let _ = route.entry.item.reply.send(Err(error.into()));
                 }
                 self.ready();
                 Ok(())
@@ -389,7 +389,7 @@ impl Session<'_> {
                     let status = Status::from(Error::TextDiffers {
                         worker_id: self.worker_id.to_string(),
                     });
-                    let _ = route.entry.item.reply.send(Box::new(Err(status)));
+                    let _ = route.entry.item.reply.send(Err(status));
                     running.routes.remove(&token.request_id);
                 }
                 continue; // its client has this token from the lost worker
@@ -405,7 +405,7 @@ impl Session<'_> {
                 last: token.last,
                 batch,
             };
-            let delivered = route.entry.item.reply.send(Box::new(Ok(response))).is_ok();
+            let delivered = route.entry.item.reply.send(Ok(response));
             if token.last || !delivered {
                 // Dropping the route ends the request's stream after its
                 // last token.
@@ -447,8 +447,8 @@ impl Session<'_> {
     fn fail_running(&mut self, error: Error) {
         if let Some(running) = self.running.take() {
             let status = Status::from(error);
-            for route in running.routes.into_values() {
-                let _ = route.entry.item.reply.send(Box::new(Err(status.clone())));
+            for mut route in running.routes.into_values() {
+                let _ = route.entry.item.reply.send(Err(status.clone()));
             }
         }
     }

@@ -244,7 +244,7 @@ impl Task {
                         orphaned.since.max(none_since) + ORPHAN_GRACE <= now
                     })
                 });
-            for entry in given_up {
+            for mut entry in given_up {
                 let worker_id = entry.item.orphaned.as_ref().expect("taken as orphaned");
                 let error = Error::WorkerLost {
                     worker_id: worker_id.worker_id.to_string(),
@@ -253,10 +253,10 @@ impl Task {
                     .item
                     .span
                     .in_scope(|| tracing::info!(%error, "no worker left to finish the request"));
-                let _ = entry.item.reply.send(Box::new(Err(error.into())));
+                let _ = entry.item.reply.send(Err(error.into()));
             }
         }
-        for entry in self.queue.take_expired(now) {
+        for mut entry in self.queue.take_expired(now) {
             let error = Error::Expired {
                 waited: now - entry.enqueued,
                 limit: entry.item.limit,
@@ -265,7 +265,7 @@ impl Task {
                 .item
                 .span
                 .in_scope(|| tracing::info!(%error, "request expired in the queue"));
-            let _ = entry.item.reply.send(Box::new(Err(error.into())));
+            let _ = entry.item.reply.send(Err(error.into()));
         }
     }
 
@@ -344,22 +344,22 @@ async fn sleep_until(wake: Option<Instant>) {
 /// Ends each request's stream with `error`'s status.
 pub fn fail_all(requests: Vec<Entry<Pending>>, error: Error) {
     let status = tonic::Status::from(error);
-    for entry in requests {
-        let _ = entry.item.reply.send(Box::new(Err(status.clone())));
+    for mut entry in requests {
+        let _ = entry.item.reply.send(Err(status.clone()));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::Limit;
+    use crate::request::{Limit, Reply};
     use std::time::Duration;
     use tonic::Code;
 
     const WINDOW: Duration = Duration::from_millis(250);
     const TTL: Duration = Duration::from_secs(7);
 
-    type Tokens = mpsc::UnboundedReceiver<crate::request::Message>;
+    type Tokens = mpsc::UnboundedReceiver<crate::request::Tagged>;
 
     struct Harness {
         dispatcher: Dispatcher,
@@ -382,8 +382,9 @@ mod tests {
         }
 
         fn request_with(&mut self, time_to_live: Duration) -> (u64, Tokens) {
-            let (reply, tokens) = mpsc::unbounded_channel();
+            let (session, tokens) = mpsc::unbounded_channel();
             let id = self.next_id;
+            let reply = Reply::new(id, session);
             self.next_id += 1;
             let now = Instant::now();
             let entry = Entry {
@@ -547,7 +548,7 @@ mod tests {
     async fn a_request_not_dispatched_in_time_ends_with_deadline_exceeded() {
         let mut h = Harness::new(4);
         let (_, mut tokens) = h.request_with(Duration::from_millis(100));
-        let status = tokens.recv().await.unwrap().unwrap_err();
+        let status = tokens.recv().await.unwrap().message.unwrap_err();
         assert_eq!(status.code(), Code::DeadlineExceeded);
         assert_eq!(
             status.message(),
@@ -656,7 +657,7 @@ mod tests {
         h.dispatcher.gone(0);
         h.dispatcher.redispatch(orphan(first, "worker-0"));
         for tokens in &mut requests {
-            let status = tokens.recv().await.unwrap().unwrap_err();
+            let status = tokens.recv().await.unwrap().message.unwrap_err();
             assert_eq!(status.code(), Code::Unavailable);
             assert_eq!(
                 status.message(),
@@ -686,7 +687,7 @@ mod tests {
         settle().await;
         h.stop.cancel();
         for tokens in &mut requests {
-            let status = tokens.recv().await.unwrap().unwrap_err();
+            let status = tokens.recv().await.unwrap().message.unwrap_err();
             assert_eq!(status.code(), Code::Unavailable);
         }
     }

@@ -5,7 +5,8 @@
 //! - [`dispatcher`]: the task that owns the queue and the free workers.
 //! - [`discovery`]: worker names resolved periodically, a connection per address.
 //! - [`connection`]: one task per worker: its Generate stream and routing.
-//! - [`service`]: `BatcherService.Submit`, and cancellation when a client leaves.
+//! - [`service`]: `BatcherService.Session`, and admission of a request.
+//! - [`session`]: one gateway's session: its requests up, their tokens down.
 //! - [`request`]: a request as the batcher holds it.
 //! - [`metrics`]: the batcher's Prometheus metrics.
 //! - [`config`]: command-line flags and the validated configuration.
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod queue;
 pub mod request;
 pub mod service;
+pub mod session;
 
 pub use config::{Args, Batching, BatchingArgs, Config};
 pub use error::Error;
@@ -35,6 +37,11 @@ use horoscoper_proto::{
 use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// Streams one connection may have open: a gateway's session, health
+/// watches, reflection. Requests do not take streams of their own: they
+/// travel on their session.
+const MAX_STREAMS: u32 = 256;
 
 /// Serves the batcher on `listener` until `shutdown` resolves; then drains:
 /// NOT_SERVING, new requests refused, the open ones finish (or end with
@@ -77,12 +84,7 @@ pub async fn run(
     let batcher = service::Batcher::new(dispatcher, config.batching, drain.clone());
 
     tracing::info!(%local_addr, workers = config.workers.len(), "batcher listening");
-    // The gateway sends every request over one connection: allow as many
-    // streams on it as the batcher holds requests, and a few more to refuse.
-    let max_streams = u32::try_from(config.batching.max_requests)
-        .unwrap_or(u32::MAX)
-        .saturating_add(64);
-    let mut server = net::mesh_server(max_streams);
+    let mut server = net::mesh_server(MAX_STREAMS);
     if let Some(tls) = &config.mesh_tls {
         server = server.tls_config(tls.server()).map_err(Error::Serve)?;
     }
@@ -92,7 +94,7 @@ pub async fn run(
         .add_service(
             BatcherServiceServer::new(batcher)
                 .max_decoding_message_size(net::MAX_REQUEST_BYTES)
-                .max_encoding_message_size(net::MAX_TOKEN_BYTES),
+                .max_encoding_message_size(net::MAX_STEP_BYTES),
         )
         .serve_with_incoming_shutdown(net::incoming(listener), drain.settled_owned());
     let served = drain.serve(served).await;

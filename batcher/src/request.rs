@@ -1,5 +1,5 @@
 //! A client request inside the batcher: what the queue holds and how its
-//! tokens travel back to the Submit stream.
+//! tokens travel back to its session.
 
 pub use horoscoper_proto::deadline::ClientDeadline;
 use horoscoper_proto::mesh::SubmitResponse;
@@ -7,14 +7,71 @@ use std::{sync::Arc, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
 use tonic::Status;
 
-/// Where a request's tokens go. Unbounded, yet bounded in practice by its
-/// text: one message per token, one status at most.
-pub type Reply = mpsc::UnboundedSender<Message>;
+/// One message on its way back to a request's session: a token or the
+/// status that ends the request, tagged with the request's id in the session.
+#[derive(Debug)]
+pub struct Tagged {
+    pub id: u64,
+    pub message: Result<SubmitResponse, Status>,
+}
 
-/// One message on its way back, boxed: a channel allocates its slots 32 at a
-/// time, and unboxed (a `Status` is some 180 bytes) that was 6 KB for every
-/// open request.
-pub type Message = Box<Result<SubmitResponse, Status>>;
+impl Tagged {
+    /// Whether this is the request's last message.
+    pub fn is_last(&self) -> bool {
+        match &self.message {
+            Ok(token) => token.last,
+            Err(_) => true,
+        }
+    }
+}
+
+/// Where a request's tokens go: its session's channel (shared by all the
+/// session's requests), tagged with its id there. Unbounded, yet bounded in
+/// practice by the texts of the open requests.
+///
+/// Every request ends with a last message: dropped without having sent one,
+/// it sends INTERNAL, so that its session never holds it open forever.
+#[derive(Debug)]
+pub struct Reply {
+    id: u64,
+    session: mpsc::UnboundedSender<Tagged>,
+    ended: bool,
+}
+
+impl Reply {
+    pub fn new(id: u64, session: mpsc::UnboundedSender<Tagged>) -> Reply {
+        Reply {
+            id,
+            session,
+            ended: false,
+        }
+    }
+
+    /// Sends a token or the ending status; false when the session is gone.
+    pub fn send(&mut self, message: Result<SubmitResponse, Status>) -> bool {
+        let tagged = Tagged {
+            id: self.id,
+            message,
+        };
+        self.ended |= tagged.is_last();
+        self.session.send(tagged).is_ok()
+    }
+
+    /// Whether the session is gone (with it, every client of its requests).
+    pub fn is_closed(&self) -> bool {
+        self.session.is_closed()
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.send(Err(Status::internal(
+                "the request ended without its last token",
+            )));
+        }
+    }
+}
 
 /// What bounds a request's time in the queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +106,7 @@ pub struct Pending {
     pub reply: Reply,
     /// The request's id in logs and traces, from the gateway.
     pub log_id: String,
-    /// The request's span in the batcher (its Submit call).
+    /// The request's span in the batcher (`submit`).
     pub span: tracing::Span,
     /// Its time in the queue: a child span that ends at dispatch.
     pub queued: tracing::Span,

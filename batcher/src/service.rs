@@ -1,38 +1,37 @@
-//! `BatcherService.Submit`: one call per client request. The request joins
-//! the queue; its tokens stream back as its worker produces them. A client
-//! that leaves is cancelled all the way down.
+//! `BatcherService.Session`, and admission: which request joins the queue,
+//! under what limit and span, and what it holds while it is open.
 
 use crate::{
     Batching, Error,
     dispatcher::Dispatcher,
     queue::Entry,
-    request::{ClientDeadline, Limit, Message, Pending},
+    request::{ClientDeadline, Limit, Pending, Reply, Tagged},
+    session::Session,
 };
 use horoscoper_proto::{
-    deadline,
-    interrupt::Interrupted,
-    mesh::{SubmitRequest, SubmitResponse, batcher_service_server::BatcherService},
+    mesh::{
+        SessionRequest, SessionResponse, SubmitRequest, batcher_service_server::BatcherService,
+    },
     shutdown::{Drain, Tracked},
     trace_context,
 };
 use std::{
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll},
     time::Duration,
 };
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     time::Instant,
 };
-use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
-/// How long after the client's deadline a request's stream ends by itself.
-const BACKSTOP: Duration = Duration::from_millis(10);
+/// Messages a session may have encoded but not yet sent; past that it waits
+/// for the gateway to read.
+const SESSION_BACKLOG: usize = 16;
 
 /// The batcher's gRPC service.
 #[derive(Clone)]
@@ -58,45 +57,55 @@ impl Batcher {
             next_request_id: Arc::new(AtomicU64::new(1)),
         }
     }
-}
 
-#[tonic::async_trait]
-impl BatcherService for Batcher {
-    type SubmitStream = Interrupted<RequestStream>;
+    pub fn drain(&self) -> &Drain {
+        &self.drain
+    }
 
-    async fn submit(
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Queues a request of a session, whose tokens go to `session` tagged
+    /// with its id there; refuses it while draining or full.
+    pub fn admit(
         &self,
-        request: Request<SubmitRequest>,
-    ) -> Result<Response<Interrupted<RequestStream>>, Status> {
+        submit: SubmitRequest,
+        session: &mpsc::UnboundedSender<Tagged>,
+    ) -> Result<Admitted, Error> {
         if self.drain.is_draining() {
-            return Err(Error::Draining.into());
+            return Err(Error::Draining);
         }
-        // Fail fast when full: the permit lives as long as the request's stream.
+        // Fail fast when full: the permit lives as long as the request.
         let Ok(permit) = self.admission.clone().try_acquire_owned() else {
             return Err(Error::Overloaded {
                 limit: self.max_requests,
-            }
-            .into());
+            });
         };
-        let client_deadline = deadline::from_metadata(request.metadata());
+        let SubmitRequest {
+            prefix,
+            request_id,
+            id: session_id,
+            trace_context,
+            time_left,
+        } = submit;
+        // A negative time left has passed already.
+        let client_deadline = time_left.map(|left| Duration::try_from(left).unwrap_or_default());
         let limit = Limit::new(self.time_to_live, client_deadline);
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!(
             "submit",
             otel.kind = "server",
-            request_id = tracing::field::Empty,
+            request_id = %request_id,
             trace_id = tracing::field::Empty,
         );
-        trace_context::set_parent_from(&span, request.metadata());
-        let SubmitRequest { prefix, request_id } = request.into_inner();
-        span.record("request_id", &request_id);
+        trace_context::set_parent_from_map(&span, &trace_context);
         span.record("trace_id", trace_context::trace_id(&span));
         let queued = tracing::info_span!(
             parent: &span,
             "queued",
             limit_ms = limit.duration().as_millis() as u64
         );
-        let (reply, tokens) = mpsc::unbounded_channel();
         let now = Instant::now();
         let entry = Entry {
             id,
@@ -105,7 +114,7 @@ impl BatcherService for Batcher {
             item: Pending {
                 prefix,
                 limit,
-                reply,
+                reply: Reply::new(session_id, session.clone()),
                 log_id: request_id,
                 span: span.clone(),
                 queued,
@@ -115,77 +124,48 @@ impl BatcherService for Batcher {
             },
         };
         if !self.dispatcher.enqueue(entry) {
-            return Err(Error::ShuttingDown.into());
+            return Err(Error::ShuttingDown);
         }
-        let stream = RequestStream {
+        Ok(Admitted {
             id,
-            tokens,
-            dispatcher: self.dispatcher.clone(),
-            finished: false,
             span,
             _permit: permit,
             _open: self.drain.track(),
-        };
-        // Past the client's deadline the stream ends; dropping it cancels the
-        // request at its worker. A moment later than the deadline, so that
-        // the queue (while queued) or the worker connection (once its batch
-        // ends) reports it first, saying what the request was waiting for.
-        let stream = match client_deadline {
-            Some(limit) => Interrupted::new(
-                stream,
-                tokio::time::sleep_until(now + limit + BACKSTOP),
-                Error::DeadlinePassed { limit }.into(),
-            ),
-            None => Interrupted::never(stream),
-        };
-        Ok(Response::new(stream))
+        })
     }
 }
 
-/// A request's tokens. Dropped before its end (the client left), it cancels
-/// the request: off the queue, or stopped at its worker.
-pub struct RequestStream {
+#[tonic::async_trait]
+impl BatcherService for Batcher {
+    type SessionStream = ReceiverStream<Result<SessionResponse, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        if self.drain.is_draining() {
+            return Err(Error::Draining.into());
+        }
+        let (out, replies) = mpsc::channel(SESSION_BACKLOG);
+        tokio::spawn(Session::new(self.clone(), request.into_inner(), out).run());
+        Ok(Response::new(ReceiverStream::new(replies)))
+    }
+}
+
+/// A request in the batcher, from admission to its last token: its place
+/// (given back when it is dropped), its span, and its part in the drain.
+pub struct Admitted {
     id: u64,
-    tokens: mpsc::UnboundedReceiver<Message>,
-    dispatcher: Dispatcher,
-    finished: bool,
-    /// The request's span ends with its stream.
     span: tracing::Span,
-    /// Its place in the batcher, given back when the stream ends.
     _permit: OwnedSemaphorePermit,
-    /// Open, for the drain, until it ends.
     _open: Tracked,
 }
 
-impl Stream for RequestStream {
-    type Item = Result<SubmitResponse, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.finished {
-            return Poll::Ready(None);
-        }
-        let item = std::task::ready!(self.tokens.poll_recv(cx)).map(|message| *message);
-        self.finished = match &item {
-            Some(Ok(response)) => response.last,
-            Some(Err(_)) | None => true,
-        };
-        // Every path that drops a request's reply sends a status first; should
-        // one ever not, the client still gets an error rather than a cut text
-        // that looks complete.
-        Poll::Ready(item.or_else(|| {
-            Some(Err(Status::internal(
-                "the request ended without its last token",
-            )))
-        }))
-    }
-}
-
-impl Drop for RequestStream {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.span
-                .in_scope(|| tracing::debug!("client left; cancelling"));
-            self.dispatcher.cancel(self.id);
-        }
+impl Admitted {
+    /// Its client left: off the queue, or stopped at its worker.
+    pub fn cancel(self, dispatcher: &Dispatcher) {
+        self.span
+            .in_scope(|| tracing::debug!("client left; cancelling"));
+        dispatcher.cancel(self.id);
     }
 }

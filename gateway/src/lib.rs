@@ -4,7 +4,7 @@
 //! original's SSE endpoint `POST /api/v1/infer`.
 //!
 //! - [`service`]: `Infer`: validation, forwarding to the batcher, streaming back.
-//! - [`upstream`]: one request's `Submit` call to the batcher and its tokens.
+//! - [`upstream`]: the session with the batcher that every request travels on.
 //! - [`http`]: the web page and the SSE endpoint.
 //! - [`metrics`]: the gateway's Prometheus metrics and the per-request meter.
 //! - [`config`]: command-line flags and the validated configuration.

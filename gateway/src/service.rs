@@ -12,7 +12,7 @@ use horoscoper_proto::{
     mesh::{self, SubmitRequest, SubmitResponse, batcher_service_client::BatcherServiceClient},
     net,
     shutdown::{Drain, UntilCut},
-    trace_context::{self, TraceContextExt as _},
+    trace_context,
     v1::{BatchInfo, InferRequest, InferResponse, MAX_PREFIX_CHARS, horoscoper_server::Horoscoper},
 };
 use std::{
@@ -28,8 +28,7 @@ use tonic::{Request, Response, Status, metadata::MetadataMap, transport::Channel
 /// The public service.
 #[derive(Clone)]
 pub struct Gateway {
-    batcher: BatcherServiceClient<Channel>,
-    batcher_url: String,
+    batcher: Upstream,
     metrics: Metrics,
     /// Once it begins, new requests are refused; once it cuts, open streams
     /// end with UNAVAILABLE.
@@ -47,10 +46,12 @@ impl Gateway {
         bearer_token: Option<Arc<str>>,
     ) -> Gateway {
         Gateway {
-            batcher: BatcherServiceClient::new(batcher)
-                .max_encoding_message_size(net::MAX_REQUEST_BYTES)
-                .max_decoding_message_size(net::MAX_TOKEN_BYTES),
-            batcher_url,
+            batcher: Upstream::new(
+                BatcherServiceClient::new(batcher)
+                    .max_encoding_message_size(net::MAX_REQUEST_BYTES)
+                    .max_decoding_message_size(net::MAX_STEP_BYTES),
+                batcher_url,
+            ),
             metrics,
             drain,
             bearer_token,
@@ -177,22 +178,21 @@ impl Gateway {
         let client_deadline = client_deadline.map_err(|value| Error::MalformedTimeout { value })?;
         let chars = tracing::info_span!("validate").in_scope(|| validate(&request))?;
         span.record("prefix_chars", chars);
-        let mut submit = Request::new(SubmitRequest {
-            prefix: request.prefix,
-            request_id,
-        });
-        if let Some(deadline) = client_deadline {
+        let time_left = client_deadline.map(|deadline| {
             // What is left of it, for the next hop.
-            submit.set_timeout(deadline.at.saturating_duration_since(Instant::now()));
-        }
-        submit.inject_context(span);
-        let tokens = Upstream::new(
-            self.batcher.clone(),
-            self.batcher_url.clone(),
-            submit,
-            client_deadline,
-        )
-        .map(|token| token.map(public).map_err(Status::from));
+            let left = deadline.at.saturating_duration_since(Instant::now());
+            prost_types::Duration::try_from(left).unwrap_or_default()
+        });
+        let tokens = self
+            .batcher
+            .submit(SubmitRequest {
+                prefix: request.prefix,
+                request_id,
+                id: 0,
+                trace_context: trace_context::to_map(span),
+                time_left,
+            })
+            .map(|token| token.map(public));
         let tokens: InferStream = match client_deadline {
             // A stream still running at the client's deadline ends there,
             // whatever the client enforces itself; dropping the upstream

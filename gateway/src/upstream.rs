@@ -1,102 +1,243 @@
-//! The batcher's side of one request: its `Submit` call, opened when the
-//! response stream is first polled, and the tokens that come back.
+//! The gateway's session with the batcher (`BatcherService.Session`): every
+//! request travels on one long-lived stream, tagged with an id, and the
+//! batcher's replies (many requests' tokens to a message) are routed back to
+//! each request's own stream. A request whose client leaves is withdrawn.
 //!
-//! Opening it lazily lets the gateway's handler answer at once: tonic's own
-//! `grpc-timeout` timer covers only the handler, and when it fires it
-//! answers CANCELLED ("Timeout expired"), which a client cannot tell from
-//! its own cancellation. With the handler done at once, the client's
-//! deadline is enforced on the stream instead, as DEADLINE_EXCEEDED.
+//! The session opens with the first request, and again with the first
+//! request after it ended (the batcher restarted or drained, or the
+//! connection broke). When it ends, each request still open on it ends too:
+//! UNAVAILABLE, saying whether the batcher could not be reached or was lost.
 
 use crate::Error;
-use horoscoper_proto::deadline::ClientDeadline;
 use horoscoper_proto::mesh::{
-    SubmitRequest, SubmitResponse, batcher_service_client::BatcherServiceClient,
+    Leave, SessionRequest, SessionResponse, SubmitRequest, SubmitResponse,
+    batcher_service_client::BatcherServiceClient, reply::Outcome, session_request::Command,
 };
 use std::{
-    future::Future,
+    collections::HashMap,
     pin::Pin,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
-use tokio::time::Instant;
-use tokio_stream::Stream;
-use tonic::{Request, Status, Streaming, transport::Channel};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::UnboundedReceiverStream};
+use tonic::{Status, transport::Channel};
 
-type Opening = Pin<Box<dyn Future<Output = Result<Streaming<SubmitResponse>, Status>> + Send>>;
+/// One message for a request, boxed: a channel allocates its slots 32 at a
+/// time, and unboxed (a `Status` is some 180 bytes) that is 6 KB for every
+/// open request.
+type Message = Box<Result<SubmitResponse, Status>>;
 
-/// One request's tokens from the batcher, or the error that ended them.
+/// The batcher, as the gateway's requests reach it.
+#[derive(Clone)]
 pub struct Upstream {
-    url: String,
-    deadline: Option<ClientDeadline>,
-    state: State,
-}
-
-enum State {
-    Opening(Opening),
-    Open(Box<Streaming<SubmitResponse>>),
-    Done,
+    client: BatcherServiceClient<Channel>,
+    url: Arc<str>,
+    /// The session requests go on, while it lasts.
+    current: Arc<Mutex<Option<Arc<Session>>>>,
 }
 
 impl Upstream {
-    /// Calls `Submit` on `batcher` (at `url`, for messages) when first polled.
-    pub fn new(
-        mut batcher: BatcherServiceClient<Channel>,
-        url: String,
-        request: Request<SubmitRequest>,
-        deadline: Option<ClientDeadline>,
-    ) -> Upstream {
-        let opening = Box::pin(async move {
-            batcher
-                .submit(request)
-                .await
-                .map(tonic::Response::into_inner)
-        });
+    pub fn new(client: BatcherServiceClient<Channel>, url: String) -> Upstream {
         Upstream {
-            url,
-            deadline,
-            state: State::Opening(opening),
+            client,
+            url: url.into(),
+            current: Arc::default(),
+        }
+    }
+
+    /// Sends `request` to the batcher; its tokens come back on the stream
+    /// returned, which ends with its last token or its status.
+    pub fn submit(&self, mut request: SubmitRequest) -> Tokens {
+        let (route, tokens) = mpsc::unbounded_channel();
+        let (session, id) = loop {
+            let session = self.session();
+            if let Some(id) = session.route(route.clone()) {
+                break (session, id);
+            }
+            // It ended just now: the next call opens another.
+        };
+        request.id = id;
+        // Should the session have ended since, its end fails the route.
+        let _ = session.commands.send(SessionRequest {
+            command: Some(Command::Submit(request)),
+        });
+        Tokens {
+            session,
+            id,
+            tokens,
+            finished: false,
+        }
+    }
+
+    /// The session in use, or a new one when there is none or it ended.
+    fn session(&self) -> Arc<Session> {
+        let mut current = self.current.lock().expect("session lock");
+        if let Some(session) = current.as_ref().filter(|session| !session.has_ended()) {
+            return session.clone();
+        }
+        let (commands, sent) = mpsc::unbounded_channel();
+        let session = Arc::new(Session {
+            commands,
+            routes: Mutex::default(),
+        });
+        tokio::spawn(run(
+            session.clone(),
+            self.client.clone(),
+            UnboundedReceiverStream::new(sent),
+            self.url.clone(),
+        ));
+        *current = Some(session.clone());
+        session
+    }
+}
+
+/// One session: the commands on their way up, and where replies go.
+struct Session {
+    commands: mpsc::UnboundedSender<SessionRequest>,
+    routes: Mutex<Routes>,
+}
+
+#[derive(Default)]
+struct Routes {
+    next_id: u64,
+    open: HashMap<u64, mpsc::UnboundedSender<Message>>,
+    ended: bool,
+}
+
+impl Session {
+    fn has_ended(&self) -> bool {
+        self.routes.lock().expect("routes lock").ended
+    }
+
+    /// A new request's id, with its replies sent to `route`; `None` once
+    /// the session has ended.
+    fn route(&self, route: mpsc::UnboundedSender<Message>) -> Option<u64> {
+        let mut routes = self.routes.lock().expect("routes lock");
+        if routes.ended {
+            return None;
+        }
+        routes.next_id += 1;
+        let id = routes.next_id;
+        routes.open.insert(id, route);
+        Some(id)
+    }
+
+    /// Each reply to the request it belongs to; a request's last ends it.
+    /// A reply to a request no longer open (its client left) is dropped.
+    fn deliver(&self, response: SessionResponse) {
+        let mut routes = self.routes.lock().expect("routes lock");
+        for reply in response.replies {
+            let message = match reply.outcome {
+                Some(Outcome::Token(token)) => Ok(token),
+                Some(Outcome::Failure(failure)) => {
+                    Err(Status::new(failure.code.into(), failure.message))
+                }
+                None => Err(Status::internal(
+                    "the batcher sent a reply with neither a token nor a status",
+                )),
+            };
+            let last = match &message {
+                Ok(token) => token.last,
+                Err(_) => true,
+            };
+            if let Some(route) = routes.open.get(&reply.id) {
+                let _ = route.send(Box::new(message));
+                if last {
+                    routes.open.remove(&reply.id);
+                }
+            }
+        }
+    }
+
+    /// The client of request `id` left: withdraw it, unless it has ended.
+    fn leave(&self, id: u64) {
+        let mut routes = self.routes.lock().expect("routes lock");
+        if routes.open.remove(&id).is_some() && !routes.ended {
+            let _ = self.commands.send(SessionRequest {
+                command: Some(Command::Leave(Leave { id })),
+            });
+        }
+    }
+
+    /// The session is over: every request still open on it ends with
+    /// `status`, and new requests go to a new session.
+    fn end(&self, status: &Status) {
+        let mut routes = self.routes.lock().expect("routes lock");
+        routes.ended = true;
+        for (_, route) in routes.open.drain() {
+            let _ = route.send(Box::new(Err(status.clone())));
         }
     }
 }
 
-impl Stream for Upstream {
-    type Item = Result<SubmitResponse, Error>;
+/// Opens the session, routes its replies until it ends, then ends it.
+async fn run(
+    session: Arc<Session>,
+    mut client: BatcherServiceClient<Channel>,
+    commands: UnboundedReceiverStream<SessionRequest>,
+    url: Arc<str>,
+) {
+    let error = match client.session(commands).await {
+        Err(status) => refused(status, &url),
+        Ok(response) => {
+            let mut replies = response.into_inner();
+            loop {
+                match replies.message().await {
+                    Ok(Some(response)) => session.deliver(response),
+                    // It drained (or it was told to) and had no request of
+                    // ours open: any sent since were never taken.
+                    Ok(None) => {
+                        break Error::BatcherUnavailable {
+                            url: url.to_string(),
+                            message: "it closed the session: it is shutting down".into(),
+                        };
+                    }
+                    Err(status) => break broke(status, &url),
+                }
+            }
+        }
+    };
+    tracing::debug!(%error, "batcher session ended");
+    session.end(&Status::from(error));
+}
+
+/// One request's tokens from the batcher, or the status that ended them.
+/// Dropped before its end (its client left), it withdraws the request.
+pub struct Tokens {
+    session: Arc<Session>,
+    id: u64,
+    tokens: mpsc::UnboundedReceiver<Message>,
+    finished: bool,
+}
+
+impl Stream for Tokens {
+    type Item = Result<SubmitResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            match &mut self.state {
-                State::Opening(opening) => match std::task::ready!(opening.as_mut().poll(cx)) {
-                    Ok(tokens) => self.state = State::Open(Box::new(tokens)),
-                    Err(status) => {
-                        self.state = State::Done;
-                        let error = match self.deadline {
-                            // tonic's client enforces the grpc-timeout it
-                            // sends, and calls it CANCELLED.
-                            Some(deadline) if deadline.at <= Instant::now() => {
-                                Error::DeadlinePassed {
-                                    limit: deadline.limit,
-                                }
-                            }
-                            _ => refused(status, &self.url),
-                        };
-                        return Poll::Ready(Some(Err(error)));
-                    }
-                },
-                State::Open(tokens) => {
-                    let item = std::task::ready!(Pin::new(&mut **tokens).poll_next(cx));
-                    return Poll::Ready(match item {
-                        Some(Ok(token)) => Some(Ok(token)),
-                        Some(Err(status)) => {
-                            self.state = State::Done;
-                            Some(Err(broke(status, &self.url)))
-                        }
-                        None => {
-                            self.state = State::Done;
-                            None
-                        }
-                    });
-                }
-                State::Done => return Poll::Ready(None),
-            }
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let item = std::task::ready!(self.tokens.poll_recv(cx)).map(|message| *message);
+        self.finished = match &item {
+            Some(Ok(token)) => token.last,
+            Some(Err(_)) | None => true,
+        };
+        // A route is dropped only after its last reply or a status; should
+        // one ever not be, the client gets an error rather than a cut text
+        // that looks complete.
+        Poll::Ready(item.or_else(|| {
+            Some(Err(Status::internal(
+                "the request ended without its last token",
+            )))
+        }))
+    }
+}
+
+impl Drop for Tokens {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.session.leave(self.id);
         }
     }
 }
@@ -107,8 +248,8 @@ fn made_here(status: &Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
-/// A status that refused the call. One made here (hyper calls a call on a
-/// closing connection CANCELLED) means the batcher is unreachable.
+/// A status that refused the session. One made here (hyper calls a call on
+/// a closing connection CANCELLED) means the batcher is unreachable.
 fn refused(status: Status, url: &str) -> Error {
     if status.code() == tonic::Code::Unavailable || made_here(&status) {
         Error::BatcherUnavailable {
@@ -120,7 +261,7 @@ fn refused(status: Status, url: &str) -> Error {
     }
 }
 
-/// A status that ends the stream after it began. One the batcher sent is
+/// A status that ends the session after it began. One the batcher sent is
 /// passed on as it is; one made here because the connection broke means the
 /// batcher is gone.
 fn broke(status: Status, url: &str) -> Error {

@@ -15,8 +15,8 @@ pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
 /// Largest `GenerateRequest`: a batch of up to 4096 requests, each with a
 /// prefix of up to 4 KiB, its trace context and ids.
 pub const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
-/// Largest `GenerateResponse`: one step, a token for each of up to 4096
-/// requests.
+/// Largest `GenerateResponse` (one step, a token for each of up to 4096
+/// requests) or `SessionResponse` (the replies a session sends at once).
 pub const MAX_STEP_BYTES: usize = 4 * 1024 * 1024;
 
 /// Streams one client may have open at once on one connection to the

@@ -1,30 +1,11 @@
-//! W3C trace context across hops: into and out of gRPC metadata (one call per
-//! request: gateway → batcher), and into and out of a plain map carried in a
-//! message (many requests on one stream: batcher → worker).
+//! W3C trace context across hops: out of gRPC metadata (a client's call to
+//! the gateway), and into and out of a plain map carried in a message (many
+//! requests on one stream: gateway → batcher, batcher → worker).
 
-use opentelemetry::{
-    Context,
-    propagation::{Extractor, Injector},
-    trace::TraceContextExt as _,
-};
+use opentelemetry::{Context, propagation::Extractor, trace::TraceContextExt as _};
 use std::collections::HashMap;
-use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::metadata::MetadataMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-
-/// Trace context for tonic requests and `tracing` spans.
-pub trait TraceContextExt {
-    /// Writes the span's context into the request's metadata.
-    fn inject_context(&mut self, span: &tracing::Span);
-}
-
-impl<T> TraceContextExt for tonic::Request<T> {
-    fn inject_context(&mut self, span: &tracing::Span) {
-        let context = span.context();
-        opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.inject_context(&context, &mut MetadataCarrier(self.metadata_mut()));
-        });
-    }
-}
 
 /// The context a caller sent in the request's metadata (`traceparent`), if
 /// any: the parent of the span that serves it.
@@ -57,6 +38,15 @@ pub fn from_map(map: &HashMap<String, String>) -> Context {
     opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(map))
 }
 
+/// Makes `span` a child of the span whose context a message carried, when
+/// it carried one.
+pub fn set_parent_from_map(span: &tracing::Span, map: &HashMap<String, String>) {
+    let parent = from_map(map);
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
 /// The span's trace id in hex, for logs and links; empty when it has none.
 pub fn trace_id(span: &tracing::Span) -> String {
     let context = span.context();
@@ -65,19 +55,6 @@ pub fn trace_id(span: &tracing::Span) -> String {
         span_context.trace_id().to_string()
     } else {
         String::new()
-    }
-}
-
-struct MetadataCarrier<'a>(&'a mut MetadataMap);
-
-impl Injector for MetadataCarrier<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(key), Ok(value)) = (
-            MetadataKey::from_bytes(key.as_bytes()),
-            MetadataValue::try_from(value),
-        ) {
-            self.0.insert(key, value);
-        }
     }
 }
 

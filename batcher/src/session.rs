@@ -1,0 +1,177 @@
+//! One session with a gateway: its requests come up one command at a time;
+//! their tokens, from whichever batches serve them, go down many to a
+//! message. The session ends when the gateway leaves (its open requests are
+//! cancelled), or once it has no open request and either the gateway has
+//! closed its side or the batcher is draining.
+
+use crate::{
+    request::Tagged,
+    service::{Admitted, Batcher},
+};
+use horoscoper_proto::mesh::{
+    Failure, Leave, Reply, SessionRequest, SessionResponse, reply::Outcome,
+    session_request::Command,
+};
+use prost::Message as _;
+use std::collections::HashMap;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
+use tonic::{Status, Streaming};
+
+/// Most replies in one message, and roughly most bytes: far below the
+/// message size limit, and a message that is sent while more wait.
+const MAX_REPLIES: usize = 1024;
+const MAX_REPLY_BYTES: usize = 256 * 1024;
+
+pub struct Session {
+    batcher: Batcher,
+    commands: Streaming<SessionRequest>,
+    out: mpsc::Sender<Result<SessionResponse, Status>>,
+    /// Every request of the session sends here, tagged with its id.
+    reply_to: mpsc::UnboundedSender<Tagged>,
+    replies: mpsc::UnboundedReceiver<Tagged>,
+    /// The requests not yet ended, by their id in the session: admitted
+    /// (`Some`), or refused with their refusal on its way (`None`). Replies
+    /// to any other id (a request withdrawn) are dropped.
+    open: HashMap<u64, Option<Admitted>>,
+}
+
+impl Session {
+    pub fn new(
+        batcher: Batcher,
+        commands: Streaming<SessionRequest>,
+        out: mpsc::Sender<Result<SessionResponse, Status>>,
+    ) -> Session {
+        let (reply_to, replies) = mpsc::unbounded_channel();
+        Session {
+            batcher,
+            commands,
+            out,
+            reply_to,
+            replies,
+            open: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        let drain = self.batcher.drain().clone();
+        let mut draining = drain.is_draining();
+        let mut gateway_sending = true;
+        let ended = loop {
+            if (draining || !gateway_sending) && self.open.is_empty() {
+                break Ok(());
+            }
+            tokio::select! {
+                biased;
+                Some(first) = self.replies.recv() => {
+                    let response = self.collect(first);
+                    if response.replies.is_empty() {
+                        continue;
+                    }
+                    if self.out.send(Ok(response)).await.is_err() {
+                        break Ok(()); // the gateway is gone
+                    }
+                }
+                command = self.commands.next(), if gateway_sending => match command {
+                    Some(Ok(command)) => {
+                        if let Err(status) = self.command(command) {
+                            break Err(status);
+                        }
+                    }
+                    // A transport error: the gateway's side of the
+                    // connection is gone, and nothing can reach it.
+                    Some(Err(status)) if std::error::Error::source(&status).is_some() => {
+                        tracing::debug!(%status, "the gateway's side of the session broke");
+                        break Ok(());
+                    }
+                    Some(Err(status)) => break Err(status),
+                    None => gateway_sending = false,
+                },
+                () = drain.begun().cancelled(), if !draining => draining = true,
+                () = self.out.closed() => break Ok(()),
+            }
+        };
+        let dispatcher = self.batcher.dispatcher();
+        for admitted in self.open.drain().filter_map(|(_, admitted)| admitted) {
+            admitted.cancel(dispatcher);
+        }
+        match ended {
+            Ok(()) => tracing::debug!("session ended"),
+            Err(status) => {
+                tracing::info!(code = ?status.code(), message = status.message(), "session ended by an error");
+                let _ = self.out.send(Err(status)).await;
+            }
+        }
+    }
+
+    fn command(&mut self, command: SessionRequest) -> Result<(), Status> {
+        match command.command {
+            Some(Command::Submit(submit)) => {
+                let id = submit.id;
+                if self.open.contains_key(&id) {
+                    return Err(Status::invalid_argument(format!(
+                        "request {id} is already open in this session"
+                    )));
+                }
+                match self.batcher.admit(submit, &self.reply_to) {
+                    Ok(admitted) => {
+                        self.open.insert(id, Some(admitted));
+                    }
+                    Err(error) => {
+                        self.open.insert(id, None);
+                        let _ = self.reply_to.send(Tagged {
+                            id,
+                            message: Err(error.into()),
+                        });
+                    }
+                }
+            }
+            Some(Command::Leave(Leave { id })) => {
+                if let Some(Some(admitted)) = self.open.remove(&id) {
+                    admitted.cancel(self.batcher.dispatcher());
+                }
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "a session command is either submit or leave",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `first` and the replies already waiting behind it, as one message
+    /// (empty when all were to withdrawn requests). A request's last reply
+    /// ends it here.
+    fn collect(&mut self, first: Tagged) -> SessionResponse {
+        let mut replies = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(tagged) = next {
+            next = if replies.len() + 1 < MAX_REPLIES && bytes < MAX_REPLY_BYTES {
+                self.replies.try_recv().ok()
+            } else {
+                None
+            };
+            if !self.open.contains_key(&tagged.id) {
+                continue; // withdrawn
+            }
+            if tagged.is_last() {
+                self.open.remove(&tagged.id);
+            }
+            let reply = Reply {
+                id: tagged.id,
+                outcome: Some(match tagged.message {
+                    Ok(token) => Outcome::Token(token),
+                    Err(status) => Outcome::Failure(Failure {
+                        code: status.code() as i32,
+                        message: status.message().to_string(),
+                    }),
+                }),
+            };
+            bytes += reply.encoded_len();
+            replies.push(reply);
+        }
+        SessionResponse { replies }
+    }
+}

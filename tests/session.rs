@@ -1,0 +1,169 @@
+//! The batcher's session protocol (`BatcherService.Session`), driven over
+//! real gRPC as the gateway drives it: many requests on one stream, their
+//! tokens tagged with their ids; a request withdrawn gets nothing more; a
+//! refused one gets its status; a session whose sender closed ends with OK
+//! once its requests are done; a malformed command ends the session with
+//! INVALID_ARGUMENT.
+
+mod common;
+
+use common::{batcher, expected_text, loopback, worker};
+use horoscoper_proto::mesh::{
+    Leave, SessionRequest, SessionResponse, SubmitRequest,
+    batcher_service_client::BatcherServiceClient, reply::Outcome, session_request::Command,
+};
+use std::collections::HashMap;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Code, Streaming, transport::Channel};
+
+fn submit(id: u64, prefix: &str) -> SessionRequest {
+    SessionRequest {
+        command: Some(Command::Submit(SubmitRequest {
+            prefix: prefix.to_string(),
+            request_id: format!("session-test-{id}"),
+            id,
+            ..SubmitRequest::default()
+        })),
+    }
+}
+
+/// A batcher in front of one worker (batches of 4, 1 s each).
+async fn batcher_and_worker(extra: &[&str]) -> (common::Running, common::Running) {
+    let worker = worker(
+        loopback().await,
+        &["--min-delay-ms", "1000", "--max-delay-ms", "1000"],
+    )
+    .await;
+    let mut flags = vec!["--batch-size", "4", "--batch-window-ms", "100", "--worker"];
+    let url = worker.url();
+    flags.push(&url);
+    flags.extend(extra);
+    (batcher(loopback().await, &flags).await, worker)
+}
+
+async fn open(
+    addr: std::net::SocketAddr,
+) -> (
+    mpsc::UnboundedSender<SessionRequest>,
+    Streaming<SessionResponse>,
+) {
+    let mut client = BatcherServiceClient::<Channel>::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (commands, sent) = mpsc::unbounded_channel();
+    let replies = client
+        .session(UnboundedReceiverStream::new(sent))
+        .await
+        .unwrap()
+        .into_inner();
+    (commands, replies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_carries_many_requests_and_ends_once_they_are_done() {
+    let (batcher, _worker) = batcher_and_worker(&["--max-requests", "4"]).await;
+    let (commands, mut replies) = open(batcher.addr).await;
+    for id in 1..=4 {
+        commands.send(submit(id, &format!("prefix {id}"))).unwrap();
+    }
+    // The batcher holds 4: a fifth is refused, on the same session.
+    commands.send(submit(5, "one too many")).unwrap();
+
+    let mut texts: HashMap<u64, String> = HashMap::new();
+    let mut ended: HashMap<u64, Result<(), (Code, String)>> = HashMap::new();
+    let mut withdrawn = false;
+    let mut messages = 0;
+    let mut most_in_one = 0;
+    while ended.len() < 4 {
+        let response = replies
+            .message()
+            .await
+            .unwrap()
+            .expect("the session goes on");
+        messages += 1;
+        most_in_one = most_in_one.max(response.replies.len());
+        for reply in response.replies {
+            assert!(
+                !ended.contains_key(&reply.id),
+                "nothing after a request's end: {reply:?}"
+            );
+            match reply.outcome.expect("a token or a failure") {
+                Outcome::Token(token) => {
+                    texts.entry(reply.id).or_default().push_str(&token.text);
+                    if token.last {
+                        assert!(token.batch.is_some(), "the last token says its batch");
+                        ended.insert(reply.id, Ok(()));
+                    }
+                    // Request 2 is withdrawn after its first token (a few
+                    // more may be on their way by then).
+                    if reply.id == 2 && !withdrawn {
+                        withdrawn = true;
+                        commands
+                            .send(SessionRequest {
+                                command: Some(Command::Leave(Leave { id: 2 })),
+                            })
+                            .unwrap();
+                    }
+                }
+                Outcome::Failure(failure) => {
+                    ended.insert(reply.id, Err((failure.code.into(), failure.message)));
+                }
+            }
+        }
+    }
+    // Every request is done or withdrawn: closing our side ends the session.
+    drop(commands);
+    assert!(
+        replies.message().await.unwrap().is_none(),
+        "the session ends with OK once its sender closed and nothing is open"
+    );
+
+    for id in [1, 3, 4] {
+        assert_eq!(ended[&id], Ok(()), "request {id}");
+        assert_eq!(
+            texts[&id],
+            expected_text(&format!("prefix {id}")),
+            "request {id}"
+        );
+    }
+    let (code, message) = ended[&5].clone().unwrap_err();
+    assert_eq!(code, Code::ResourceExhausted, "{message}");
+    assert!(message.contains("--max-requests"), "{message}");
+    assert!(!ended.contains_key(&2), "a withdrawn request gets no end");
+    assert!(
+        expected_text("prefix 2").starts_with(&texts[&2]) && texts[&2] != expected_text("prefix 2"),
+        "request 2 was stopped part way: {:?}",
+        texts[&2]
+    );
+    // The requests of one batch step together: their tokens share messages.
+    assert!(
+        most_in_one >= 2,
+        "at most {most_in_one} replies in a message"
+    );
+    eprintln!("{messages} messages, at most {most_in_one} replies in one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_command_ends_the_session_with_invalid_argument() {
+    let (batcher, _worker) = batcher_and_worker(&[]).await;
+
+    let (commands, mut replies) = open(batcher.addr).await;
+    commands.send(SessionRequest { command: None }).unwrap();
+    let status = replies.message().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("submit or leave"), "{status:?}");
+
+    let (commands, mut replies) = open(batcher.addr).await;
+    commands.send(submit(7, "twice")).unwrap();
+    commands.send(submit(7, "twice")).unwrap();
+    let status = loop {
+        match replies.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the session ended with OK"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("already open"), "{status:?}");
+}
