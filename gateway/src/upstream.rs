@@ -14,19 +14,54 @@ use horoscoper_proto::mesh::{
     batcher_service_client::BatcherServiceClient, reply::Outcome, session_request::Command,
 };
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::UnboundedReceiverStream};
 use tonic::{Status, transport::Channel};
 
-/// One message for a request, boxed: a channel allocates its slots 32 at a
-/// time, and unboxed (a `Status` is some 180 bytes) that is 6 KB for every
-/// open request.
-type Message = Box<Result<SubmitResponse, Status>>;
+/// One message for a request: a token, or the status that ends it.
+type Message = Result<SubmitResponse, Status>;
+
+/// Where one request's messages wait for its stream: a queue and the
+/// stream's waker, some 100 bytes (a tokio channel, with its first block of
+/// slots, is some 800).
+#[derive(Default)]
+struct Route {
+    state: Mutex<RouteState>,
+}
+
+#[derive(Default)]
+struct RouteState {
+    /// Boxed, so that an idle queue's slots are small (a `Status` is some
+    /// 180 bytes).
+    queue: VecDeque<Box<Message>>,
+    waker: Option<Waker>,
+}
+
+impl Route {
+    fn push(&self, message: Message) {
+        let mut state = self.state.lock().expect("route lock");
+        state.queue.push_back(Box::new(message));
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Message> {
+        let mut state = self.state.lock().expect("route lock");
+        match state.queue.pop_front() {
+            Some(message) => Poll::Ready(*message),
+            None => {
+                state.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
 
 /// The batcher, as the gateway's requests reach it.
 #[derive(Clone)]
@@ -49,7 +84,7 @@ impl Upstream {
     /// Sends `request` to the batcher; its tokens come back on the stream
     /// returned, which ends with its last token or its status.
     pub fn submit(&self, mut request: SubmitRequest) -> Tokens {
-        let (route, tokens) = mpsc::unbounded_channel();
+        let route = Arc::new(Route::default());
         let (session, id) = loop {
             let session = self.session();
             if let Some(id) = session.route(route.clone()) {
@@ -65,7 +100,7 @@ impl Upstream {
         Tokens {
             session,
             id,
-            tokens,
+            route,
             finished: false,
         }
     }
@@ -101,7 +136,7 @@ struct Session {
 #[derive(Default)]
 struct Routes {
     next_id: u64,
-    open: HashMap<u64, mpsc::UnboundedSender<Message>>,
+    open: HashMap<u64, Arc<Route>>,
     ended: bool,
 }
 
@@ -112,7 +147,7 @@ impl Session {
 
     /// A new request's id, with its replies sent to `route`; `None` once
     /// the session has ended.
-    fn route(&self, route: mpsc::UnboundedSender<Message>) -> Option<u64> {
+    fn route(&self, route: Arc<Route>) -> Option<u64> {
         let mut routes = self.routes.lock().expect("routes lock");
         if routes.ended {
             return None;
@@ -142,7 +177,7 @@ impl Session {
                 Err(_) => true,
             };
             if let Some(route) = routes.open.get(&reply.id) {
-                let _ = route.send(Box::new(message));
+                route.push(message);
                 if last {
                     routes.open.remove(&reply.id);
                 }
@@ -166,7 +201,7 @@ impl Session {
         let mut routes = self.routes.lock().expect("routes lock");
         routes.ended = true;
         for (_, route) in routes.open.drain() {
-            let _ = route.send(Box::new(Err(status.clone())));
+            route.push(Err(status.clone()));
         }
     }
 }
@@ -207,7 +242,7 @@ async fn run(
 pub struct Tokens {
     session: Arc<Session>,
     id: u64,
-    tokens: mpsc::UnboundedReceiver<Message>,
+    route: Arc<Route>,
     finished: bool,
 }
 
@@ -218,19 +253,13 @@ impl Stream for Tokens {
         if self.finished {
             return Poll::Ready(None);
         }
-        let item = std::task::ready!(self.tokens.poll_recv(cx)).map(|message| *message);
-        self.finished = match &item {
-            Some(Ok(token)) => token.last,
-            Some(Err(_)) | None => true,
+        let message = std::task::ready!(self.route.poll_pop(cx));
+        // A route ends with a last token or a status.
+        self.finished = match &message {
+            Ok(token) => token.last,
+            Err(_) => true,
         };
-        // A route is dropped only after its last reply or a status; should
-        // one ever not be, the client gets an error rather than a cut text
-        // that looks complete.
-        Poll::Ready(item.or_else(|| {
-            Some(Err(Status::internal(
-                "the request ended without its last token",
-            )))
-        }))
+        Poll::Ready(Some(message))
     }
 }
 
