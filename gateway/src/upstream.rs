@@ -56,7 +56,13 @@ impl Route {
         match state.queue.pop_front() {
             Some(message) => Poll::Ready(*message),
             None => {
-                state.waker = Some(cx.waker().clone());
+                if !state
+                    .waker
+                    .as_ref()
+                    .is_some_and(|waker| waker.will_wake(cx.waker()))
+                {
+                    state.waker = Some(cx.waker().clone());
+                }
                 Poll::Pending
             }
         }
