@@ -76,6 +76,9 @@ pub const WORKER: Service = Service {
 
 /// How much log output is gathered before a write to stderr.
 const LOG_BUFFER_BYTES: usize = 64 * 1024;
+/// Log lines that may wait for the writing thread. Its channel takes its
+/// slots up front: the default, 128,000, was 4 MB in every process.
+const LOG_LINES_WAITING: usize = 4096;
 
 /// Flushes and stops trace export when dropped, then the log lines still
 /// waiting.
@@ -144,6 +147,7 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
     // Never lossy: a full channel holds the logging thread back instead.
     let (writer, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(LOG_LINES_WAITING)
         .thread_name("log-writer")
         .finish(std::io::BufWriter::with_capacity(
             LOG_BUFFER_BYTES,
