@@ -87,8 +87,9 @@ impl Upstream {
         }
     }
 
-    /// Sends `request` to the batcher; its tokens come back on the stream
-    /// returned, which ends with its last token or its status.
+    /// Sends `request` to the batcher (its `id` is chosen here); its tokens
+    /// come back on the stream returned, which ends with its last token or
+    /// its status.
     pub fn submit(&self, mut request: SubmitRequest) -> Tokens {
         let route = Arc::new(Route::default());
         let (session, id) = loop {
