@@ -2,7 +2,7 @@
 //! tokens travel back to its session.
 
 pub use horoscoper_proto::deadline::ClientDeadline;
-use horoscoper_proto::mesh::SubmitResponse;
+use horoscoper_proto::reply::{self, Message};
 use std::{sync::Arc, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
 use tonic::Status;
@@ -12,17 +12,7 @@ use tonic::Status;
 #[derive(Debug)]
 pub struct Tagged {
     pub id: u64,
-    pub message: Result<SubmitResponse, Status>,
-}
-
-impl Tagged {
-    /// Whether this is the request's last message.
-    pub fn is_last(&self) -> bool {
-        match &self.message {
-            Ok(token) => token.last,
-            Err(_) => true,
-        }
-    }
+    pub message: Message,
 }
 
 /// Where a request's tokens go: its session's channel (shared by all the
@@ -48,13 +38,14 @@ impl Reply {
     }
 
     /// Sends a token or the ending status; false when the session is gone.
-    pub fn send(&mut self, message: Result<SubmitResponse, Status>) -> bool {
-        let tagged = Tagged {
-            id: self.id,
-            message,
-        };
-        self.ended |= tagged.is_last();
-        self.session.send(tagged).is_ok()
+    pub fn send(&mut self, message: Message) -> bool {
+        self.ended |= reply::is_last(&message);
+        self.session
+            .send(Tagged {
+                id: self.id,
+                message,
+            })
+            .is_ok()
     }
 
     /// Whether the session is gone (with it, every client of its requests).

@@ -8,9 +8,9 @@ use crate::{
     request::Tagged,
     service::{Admitted, Batcher},
 };
-use horoscoper_proto::mesh::{
-    Failure, Leave, Reply, SessionRequest, SessionResponse, reply::Outcome,
-    session_request::Command,
+use horoscoper_proto::{
+    mesh::{Leave, SessionRequest, SessionResponse, session_request::Command},
+    reply,
 };
 use prost::Message as _;
 use std::collections::HashMap;
@@ -156,19 +156,10 @@ impl Session {
             if !self.open.contains_key(&tagged.id) {
                 continue; // withdrawn
             }
-            if tagged.is_last() {
+            if reply::is_last(&tagged.message) {
                 self.open.remove(&tagged.id);
             }
-            let reply = Reply {
-                id: tagged.id,
-                outcome: Some(match tagged.message {
-                    Ok(token) => Outcome::Token(token),
-                    Err(status) => Outcome::Failure(Failure {
-                        code: status.code() as i32,
-                        message: status.message().to_string(),
-                    }),
-                }),
-            };
+            let reply = reply::encode(tagged.id, tagged.message);
             bytes += reply.encoded_len();
             replies.push(reply);
         }

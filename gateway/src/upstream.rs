@@ -9,9 +9,12 @@
 //! UNAVAILABLE, saying whether the batcher could not be reached or was lost.
 
 use crate::Error;
-use horoscoper_proto::mesh::{
-    Leave, SessionRequest, SessionResponse, SubmitRequest, SubmitResponse,
-    batcher_service_client::BatcherServiceClient, reply::Outcome, session_request::Command,
+use horoscoper_proto::{
+    mesh::{
+        Leave, SessionRequest, SessionResponse, SubmitRequest,
+        batcher_service_client::BatcherServiceClient, session_request::Command,
+    },
+    reply::{self, Message},
 };
 use std::{
     collections::{HashMap, VecDeque},
@@ -22,9 +25,6 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::UnboundedReceiverStream};
 use tonic::{Status, transport::Channel};
-
-/// One message for a request: a token, or the status that ends it.
-type Message = Result<SubmitResponse, Status>;
 
 /// Where one request's messages wait for its stream: a queue and the
 /// stream's waker, some 100 bytes (a tokio channel, with its first block of
@@ -170,23 +170,12 @@ impl Session {
     fn deliver(&self, response: SessionResponse) {
         let mut routes = self.routes.lock().expect("routes lock");
         for reply in response.replies {
-            let message = match reply.outcome {
-                Some(Outcome::Token(token)) => Ok(token),
-                Some(Outcome::Failure(failure)) => {
-                    Err(Status::new(failure.code.into(), failure.message))
-                }
-                None => Err(Status::internal(
-                    "the batcher sent a reply with neither a token nor a status",
-                )),
-            };
-            let last = match &message {
-                Ok(token) => token.last,
-                Err(_) => true,
-            };
-            if let Some(route) = routes.open.get(&reply.id) {
+            let (id, message) = reply::decode(reply);
+            let last = reply::is_last(&message);
+            if let Some(route) = routes.open.get(&id) {
                 route.push(message);
                 if last {
-                    routes.open.remove(&reply.id);
+                    routes.open.remove(&id);
                 }
             }
         }
@@ -254,7 +243,7 @@ pub struct Tokens {
 }
 
 impl Stream for Tokens {
-    type Item = Result<SubmitResponse, Status>;
+    type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.finished {
@@ -262,10 +251,7 @@ impl Stream for Tokens {
         }
         let message = std::task::ready!(self.route.poll_pop(cx));
         // A route ends with a last token or a status.
-        self.finished = match &message {
-            Ok(token) => token.last,
-            Err(_) => true,
-        };
+        self.finished = reply::is_last(&message);
         Poll::Ready(Some(message))
     }
 }

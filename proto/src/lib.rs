@@ -9,6 +9,7 @@
 //! - [`deadline`]: the `grpc-timeout` header, read and written.
 //! - [`interrupt`]: a response stream ended early with a status (deadline, drain).
 //! - [`net`]: both ends of a hop, with the same socket and HTTP/2 settings.
+//! - [`reply`]: a request's reply on a session, encoded and decoded.
 //! - [`serving`]: health and reflection, served beside every API.
 //! - [`shutdown`]: the drain signal (Ctrl-C or SIGTERM) and the drain it
 //!   starts (NOT_SERVING, refuse, finish, cut after a grace period).
@@ -27,6 +28,7 @@ pub mod interrupt;
 pub mod metrics;
 pub mod net;
 pub mod process;
+pub mod reply;
 pub mod serving;
 pub mod shutdown;
 pub mod telemetry;
