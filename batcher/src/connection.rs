@@ -306,10 +306,10 @@ impl Session<'_> {
                 prefix: entry.item.prefix.clone(),
                 trace_context: trace_context::to_map(&span),
                 log_id: entry.item.log_id.clone(),
-                time_left: entry.item.deadline.and_then(|deadline| {
-                    prost_types::Duration::try_from(deadline.at.saturating_duration_since(batch.at))
-                        .ok()
-                }),
+                time_left: entry
+                    .item
+                    .deadline
+                    .map(|deadline| deadline.time_left(batch.at)),
             });
             routes.insert(
                 entry.id,

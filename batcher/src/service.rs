@@ -9,6 +9,7 @@ use crate::{
     session::Session,
 };
 use horoscoper_proto::{
+    deadline,
     mesh::{
         SessionRequest, SessionResponse, SubmitRequest, batcher_service_server::BatcherService,
     },
@@ -89,8 +90,7 @@ impl Batcher {
             trace_context,
             time_left,
         } = submit;
-        // A negative time left has passed already.
-        let client_deadline = time_left.map(|left| Duration::try_from(left).unwrap_or_default());
+        let client_deadline = deadline::left(time_left);
         let limit = Limit::new(self.time_to_live, client_deadline);
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!(

@@ -178,11 +178,8 @@ impl Gateway {
         let client_deadline = client_deadline.map_err(|value| Error::MalformedTimeout { value })?;
         let chars = tracing::info_span!("validate").in_scope(|| validate(&request))?;
         span.record("prefix_chars", chars);
-        let time_left = client_deadline.map(|deadline| {
-            // What is left of it, for the next hop.
-            let left = deadline.at.saturating_duration_since(Instant::now());
-            prost_types::Duration::try_from(left).unwrap_or_default()
-        });
+        // What is left of it, for the next hop.
+        let time_left = client_deadline.map(|deadline| deadline.time_left(Instant::now()));
         let tokens = self
             .batcher
             .submit(SubmitRequest {

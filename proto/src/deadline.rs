@@ -1,8 +1,8 @@
-//! The `grpc-timeout` header: how long the caller is willing to wait.
-//!
-//! Each hop reads the time its caller left it and passes on what remains, so a
-//! client's deadline bounds the whole path. Format (gRPC over HTTP/2): at most
-//! eight ASCII digits followed by a unit, `H` `M` `S` `m` `u` `n`.
+//! A client's deadline along the mesh: the `grpc-timeout` header the gateway
+//! reads, and the time left that each hop passes on to the next inside its
+//! messages (`time_left`), so that the deadline bounds the whole path.
+//! Header format (gRPC over HTTP/2): at most eight ASCII digits followed by a
+//! unit, `H` `M` `S` `m` `u` `n`.
 
 use std::time::Duration;
 use tonic::metadata::MetadataMap;
@@ -25,11 +25,17 @@ impl ClientDeadline {
             at: now + limit,
         }
     }
+
+    /// What is left of it at `now`, to travel in a message's `time_left`.
+    pub fn time_left(&self, now: tokio::time::Instant) -> prost_types::Duration {
+        prost_types::Duration::try_from(self.at.saturating_duration_since(now)).unwrap_or_default()
+    }
 }
 
-/// The timeout the caller set on this request, if any and if well-formed.
-pub fn from_metadata(metadata: &MetadataMap) -> Option<Duration> {
-    parse(metadata.get(HEADER)?.to_str().ok()?)
+/// The time a message's `time_left` says is left, when it carries one; one
+/// already negative has passed.
+pub fn left(time_left: Option<prost_types::Duration>) -> Option<Duration> {
+    time_left.map(|left| Duration::try_from(left).unwrap_or_default())
 }
 
 /// The timeout the caller set, if any; the header's text when it is there
@@ -111,10 +117,20 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_header_from_metadata() {
-        let mut metadata = MetadataMap::new();
-        assert_eq!(from_metadata(&metadata), None);
-        metadata.insert(HEADER, "1500m".parse().unwrap());
-        assert_eq!(from_metadata(&metadata), Some(Duration::from_millis(1500)));
+    fn the_time_left_travels_and_a_negative_one_has_passed() {
+        let now = tokio::time::Instant::now();
+        let deadline = ClientDeadline::starting(now, Duration::from_millis(1500));
+        let sent = deadline.time_left(now + Duration::from_millis(500));
+        assert_eq!(left(Some(sent)), Some(Duration::from_secs(1)));
+        assert_eq!(
+            deadline.time_left(now + Duration::from_secs(2)),
+            prost_types::Duration::default()
+        );
+        let negative = prost_types::Duration {
+            seconds: -1,
+            nanos: 0,
+        };
+        assert_eq!(left(Some(negative)), Some(Duration::ZERO));
+        assert_eq!(left(None), None);
     }
 }

@@ -6,7 +6,7 @@
 //!   (gateway → batcher → workers).
 //! - [`codec`]: the protobuf codec of every generated client and server
 //!   (small starting buffers).
-//! - [`deadline`]: the `grpc-timeout` header, read and written.
+//! - [`deadline`]: a client's deadline: the `grpc-timeout` header, and the time left passed on.
 //! - [`interrupt`]: a response stream ended early with a status (deadline, drain).
 //! - [`net`]: both ends of a hop, with the same socket and HTTP/2 settings.
 //! - [`reply`]: a request's reply on a session, encoded and decoded.

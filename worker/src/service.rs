@@ -12,12 +12,11 @@ use horoscoper_proto::mesh::{
     BatchDone, GenerateRequest, GenerateResponse, Ready, Step, generate_request::Command,
     generate_response::Event, worker_service_server::WorkerService,
 };
-use horoscoper_proto::shutdown::Drain;
+use horoscoper_proto::{deadline, shutdown::Drain};
 use rand::{SeedableRng, rngs::StdRng};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
@@ -233,7 +232,7 @@ fn request_deadlines(batch: &horoscoper_proto::mesh::Batch, start: Instant) -> V
         .items
         .iter()
         .filter_map(|item| {
-            let left = Duration::try_from(item.time_left?).unwrap_or_default();
+            let left = deadline::left(item.time_left)?;
             Some((start + left, item.request_id))
         })
         .collect()
