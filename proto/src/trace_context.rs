@@ -17,10 +17,7 @@ pub fn extract(metadata: &MetadataMap) -> Context {
 
 /// Makes `span` a child of the caller's span, when the caller sent one.
 pub fn set_parent_from(span: &tracing::Span, metadata: &MetadataMap) {
-    let parent = extract(metadata);
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
-    }
+    set_parent(span, extract(metadata));
 }
 
 /// The span's context as a map, to travel inside a message.
@@ -41,7 +38,11 @@ pub fn from_map(map: &HashMap<String, String>) -> Context {
 /// Makes `span` a child of the span whose context a message carried, when
 /// it carried one.
 pub fn set_parent_from_map(span: &tracing::Span, map: &HashMap<String, String>) {
-    let parent = from_map(map);
+    set_parent(span, from_map(map));
+}
+
+/// Makes `parent` the parent of `span`, when it is a span's context.
+fn set_parent(span: &tracing::Span, parent: Context) {
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }

@@ -22,7 +22,6 @@ use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 type Outbound = mpsc::Sender<Result<GenerateResponse, Status>>;
 
@@ -255,8 +254,7 @@ fn request_spans(batch: &horoscoper_proto::mesh::Batch, worker_id: &str) -> Hash
                 batch_size = batch.items.len(),
                 worker = worker_id,
             );
-            let parent = horoscoper_proto::trace_context::from_map(&item.trace_context);
-            let _ = span.set_parent(parent);
+            horoscoper_proto::trace_context::set_parent_from_map(&span, &item.trace_context);
             span.record("trace_id", horoscoper_proto::trace_context::trace_id(&span));
             (item.request_id, span)
         })
