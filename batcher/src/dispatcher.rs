@@ -94,12 +94,13 @@ impl Dispatcher {
         Dispatcher { commands }
     }
 
-    /// Queues a request; false when the dispatcher has stopped.
-    #[must_use]
-    pub fn enqueue(&self, entry: Entry<Pending>) -> bool {
-        self.commands
-            .send(Command::Enqueue(Box::new(entry)))
-            .is_ok()
+    /// Queues a request; gives it back when the dispatcher has stopped.
+    pub fn enqueue(&self, entry: Entry<Pending>) -> Result<(), Box<Entry<Pending>>> {
+        match self.commands.send(Command::Enqueue(Box::new(entry))) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(Command::Enqueue(entry))) => Err(entry),
+            Err(_) => unreachable!("the command sent was Enqueue"),
+        }
     }
 
     /// The request's client has left: take it off the queue, or stop it at
@@ -403,7 +404,10 @@ mod tests {
                     deadline: None,
                 },
             };
-            assert!(self.dispatcher.enqueue(entry), "the dispatcher runs");
+            assert!(
+                self.dispatcher.enqueue(entry).is_ok(),
+                "the dispatcher runs"
+            );
             (id, tokens)
         }
 

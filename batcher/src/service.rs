@@ -5,7 +5,7 @@ use crate::{
     Batching, Error,
     dispatcher::Dispatcher,
     queue::Entry,
-    request::{ClientDeadline, Limit, Pending, Reply, Tagged},
+    request::{ClientDeadline, Limit, Pending, Reply},
     session::Session,
 };
 use horoscoper_proto::{
@@ -67,26 +67,25 @@ impl Batcher {
         &self.dispatcher
     }
 
-    /// Queues a request of a session, whose tokens go to `session` tagged
-    /// with its id there; refuses it while draining or full.
-    pub fn admit(
-        &self,
-        submit: SubmitRequest,
-        session: &mpsc::UnboundedSender<Tagged>,
-    ) -> Result<Admitted, Error> {
+    /// Queues a request of a session, whose tokens go to `reply`; refuses
+    /// it while draining, full or shutting down, saying why on `reply`.
+    pub fn admit(&self, submit: SubmitRequest, mut reply: Reply) -> Option<Admitted> {
         if self.drain.is_draining() {
-            return Err(Error::Draining);
+            reply.send(Err(Error::Draining.into()));
+            return None;
         }
         // Fail fast when full: the permit lives as long as the request.
         let Ok(permit) = self.admission.clone().try_acquire_owned() else {
-            return Err(Error::Overloaded {
+            reply.send(Err(Error::Overloaded {
                 limit: self.max_requests,
-            });
+            }
+            .into()));
+            return None;
         };
         let SubmitRequest {
             prefix,
             request_id,
-            id: session_id,
+            id: _,
             trace_context,
             time_left,
         } = submit;
@@ -114,7 +113,7 @@ impl Batcher {
             item: Pending {
                 prefix,
                 limit,
-                reply: Reply::new(session_id, session.clone()),
+                reply,
                 log_id: request_id,
                 span: span.clone(),
                 queued,
@@ -123,10 +122,11 @@ impl Batcher {
                 deadline: client_deadline.map(|limit| ClientDeadline::starting(now, limit)),
             },
         };
-        if !self.dispatcher.enqueue(entry) {
-            return Err(Error::ShuttingDown);
+        if let Err(mut entry) = self.dispatcher.enqueue(entry) {
+            entry.item.reply.send(Err(Error::ShuttingDown.into()));
+            return None;
         }
-        Ok(Admitted {
+        Some(Admitted {
             id,
             span,
             _permit: permit,

@@ -5,7 +5,7 @@
 //! closed its side or the batcher is draining.
 
 use crate::{
-    request::Tagged,
+    request::{Reply, Tagged},
     service::{Admitted, Batcher},
 };
 use horoscoper_proto::{
@@ -113,18 +113,9 @@ impl Session {
                         "request {id} is already open in this session"
                     )));
                 }
-                match self.batcher.admit(submit, &self.reply_to) {
-                    Ok(admitted) => {
-                        self.open.insert(id, Some(admitted));
-                    }
-                    Err(error) => {
-                        self.open.insert(id, None);
-                        let _ = self.reply_to.send(Tagged {
-                            id,
-                            message: Err(error.into()),
-                        });
-                    }
-                }
+                let reply = Reply::new(id, self.reply_to.clone());
+                let admitted = self.batcher.admit(submit, reply);
+                self.open.insert(id, admitted);
             }
             Some(Command::Leave(Leave { id })) => {
                 if let Some(Some(admitted)) = self.open.remove(&id) {
