@@ -2,7 +2,8 @@
 //!
 //! The worker says Ready, then runs each batch that comes down: it sleeps until
 //! each step's absolute deadline, sends one Step holding a token per live
-//! request, applies cancellations as they arrive (a batch whose requests all
+//! request (the tokens of every step already due, when it falls behind or
+//! the delays are zero), applies cancellations as they arrive (a batch whose requests all
 //! left ends at once), and closes the batch with BatchDone. A worker runs one
 //! batch at a time, however many streams are open. On shutdown it finishes
 //! the batch under way, then ends its streams.
@@ -155,7 +156,8 @@ impl Inner {
         let batch_id = running.batch_id;
         let start = Instant::now();
         tracing::debug!(batch_id, steps = offsets.len(), "batch started");
-        for offset in offsets {
+        let mut offsets = offsets.into_iter().peekable();
+        while let Some(offset) = offsets.next() {
             let due = due(start + offset);
             tokio::pin!(due);
             loop {
@@ -200,7 +202,17 @@ impl Inner {
                 tracing::debug!(batch_id, "every request stopped; batch ended early");
                 return self.finish(batch_id, outbound).await;
             }
-            let tokens = running.step();
+            let mut tokens = running.step();
+            // The steps already due go in the same message: at zero delay a
+            // batch's whole text is due at once, and goes out in one Step
+            // rather than a message (and a wake-up at every hop) per word.
+            let now = Instant::now();
+            while !running.is_done()
+                && tokens.len() < COALESCED_TOKENS
+                && offsets.next_if(|next| start + *next <= now).is_some()
+            {
+                tokens.extend(running.step());
+            }
             self.metrics.tokens.inc_by(tokens.len() as u64);
             for token in tokens.iter().filter(|token| token.last) {
                 if let Some(span) = spans.remove(&token.request_id) {
@@ -224,6 +236,11 @@ impl Inner {
         Ok(if done { Ended::Batch } else { Ended::Stream })
     }
 }
+
+/// Tokens one Step gathers from steps already due, at most: with a word
+/// under 64 bytes, a message well under the limit of a step
+/// ([`MAX_STEP_BYTES`](horoscoper_proto::net::MAX_STEP_BYTES)).
+const COALESCED_TOKENS: usize = 8192;
 
 /// When each request's client deadline passes, for those that have one.
 fn request_deadlines(batch: &horoscoper_proto::mesh::Batch, start: Instant) -> Vec<(Instant, u64)> {
