@@ -18,10 +18,12 @@
 //! - [`trace_context`]: W3C trace context into and out of metadata and messages.
 //! - [`metrics`]: serving a Prometheus registry at `/metrics`.
 //! - [`process`]: what every service binary does around its `run`.
+//! - `allocator`: jemalloc, one arena, for every binary that links this crate.
 //!
 //! Code is generated at build time by tonic-prost-build from a descriptor set
 //! that protox compiles, so no `protoc` is needed.
 
+mod allocator;
 pub mod codec;
 pub mod deadline;
 pub mod interrupt;
