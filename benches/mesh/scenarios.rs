@@ -4,7 +4,7 @@ use crate::{
     ghz,
     load::Load,
     machine, plot,
-    services::{Mesh, MeshSetup, reference},
+    services::{Memory, Mesh, MeshSetup, reference},
     stats::{Latencies, fmt_count, fmt_ms},
 };
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
@@ -383,43 +383,47 @@ impl Bench {
             max_delay_ms: 3000,
         };
         let mesh = Mesh::start(&setup, &self.logs("4-many")).await;
-        let idle: Vec<u64> = mesh.services.iter().map(|s| s.rss()).collect();
-        let mut peak = (0u64, 0usize, Vec::new());
+        let idle: Vec<Memory> = mesh.services.iter().map(|s| s.memory()).collect();
+        let mut peak = (Memory::default(), 0usize, Vec::new());
         let mut load = self.load(format!("mesh, {clients} clients"), clients, 10.0, 20.0);
         load.per_connection = 100;
         let outcome = load
             .run(mesh.addr, &mut |open| {
-                let each: Vec<u64> = mesh.services.iter().map(|s| s.rss()).collect();
-                let total = each.iter().sum();
-                if total > peak.0 {
+                let each: Vec<Memory> = mesh.services.iter().map(|s| s.memory()).collect();
+                let total: Memory = each.iter().copied().sum();
+                if total.pss > peak.0.pss {
                     peak = (total, open, each);
                 }
             })
             .await;
         self.failed += outcome.error_count();
-        let (peak_rss, open_then, each) = peak;
-        let idle_rss: u64 = idle.iter().sum();
-        let per_stream = peak_rss as f64 / clients as f64;
-        let added = (peak_rss - idle_rss.min(peak_rss)) as f64 / clients as f64;
+        let (peak_memory, open_then, each) = peak;
+        let idle_memory: Memory = idle.iter().copied().sum();
+        let per_stream = |bytes: u64| bytes as f64 / clients as f64 / 1e3;
+        let added = peak_memory.pss - idle_memory.pss.min(peak_memory.pss);
         self.target(
             format!("4. {} streams, default delays", fmt_count(clients as f64)),
             format!(
                 "{} errors, {:.1} KB per stream ({:.1} KB above idle)",
                 outcome.error_count(),
-                per_stream / 1e3,
-                added / 1e3
+                per_stream(peak_memory.pss),
+                per_stream(added)
             ),
             "no errors, ≤ 20 KB per stream",
-            outcome.error_count() == 0 && per_stream <= 20e3 && outcome.peak_open >= clients,
+            outcome.error_count() == 0
+                && per_stream(peak_memory.pss) <= 20.0
+                && outcome.peak_open >= clients,
         );
         let mut services = String::new();
         for ((service, idle), peak) in mesh.services.iter().zip(&idle).zip(&each) {
             let _ = writeln!(
                 services,
-                "| {} | {:.1} MB | {:.1} MB |",
+                "| {} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB |",
                 service.name,
-                *idle as f64 / 1e6,
-                *peak as f64 / 1e6
+                idle.pss as f64 / 1e6,
+                peak.pss as f64 / 1e6,
+                idle.rss as f64 / 1e6,
+                peak.rss as f64 / 1e6
             );
         }
         let whole = Latencies::new(outcome.whole.clone());
@@ -429,9 +433,14 @@ impl Bench {
             "\n## 4. Many streams\n\nMesh: {}. {clients} closed-loop clients, 100 per HTTP/2 \
              connection. Most open at once: {}; {} completed in the {:.0} s window \
              ({:.0} requests/s, {} tokens/s); errors: {:?}. First token p50 / p99 / max: {}; \
-             whole response: {}.\n\nResident memory (VmRSS), idle and at the peak ({open_then} \
+             whole response: {}.\n\nMemory of the six processes together (the sum of their \
+             proportional set sizes, PSS: a page several of them share, such as the code of the \
+             binary the four workers run, counted once), idle and at the peak ({open_then} \
              streams open then): {:.1} MB → {:.1} MB, **{:.1} KB per stream** in all \
-             ({:.1} KB above idle).\n\n| service | idle | at the peak |\n|---|---|---|\n{services}",
+             ({:.1} KB above idle). Summing resident set sizes instead (VmRSS, every shared \
+             page counted in each process): {:.1} MB → {:.1} MB, {:.1} KB per stream.\n\n\
+             | service | PSS idle | PSS at the peak | RSS idle | RSS at the peak |\n\
+             |---|---|---|---|---|\n{services}",
             setup.describe(),
             outcome.peak_open,
             outcome.completed,
@@ -441,10 +450,13 @@ impl Bench {
             outcome.errors,
             ttft.cell(),
             whole.cell(),
-            idle_rss as f64 / 1e6,
-            peak_rss as f64 / 1e6,
-            per_stream / 1e3,
-            added / 1e3,
+            idle_memory.pss as f64 / 1e6,
+            peak_memory.pss as f64 / 1e6,
+            per_stream(peak_memory.pss),
+            per_stream(added),
+            idle_memory.rss as f64 / 1e6,
+            peak_memory.rss as f64 / 1e6,
+            per_stream(peak_memory.rss),
         );
         self.latency_plot(
             "latency-many.svg",

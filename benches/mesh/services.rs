@@ -95,15 +95,51 @@ impl Service {
         panic!("{name} could not listen; see its log in {}", logs.display());
     }
 
-    /// Resident memory now, in bytes (`VmRSS` of /proc/PID/status).
-    pub fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+    /// The memory it uses now, from /proc/PID/smaps_rollup.
+    pub fn memory(&self) -> Memory {
+        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.child.id()))
             .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        let field = |name: &str| {
+            rollup
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        Memory {
+            pss: field("Pss:"),
+            rss: field("Rss:"),
+        }
+    }
+}
+
+/// A process's memory, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Proportional set size: its resident pages, each page it shares with
+    /// other processes (the code of a binary that several workers run)
+    /// divided among them. Summed over processes, it is the memory they use
+    /// together.
+    pub pss: u64,
+    /// Resident set size: its resident pages, shared ones counted whole
+    /// in every process that maps them.
+    pub rss: u64,
+}
+
+impl std::ops::Add for Memory {
+    type Output = Memory;
+
+    fn add(self, other: Memory) -> Memory {
+        Memory {
+            pss: self.pss + other.pss,
+            rss: self.rss + other.rss,
+        }
+    }
+}
+
+impl std::iter::Sum for Memory {
+    fn sum<I: Iterator<Item = Memory>>(iter: I) -> Memory {
+        iter.fold(Memory::default(), |a, b| a + b)
     }
 }
 
