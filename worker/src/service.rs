@@ -2,16 +2,16 @@
 //!
 //! The worker says Ready, then runs each batch that comes down: it sleeps until
 //! each step's absolute deadline, sends one Step holding a token per live
-//! request (the tokens of every step already due, when it falls behind or
-//! the delays are zero), applies cancellations as they arrive (a batch whose requests all
-//! left ends at once), and closes the batch with BatchDone. A worker runs one
-//! batch at a time, however many streams are open. On shutdown it finishes
-//! the batch under way, then ends its streams.
+//! request (and those of the steps after it that are already due: at zero
+//! delay, the whole text), applies cancellations as they arrive (a batch whose
+//! requests all left ends at once), and closes the batch with BatchDone. A
+//! worker runs one batch at a time, however many streams are open. On
+//! shutdown it finishes the batch under way, then ends its streams.
 
 use crate::{Error, Generation, Metrics, batch::Running};
 use horoscoper_proto::mesh::{
-    BatchDone, GenerateRequest, GenerateResponse, Ready, Step, generate_request::Command,
-    generate_response::Event, worker_service_server::WorkerService,
+    BatchDone, GenerateRequest, GenerateResponse, Ready, Step, StepToken,
+    generate_request::Command, generate_response::Event, worker_service_server::WorkerService,
 };
 use horoscoper_proto::{deadline, shutdown::Drain};
 use rand::{SeedableRng, rngs::StdRng};
@@ -207,11 +207,14 @@ impl Inner {
             // batch's whole text is due at once, and goes out in one Step
             // rather than a message (and a wake-up at every hop) per word.
             let now = Instant::now();
+            let mut bytes = wire_bytes(&tokens);
             while !running.is_done()
-                && tokens.len() < COALESCED_TOKENS
+                && bytes < GATHERED_BYTES
                 && offsets.next_if(|next| start + *next <= now).is_some()
             {
-                tokens.extend(running.step());
+                let more = running.step();
+                bytes += wire_bytes(&more);
+                tokens.extend(more);
             }
             self.metrics.tokens.inc_by(tokens.len() as u64);
             for token in tokens.iter().filter(|token| token.last) {
@@ -237,10 +240,17 @@ impl Inner {
     }
 }
 
-/// Tokens one Step gathers from steps already due, at most: with a word
-/// under 64 bytes, a message well under the limit of a step
-/// ([`MAX_STEP_BYTES`](horoscoper_proto::net::MAX_STEP_BYTES)).
-const COALESCED_TOKENS: usize = 8192;
+/// Past this size a Step gathers no further steps already due: well under
+/// the limit of a message from a worker
+/// ([`MAX_STEP_BYTES`](horoscoper_proto::net::MAX_STEP_BYTES)), whatever
+/// the corpus's words.
+const GATHERED_BYTES: usize = 256 * 1024;
+
+/// Roughly what `tokens` take in a Step: each word, its request's id, the
+/// flag and the framing.
+fn wire_bytes(tokens: &[StepToken]) -> usize {
+    tokens.iter().map(|token| token.text.len() + 16).sum()
+}
 
 /// When each request's client deadline passes, for those that have one.
 fn request_deadlines(batch: &horoscoper_proto::mesh::Batch, start: Instant) -> Vec<(Instant, u64)> {
