@@ -6,6 +6,7 @@
 //! counted as they arrive, so rates are those of the window; a request's
 //! latencies are kept when it both started and ended inside the window.
 
+use crate::services::cpu_time;
 use horoscoper_proto::v1::{InferRequest, horoscoper_client::HoroscoperClient};
 use std::{
     collections::BTreeMap,
@@ -30,6 +31,9 @@ pub struct Load {
     pub per_connection: usize,
     pub warmup: Duration,
     pub measure: Duration,
+    /// Processes whose CPU time over the window is measured, besides the
+    /// load generator's own.
+    pub cpu_of: Vec<u32>,
 }
 
 /// What a run measured.
@@ -54,6 +58,9 @@ pub struct Outcome {
     pub whole: Vec<Duration>,
     /// Most requests open at once.
     pub peak_open: usize,
+    /// CPU time used in the window: the load generator's, then that of each
+    /// process of `Load::cpu_of`.
+    pub cpu: Vec<Duration>,
 }
 
 impl Outcome {
@@ -67,6 +74,15 @@ impl Outcome {
 
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
+    }
+
+    /// CPU time per request completed in the window, in microseconds: the
+    /// load generator's, then each watched process's.
+    pub fn cpu_per_request(&self) -> Vec<f64> {
+        self.cpu
+            .iter()
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / self.completed.max(1) as f64)
+            .collect()
     }
 }
 
@@ -130,14 +146,14 @@ impl Load {
             peak_open = peak_open.max(open);
             probe(open);
             if at_start.is_none() && now >= window.start {
-                at_start = Some(snapshot(&shared, now));
+                at_start = Some(snapshot(&shared, now, &self.cpu_of));
             }
             if now.duration_since(last_print) >= Duration::from_secs(2) {
                 last_print = now;
                 self.progress(&shared, now.duration_since(started), open);
             }
             if now >= window.end {
-                break snapshot(&shared, now);
+                break snapshot(&shared, now, &self.cpu_of);
             }
         };
         shared.stop.store(true, Relaxed);
@@ -165,6 +181,12 @@ impl Load {
             ttft,
             whole,
             peak_open,
+            cpu: end
+                .cpu
+                .iter()
+                .zip(&start.cpu)
+                .map(|(end, start)| end.saturating_sub(*start))
+                .collect(),
         }
     }
 
@@ -186,13 +208,19 @@ struct Snapshot {
     at: Instant,
     tokens: u64,
     completed: u64,
+    /// CPU time so far: this process's, then each of `cpu_of`.
+    cpu: Vec<Duration>,
 }
 
-fn snapshot(shared: &Shared, at: Instant) -> Snapshot {
+fn snapshot(shared: &Shared, at: Instant, cpu_of: &[u32]) -> Snapshot {
     Snapshot {
         at,
         tokens: shared.tokens.load(Relaxed),
         completed: shared.completed.load(Relaxed),
+        cpu: std::iter::once(std::process::id())
+            .chain(cpu_of.iter().copied())
+            .map(cpu_time)
+            .collect(),
     }
 }
 

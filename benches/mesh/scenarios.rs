@@ -4,7 +4,7 @@ use crate::{
     ghz,
     load::Load,
     machine, plot,
-    services::{Memory, Mesh, MeshSetup, reference},
+    services::{Memory, Mesh, MeshSetup, Service, reference},
     stats::{Latencies, fmt_count, fmt_ms},
 };
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
@@ -112,6 +112,7 @@ impl Bench {
             per_connection: PER_CONNECTION,
             warmup: Duration::from_secs_f64(warmup * scale),
             measure: Duration::from_secs_f64(measure * scale),
+            cpu_of: Vec::new(),
         }
     }
 
@@ -159,24 +160,34 @@ impl Bench {
     async fn efficiency(&mut self) {
         eprintln!("1. mesh efficiency at zero delay");
         let logs = self.logs("1-efficiency");
-        let (reference_addr, _reference) = reference(&logs).await;
+        let (reference_addr, reference_server) = reference(&logs).await;
         let setup = MeshSetup::zero_delay(2, THROUGHPUT_BATCH);
         let mesh = Mesh::start(&setup, &logs).await;
         let mut rows = String::new();
         let (mut single, mut through) = (Vec::new(), Vec::new());
         for clients in [1, 4, 16, 64, 256] {
-            let load = self.load(format!("reference, {clients} clients"), clients, 1.0, 4.0);
+            let mut load = self.load(format!("reference, {clients} clients"), clients, 1.0, 4.0);
+            load.cpu_of = vec![reference_server.pid()];
             let alone = load.run(reference_addr, &mut |_| {}).await;
             self.failed += alone.error_count();
-            let load = self.load(format!("mesh, {clients} clients"), clients, 1.0, 4.0);
+            let mut load = self.load(format!("mesh, {clients} clients"), clients, 1.0, 4.0);
+            load.cpu_of = mesh.services.iter().map(Service::pid).collect();
             let meshed = load.run(mesh.addr, &mut |_| {}).await;
             self.failed += meshed.error_count();
             let ratio = meshed.tokens_per_second() / alone.tokens_per_second();
+            let (cpu_alone, cpu_meshed) = (alone.cpu_per_request(), meshed.cpu_per_request());
+            let (sum_alone, sum_meshed) = (
+                cpu_alone.iter().sum::<f64>(),
+                cpu_meshed.iter().sum::<f64>(),
+            );
             let _ = writeln!(
                 rows,
-                "| {clients} | {} | {} | {ratio:.2} | {} | {} | {} |",
+                "| {clients} | {} | {} | {ratio:.2} | {sum_alone:.0} ({}) | {sum_meshed:.0} ({}) | {:.2} | {} | {} | {} |",
                 fmt_count(alone.tokens_per_second()),
                 fmt_count(meshed.tokens_per_second()),
+                cpu_cells(&cpu_alone),
+                cpu_cells(&cpu_meshed),
+                sum_alone / sum_meshed,
                 Latencies::new(alone.whole.clone()).cell(),
                 Latencies::new(meshed.whole.clone()).cell(),
                 alone.error_count() + meshed.error_count(),
@@ -200,9 +211,14 @@ impl Bench {
             self.report,
             "\n## 1. Mesh efficiency at zero delay\n\nMesh: {}. Reference: one tonic \
              server streaming the same tokens. {PER_CONNECTION} clients per HTTP/2 \
-             connection. Whole-response latency p50 / p99 / max.\n\n\
-             | clients | reference tokens/s | mesh tokens/s | mesh ÷ reference | reference latency | mesh latency | errors |\n\
-             |---|---|---|---|---|---|---|\n{rows}\nPeak against peak: **{ratio:.2}**.\n",
+             connection. CPU per request: the CPU time (user and kernel, all threads) each \
+             process used in the window ÷ the requests completed in it, in µs, load generator \
+             included; in parentheses the load generator, then the reference server, or the \
+             gateway, the batcher and each worker. By CPU: reference CPU per request ÷ the \
+             mesh's, a ratio that other load on the machine moves less than throughput. \
+             Whole-response latency p50 / p99 / max.\n\n\
+             | clients | reference tokens/s | mesh tokens/s | mesh ÷ reference | reference CPU µs per request | mesh CPU µs per request | by CPU | reference latency | mesh latency | errors |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n{rows}\nPeak against peak: **{ratio:.2}**.\n",
             setup.describe()
         );
         let duration = if self.quick { "3s" } else { "10s" };
@@ -510,4 +526,12 @@ impl Bench {
             )
         });
     }
+}
+
+/// CPU µs per request of each process, for a table cell: `12 + 34 + 5`.
+fn cpu_cells(each: &[f64]) -> String {
+    each.iter()
+        .map(|us| format!("{us:.0}"))
+        .collect::<Vec<_>>()
+        .join(" + ")
 }

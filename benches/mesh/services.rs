@@ -95,6 +95,10 @@ impl Service {
         panic!("{name} could not listen; see its log in {}", logs.display());
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The memory it uses now, from /proc/PID/smaps_rollup.
     pub fn memory(&self) -> Memory {
         let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.child.id()))
@@ -111,6 +115,27 @@ impl Service {
             rss: field("Rss:"),
         }
     }
+}
+
+/// The CPU time process `pid` has used so far, all its threads, user and
+/// kernel (`utime` + `stime` of /proc/PID/stat, in the kernel's fixed
+/// 100 ticks a second); zero once it has gone.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: state is field 3, utime 14 and stime 15.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, fields)| {
+            fields
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|field| field.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 /// A process's memory, in bytes.
