@@ -207,13 +207,13 @@ impl Inner {
             // batch's whole text is due at once, and goes out in one Step
             // rather than a message (and a wake-up at every hop) per word.
             let now = Instant::now();
-            let mut bytes = wire_bytes(&tokens);
+            let mut bytes = step_tokens_len(&tokens);
             while !running.is_done()
                 && bytes < GATHERED_BYTES
                 && offsets.next_if(|next| start + *next <= now).is_some()
             {
                 let more = running.step();
-                bytes += wire_bytes(&more);
+                bytes += step_tokens_len(&more);
                 tokens.extend(more);
             }
             self.metrics.tokens.inc_by(tokens.len() as u64);
@@ -246,10 +246,9 @@ impl Inner {
 /// the corpus's words.
 const GATHERED_BYTES: usize = 256 * 1024;
 
-/// Roughly what `tokens` take in a Step: each word, its request's id, the
-/// flag and the framing.
-fn wire_bytes(tokens: &[StepToken]) -> usize {
-    tokens.iter().map(|token| token.text.len() + 16).sum()
+/// What `tokens` take encoded in a Step's `tokens` field (tag 2).
+fn step_tokens_len(tokens: &[StepToken]) -> usize {
+    prost::encoding::message::encoded_len_repeated(2, tokens)
 }
 
 /// When each request's client deadline passes, for those that have one.
