@@ -151,20 +151,12 @@ pub struct Memory {
     pub rss: u64,
 }
 
-impl std::ops::Add for Memory {
-    type Output = Memory;
-
-    fn add(self, other: Memory) -> Memory {
-        Memory {
-            pss: self.pss + other.pss,
-            rss: self.rss + other.rss,
-        }
-    }
-}
-
 impl std::iter::Sum for Memory {
     fn sum<I: Iterator<Item = Memory>>(iter: I) -> Memory {
-        iter.fold(Memory::default(), |a, b| a + b)
+        iter.fold(Memory::default(), |total, each| Memory {
+            pss: total.pss + each.pss,
+            rss: total.rss + each.rss,
+        })
     }
 }
 
