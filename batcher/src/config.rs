@@ -3,6 +3,7 @@
 
 use crate::{Error, Metrics, discovery::Resolver, queue::Policy};
 use horoscoper_proto::{
+    process::RuntimeArgs,
     shutdown::DrainArgs,
     telemetry::LogArgs,
     tls::{MeshTls, MeshTlsArgs},
@@ -49,6 +50,8 @@ pub struct Args {
     pub drain: DrainArgs,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// How the batcher batches: shared by the `batcher` binary and the

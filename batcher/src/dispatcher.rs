@@ -16,7 +16,7 @@ use crate::{
     queue::{Entry, Policy, Queue, Reason},
     request::Pending,
 };
-use opentelemetry::trace::TraceContextExt as _;
+use horoscoper_proto::trace_context;
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
@@ -24,7 +24,6 @@ use std::{
 };
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// A worker connection that is ready for a batch.
 #[derive(Debug)]
@@ -301,8 +300,7 @@ impl Task {
                 worker = %slot.worker_id,
             );
             for entry in &mut requests {
-                let request = entry.item.span.context().span().span_context().clone();
-                span.add_link(request);
+                trace_context::link(&span, &entry.item.span);
                 self.metrics
                     .queue_wait
                     .observe((now - entry.enqueued).as_secs_f64());

@@ -16,6 +16,7 @@
 //! - [`tls`]: TLS on the public port and mutual TLS between the services.
 //! - [`telemetry`]: logs and OpenTelemetry traces, set up once per process.
 //! - [`trace_context`]: W3C trace context into and out of metadata and messages.
+//! - [`span_ids`]: trace and span ids for the spans nothing exports.
 //! - [`metrics`]: serving a Prometheus registry at `/metrics`.
 //! - [`process`]: what every service binary does around its `run`.
 //! - `allocator`: jemalloc, one arena, for every binary that links this crate.
@@ -33,6 +34,7 @@ pub mod process;
 pub mod reply;
 pub mod serving;
 pub mod shutdown;
+pub mod span_ids;
 pub mod telemetry;
 pub mod tls;
 pub mod trace_context;

@@ -4,13 +4,16 @@
 //!   readable text or JSON lines (`--log-format`), written by a thread of
 //!   their own. A log line inside a request carries the request's span
 //!   fields, its request id and trace id among them.
-//! - Traces: every span of the services goes to OpenTelemetry with W3C trace
-//!   context, so trace ids exist and cross every hop even when nothing is
-//!   exported. With `OTEL_EXPORTER_OTLP_ENDPOINT` set (and the other standard
-//!   `OTEL_*` variables), spans are exported over OTLP/gRPC, one service name
-//!   per service: in the one-process mesh each span goes to the service whose
-//!   crate made it. An unreachable collector is logged once, not per span.
+//! - Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT` set (and the other standard
+//!   `OTEL_*` variables), every span of the services goes to OpenTelemetry
+//!   and is exported over OTLP/gRPC, one service name per service: in the
+//!   one-process mesh each span goes to the service whose crate made it. An
+//!   unreachable collector is logged once, not per span. Without it, spans
+//!   get W3C trace and span ids only ([`span_ids`](crate::span_ids)): trace
+//!   ids still reach the logs and cross every hop, at no cost of spans that
+//!   nobody exports.
 
+use crate::span_ids::SpanIds;
 use opentelemetry::{
     Context,
     trace::{SpanBuilder, Tracer, TracerProvider as _},
@@ -120,8 +123,8 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
             .collect(),
     };
 
-    // Only the services' own spans become OpenTelemetry spans: not those of
-    // tonic, hyper or h2, nor the exporter's.
+    // Only the services' own spans become OpenTelemetry spans (or get ids):
+    // not those of tonic, hyper or h2, nor the exporter's.
     let traced = services.iter().fold(
         Targets::new().with_target("horoscoper_proto", tracing::Level::INFO),
         |targets, service| targets.with_target(service.target, tracing::Level::INFO),
@@ -129,15 +132,16 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
     // A span carries its fields and its service's name (`target`, which
     // routes it), not the layer's optional extras: source location, thread,
     // busy and idle time. Those took some 400 bytes and two clock reads per
-    // span, on every request, exported or not; and the services use a span's
+    // span, on every request; and the services use a span's
     // context explicitly (`trace_context`), never the thread's current one.
+    let exporting = endpoint.is_some();
     let otel = tracing_opentelemetry::layer()
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
         .with_context_activation(false)
         .with_tracer(tracer)
-        .with_filter(traced);
+        .with_filter(traced.clone());
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Lines go to stderr from a thread of their own, through a buffer it
@@ -163,7 +167,8 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
             .boxed(),
     };
     let installed = tracing_subscriber::registry()
-        .with(otel)
+        .with(exporting.then_some(otel))
+        .with((!exporting).then(|| SpanIds::default().with_filter(traced)))
         .with(fmt.with_filter(filter))
         .try_init()
         .is_ok();
