@@ -10,7 +10,7 @@
 //!   every service's metrics.
 
 use horoscoper_batcher::{Batching, BatchingArgs};
-use horoscoper_proto::{shutdown::DrainArgs, telemetry::LogArgs};
+use horoscoper_proto::{process::RuntimeArgs, shutdown::DrainArgs, telemetry::LogArgs};
 use horoscoper_worker::{Generation, GenerationArgs};
 use prometheus_client::registry::Registry;
 use std::{future::Future, net::SocketAddr, sync::Arc};
@@ -43,6 +43,8 @@ pub struct Args {
     pub drain: DrainArgs,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// The mesh's errors.

@@ -5,6 +5,7 @@ use crate::{Error, Metrics};
 use axum::http::HeaderValue;
 use horoscoper_proto::{
     metrics::SharedRegistry,
+    process::RuntimeArgs,
     shutdown::DrainArgs,
     telemetry::LogArgs,
     tls::{MeshTls, MeshTlsArgs, PublicTlsArgs},
@@ -49,6 +50,8 @@ pub struct Args {
     pub drain: DrainArgs,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// Who may call the public port: shared by the `gateway` binary and the

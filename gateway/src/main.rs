@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         name: "gateway",
         services: &[telemetry::GATEWAY],
         log_format: args.log.log_format,
+        runtime: args.runtime.clone(),
         listen: args.listen,
         metrics_listen: Some(args.metrics_listen),
     };

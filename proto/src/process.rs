@@ -7,9 +7,39 @@ use crate::{
     telemetry::{self, LogFormat, Service},
 };
 use prometheus_client::registry::Registry;
-use std::{fmt::Display, future::Future, net::SocketAddr, process::ExitCode, sync::Arc};
+use std::{
+    fmt::Display, future::Future, io, net::SocketAddr, num::NonZeroUsize, process::ExitCode,
+    sync::Arc,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// The flags every binary takes for its runtime.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct RuntimeArgs {
+    /// Threads that serve: one per core by default. With 1, everything runs
+    /// on one thread and no task is handed to another: the cheapest way to
+    /// serve when a container gets one core, or when the services share a
+    /// few cores (`just bench` runs each so).
+    #[arg(long, env = "HOROSCOPER_THREADS")]
+    pub threads: Option<NonZeroUsize>,
+}
+
+impl RuntimeArgs {
+    /// The runtime these flags ask for.
+    pub fn runtime(&self) -> io::Result<tokio::runtime::Runtime> {
+        let mut builder = match self.threads.map(NonZeroUsize::get) {
+            Some(1) => tokio::runtime::Builder::new_current_thread(),
+            Some(threads) => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(threads);
+                builder
+            }
+            None => tokio::runtime::Builder::new_multi_thread(),
+        };
+        builder.enable_all().build()
+    }
+}
 
 /// What a binary is and where it listens.
 pub struct Process {
@@ -19,6 +49,7 @@ pub struct Process {
     /// spans of shared code).
     pub services: &'static [Service],
     pub log_format: LogFormat,
+    pub runtime: RuntimeArgs,
     pub listen: SocketAddr,
     /// Where to serve `/metrics` on a port of its own, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
@@ -57,7 +88,7 @@ impl Started {
     }
 }
 
-/// Runs `serve` on a multi-threaded runtime with logs, traces and listeners
+/// Runs `serve` on the runtime asked for, with logs, traces and listeners
 /// set up; exits non-zero with the error's message when it fails.
 pub fn main<F, Fut, E>(process: Process, serve: F) -> ExitCode
 where
@@ -65,7 +96,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match process.runtime.runtime() {
         Ok(runtime) => runtime,
         Err(error) => return fail(process.name, format!("cannot start the runtime: {error}")),
     };

@@ -3,6 +3,7 @@
 
 use crate::{Error, Metrics, corpus::Corpus, schedule::DelayRange};
 use horoscoper_proto::{
+    process::RuntimeArgs,
     shutdown::DrainArgs,
     telemetry::LogArgs,
     tls::{MeshTls, MeshTlsArgs},
@@ -39,6 +40,8 @@ pub struct Args {
     pub drain: DrainArgs,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// How a worker generates: shared by the `worker` binary and the one-process
