@@ -71,10 +71,9 @@ where
 /// The span's ids, when [`SpanIds`] gave it some.
 pub fn get(span: &tracing::Span) -> Option<SpanContext> {
     span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        let data = registry.span(id)?;
-        let ids = data.extensions().get::<Ids>().map(|ids| ids.0.clone());
-        ids
+        let data = dispatch.downcast_ref::<Registry>()?.span(id)?;
+        let extensions = data.extensions();
+        extensions.get::<Ids>().map(|ids| ids.0.clone())
     })
     .flatten()
 }
