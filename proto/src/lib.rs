@@ -15,6 +15,7 @@
 //!   starts (NOT_SERVING, refuse, finish, cut after a grace period).
 //! - [`tls`]: TLS on the public port and mutual TLS between the services.
 //! - [`telemetry`]: logs and OpenTelemetry traces, set up once per process.
+//! - [`log_writer`]: log lines to stderr in batches, from a thread of their own.
 //! - [`trace_context`]: W3C trace context into and out of metadata and messages.
 //! - [`span_ids`]: trace and span ids for the spans nothing exports.
 //! - [`metrics`]: serving a Prometheus registry at `/metrics`.
@@ -28,6 +29,7 @@ mod allocator;
 pub mod codec;
 pub mod deadline;
 pub mod interrupt;
+pub mod log_writer;
 pub mod metrics;
 pub mod net;
 pub mod process;

@@ -13,7 +13,10 @@
 //!   ids still reach the logs and cross every hop, at no cost of spans that
 //!   nobody exports.
 
-use crate::span_ids::SpanIds;
+use crate::{
+    log_writer::{self, LogWriter},
+    span_ids::SpanIds,
+};
 use opentelemetry::{
     Context,
     trace::{SpanBuilder, Tracer, TracerProvider as _},
@@ -77,12 +80,6 @@ pub const WORKER: Service = Service {
     target: "horoscoper_worker",
 };
 
-/// How much log output is gathered before a write to stderr.
-const LOG_BUFFER_BYTES: usize = 64 * 1024;
-/// Log lines that may wait for the writing thread. Its channel takes its
-/// slots up front: the default, 128,000, was 4 MB in every process.
-const LOG_LINES_WAITING: usize = 4096;
-
 /// Flushes and stops trace export when dropped, then the log lines still
 /// waiting.
 #[must_use = "dropping the guard stops trace export and logging"]
@@ -90,7 +87,7 @@ pub struct Telemetry {
     providers: Vec<SdkTracerProvider>,
     /// Dropped after the providers (fields drop in order), so that what they
     /// log on shutdown is written too.
-    _log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+    _log_writer: Option<log_writer::Guard>,
 }
 
 impl Drop for Telemetry {
@@ -144,19 +141,14 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
         .with_filter(traced.clone());
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Lines go to stderr from a thread of their own, through a buffer it
-    // flushes whenever no line is waiting: a request's access-log line costs
-    // the serving thread a format and a channel send, not a write(2) of its
-    // own (at zero delay that write was an eighth of the mesh's throughput).
-    // Never lossy: a full channel holds the logging thread back instead.
-    let (writer, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_LINES_WAITING)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::with_capacity(
-            LOG_BUFFER_BYTES,
-            std::io::stderr(),
-        ));
+    // Lines go to stderr from a thread of their own, in batches: a request's
+    // access-log line costs the serving thread a format and a copy, not a
+    // write(2) of its own (at zero delay that write was an eighth of the
+    // mesh's throughput). Straight to stderr should no thread be had.
+    let (writer, log_writer) = match log_writer::spawn(std::io::stderr()) {
+        Ok((writer, guard)) => (writer, Some(guard)),
+        Err(_) => (LogWriter::default(), None),
+    };
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt = match log_format {
         LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
@@ -183,7 +175,7 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
     }
     Telemetry {
         providers,
-        _log_writer: Some(log_writer),
+        _log_writer: log_writer,
     }
 }
 
