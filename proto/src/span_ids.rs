@@ -2,10 +2,9 @@
 //!
 //! Without an OTLP endpoint, no span leaves the process, yet logs still
 //! carry a request's trace id and the trace context still crosses every
-//! hop. That needs only ids, not OpenTelemetry spans: building those
-//! (attributes, timestamps, the SDK span) for nobody cost a quarter of the
-//! mesh's CPU at zero delay. [`SpanIds`] gives each span a W3C span context
-//! and nothing more:
+//! hop. That needs only ids, not OpenTelemetry spans, which cost every
+//! request their attributes, timestamps and SDK span, built for nobody.
+//! [`SpanIds`] gives each span a W3C span context and nothing more:
 //!
 //! - a span whose parent has ids takes the parent's trace id and flags;
 //! - a root span starts a trace of its own, sampled, as OpenTelemetry's
