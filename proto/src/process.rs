@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct RuntimeArgs {
     /// Threads that serve: one per core by default. With 1, everything runs
-    /// on one thread and no task is handed to another: the cheapest way to
+    /// on one thread and no task moves between threads: the cheapest way to
     /// serve when a container gets one core, or when the services share a
     /// few cores (`just bench` runs each so).
     #[arg(long, env = "HOROSCOPER_THREADS")]
@@ -153,4 +153,38 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use tokio::runtime::RuntimeFlavor;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    }
+
+    fn flavor(args: &[&str]) -> Result<RuntimeFlavor, clap::Error> {
+        let flags = Flags::try_parse_from([&["binary"], args].concat())?;
+        let runtime = flags.runtime.runtime().unwrap();
+        Ok(runtime.handle().runtime_flavor())
+    }
+
+    #[test]
+    fn one_thread_is_a_current_thread_runtime() {
+        assert_eq!(
+            flavor(&["--threads", "1"]).unwrap(),
+            RuntimeFlavor::CurrentThread
+        );
+        assert_eq!(
+            flavor(&["--threads", "3"]).unwrap(),
+            RuntimeFlavor::MultiThread
+        );
+        assert_eq!(flavor(&[]).unwrap(), RuntimeFlavor::MultiThread);
+        let zero = flavor(&["--threads", "0"]).unwrap_err().to_string();
+        assert!(zero.contains("--threads"), "{zero}");
+    }
 }
