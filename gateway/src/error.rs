@@ -18,6 +18,8 @@ pub enum Error {
     Unauthenticated,
     #[error("the client's deadline of {} ms passed before the last token", .limit.as_millis())]
     DeadlinePassed { limit: std::time::Duration },
+    #[error("the client's deadline of {limit:?} had passed when the request arrived")]
+    DeadlinePassedOnArrival { limit: std::time::Duration },
     #[error(
         "grpc-timeout {value:?} is malformed: expected at most 8 digits and a unit, one of H M S m u n"
     )]
@@ -41,7 +43,9 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
             Error::PrefixTooLong { .. } | Error::MalformedTimeout { .. } => Code::InvalidArgument,
-            Error::DeadlinePassed { .. } => Code::DeadlineExceeded,
+            Error::DeadlinePassed { .. } | Error::DeadlinePassedOnArrival { .. } => {
+                Code::DeadlineExceeded
+            }
             Error::Unauthenticated => Code::Unauthenticated,
             Error::BatcherUnavailable { .. }
             | Error::BatcherLost { .. }

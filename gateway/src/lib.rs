@@ -7,6 +7,7 @@
 //! - [`upstream`]: the session with the batcher that every request travels on.
 //! - [`http`]: the web page and the SSE endpoint.
 //! - [`metrics`]: the gateway's Prometheus metrics and the per-request meter.
+//! - [`expired`]: calls whose deadline passed on arrival, refused at once.
 //! - [`config`]: command-line flags and the validated configuration.
 //! - [`error`]: the crate's error type and its gRPC status.
 //!
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod error;
+pub mod expired;
 pub mod http;
 pub mod metrics;
 pub mod service;
@@ -56,10 +58,11 @@ pub async fn run(
     }
     let batcher = batcher.connect_lazy();
     let drain = Drain::start(shutdown, config.drain_grace);
+    let metrics = config.metrics;
     let gateway = service::Gateway::new(
         batcher,
         config.batcher.to_string(),
-        config.metrics,
+        metrics.clone(),
         drain.clone(),
         config.access.bearer_token.clone(),
     );
@@ -83,6 +86,10 @@ pub async fn run(
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)
     .into_axum_router()
+    .layer(axum::middleware::from_fn_with_state(
+        metrics.clone(),
+        expired::refuse,
+    ))
     .layer(tonic_web::GrpcWebLayer::new())
     .layer(cors(&config.access.cors_origins))
     .merge(pages);
