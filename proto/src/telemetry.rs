@@ -107,38 +107,47 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty());
-    let failed = Arc::new(AtomicBool::new(false));
-    let providers: Vec<SdkTracerProvider> = services
-        .iter()
-        .map(|service| provider(service.name, endpoint.as_deref(), &failed))
-        .collect();
-    let tracer = ServiceTracer {
-        routes: services
-            .iter()
-            .zip(&providers)
-            .map(|(service, provider)| (service.target, provider.tracer("horoscoper")))
-            .collect(),
-    };
-
     // Only the services' own spans become OpenTelemetry spans (or get ids):
     // not those of tonic, hyper or h2, nor the exporter's.
     let traced = services.iter().fold(
         Targets::new().with_target("horoscoper_proto", tracing::Level::INFO),
         |targets, service| targets.with_target(service.target, tracing::Level::INFO),
     );
-    // A span carries its fields and its service's name (`target`, which
-    // routes it), not the layer's optional extras: source location, thread,
-    // busy and idle time. Those took some 400 bytes and two clock reads per
-    // span, on every request; and the services use a span's
-    // context explicitly (`trace_context`), never the thread's current one.
-    let exporting = endpoint.is_some();
-    let otel = tracing_opentelemetry::layer()
-        .with_location(false)
-        .with_threads(false)
-        .with_tracked_inactivity(false)
-        .with_context_activation(false)
-        .with_tracer(tracer)
-        .with_filter(traced.clone());
+    let (otel, providers) = match &endpoint {
+        Some(endpoint) => {
+            let failed = Arc::new(AtomicBool::new(false));
+            let providers: Vec<SdkTracerProvider> = services
+                .iter()
+                .map(|service| provider(service.name, endpoint, &failed))
+                .collect();
+            let tracer = ServiceTracer {
+                routes: services
+                    .iter()
+                    .zip(&providers)
+                    .map(|(service, provider)| (service.target, provider.tracer("horoscoper")))
+                    .collect(),
+            };
+            // A span carries its fields and its service's name (`target`,
+            // which routes it), not the layer's optional extras: source
+            // location, thread, busy and idle time. Those took some 400 bytes
+            // and two clock reads per span, on every request; and the
+            // services use a span's context explicitly (`trace_context`),
+            // never the thread's current one.
+            let otel = tracing_opentelemetry::layer()
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_context_activation(false)
+                .with_tracer(tracer)
+                .with_filter(traced.clone());
+            (Some(otel), providers)
+        }
+        None => (None, Vec::new()),
+    };
+    // Nothing exports: spans get ids only.
+    let ids = otel
+        .is_none()
+        .then(|| SpanIds::default().with_filter(traced));
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Lines go to stderr from a thread of their own, in batches: a request's
@@ -159,8 +168,8 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
             .boxed(),
     };
     let installed = tracing_subscriber::registry()
-        .with(exporting.then_some(otel))
-        .with((!exporting).then(|| SpanIds::default().with_filter(traced)))
+        .with(otel)
+        .with(ids)
         .with(fmt.with_filter(filter))
         .try_init()
         .is_ok();
@@ -179,17 +188,9 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
     }
 }
 
-fn provider(
-    name: &'static str,
-    endpoint: Option<&str>,
-    failed: &Arc<AtomicBool>,
-) -> SdkTracerProvider {
+fn provider(name: &'static str, endpoint: &str, failed: &Arc<AtomicBool>) -> SdkTracerProvider {
     let resource = Resource::builder().with_service_name(name).build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
-    let Some(endpoint) = endpoint else {
-        // Spans still get ids and propagate; nothing leaves the process.
-        return builder.build();
-    };
     match opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .build()
