@@ -206,14 +206,17 @@ impl Inner {
             // The steps already due go in the same message: at zero delay a
             // batch's whole text is due at once, and goes out in one Step
             // rather than a message (and a wake-up at every hop) per word.
+            // Sizes are reckoned only once a further step is due.
             let now = Instant::now();
-            let mut bytes = step_tokens_len(&tokens);
-            while !running.is_done()
-                && bytes < GATHERED_BYTES
-                && offsets.next_if(|next| start + *next <= now).is_some()
-            {
+            let mut bytes = None;
+            while !running.is_done() && offsets.peek().is_some_and(|next| start + *next <= now) {
+                let bytes = bytes.get_or_insert_with(|| step_tokens_len(&tokens));
+                if *bytes >= GATHERED_BYTES {
+                    break;
+                }
+                offsets.next();
                 let more = running.step();
-                bytes += step_tokens_len(&more);
+                *bytes += step_tokens_len(&more);
                 tokens.extend(more);
             }
             self.metrics.tokens.inc_by(tokens.len() as u64);
