@@ -101,7 +101,7 @@ impl Service {
 
     /// The memory it uses now, from /proc/PID/smaps_rollup.
     pub fn memory(&self) -> Memory {
-        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.child.id()))
+        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.pid()))
             .unwrap_or_default();
         let field = |name: &str| {
             rollup
@@ -247,7 +247,7 @@ impl Mesh {
 /// container. A thread per core each (tokio's default) cost the mesh some
 /// 90 µs of CPU per request in scenario 1 at 64 clients, one thread each
 /// some 73, in back-to-back runs; two threads for the gateway or the
-/// batcher alone cost more again.
+/// batcher alone did not help.
 fn common_flags(listen: SocketAddr) -> Vec<String> {
     vec![
         "--listen".to_owned(),
