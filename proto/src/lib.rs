@@ -9,6 +9,7 @@
 //! - [`deadline`]: a client's deadline: the `grpc-timeout` header, and the time left passed on.
 //! - [`interrupt`]: a response stream ended early with a status (deadline, drain).
 //! - [`net`]: both ends of a hop, with the same socket and HTTP/2 settings.
+//! - [`coalesce`]: fewer, larger writes on a connection.
 //! - [`reply`]: a request's reply on a session, encoded and decoded.
 //! - [`serving`]: health and reflection, served beside every API.
 //! - [`shutdown`]: the drain signal (Ctrl-C or SIGTERM) and the drain it
@@ -26,6 +27,7 @@
 //! that protox compiles, so no `protoc` is needed.
 
 mod allocator;
+pub mod coalesce;
 pub mod codec;
 pub mod deadline;
 pub mod interrupt;

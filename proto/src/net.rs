@@ -3,8 +3,10 @@
 //! explicitly: concurrent streams per connection, keepalive, header list
 //! size, reset-stream floods, and every message size.
 
-use std::time::Duration;
-use tokio::net::TcpListener;
+use crate::coalesce::Coalesced;
+use std::{io, time::Duration};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Endpoint, Server, Uri, server::TcpIncoming};
 
 /// Largest request the public API decodes: an `InferRequest` (a prefix of
@@ -64,9 +66,13 @@ pub fn server(max_streams: u32) -> Server {
 /// Accepts on `listener` with TCP_NODELAY, so that a token goes out when it
 /// is written rather than after the peer's delayed ACK (some 40 ms a hop).
 /// Every service serves a listener it is handed (port 0 in tests), so tonic
-/// does not set this itself.
-pub fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// does not set this itself. Each connection's writes are [`Coalesced`].
+pub fn incoming(
+    listener: TcpListener,
+) -> impl Stream<Item = io::Result<Coalesced<TcpStream>>> + Send + 'static {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|accepted| accepted.map(Coalesced::new))
 }
 
 /// The client side of an internal hop (gateway → batcher, batcher →
