@@ -9,7 +9,7 @@ mod common;
 
 use common::{batcher, expected_text, loopback, worker};
 use horoscoper_proto::mesh::{
-    Leave, SessionRequest, SessionResponse, SubmitRequest,
+    Leave, SessionRequest, SessionResponse, SubmitRequest, Tokens,
     batcher_service_client::BatcherServiceClient, reply::Outcome, session_request::Command,
 };
 use std::collections::HashMap;
@@ -89,13 +89,20 @@ async fn one_session_carries_many_requests_and_ends_once_they_are_done() {
                 "nothing after a request's end: {reply:?}"
             );
             match reply.outcome.expect("a token or a failure") {
-                Outcome::Token(token) => {
-                    texts.entry(reply.id).or_default().push_str(&token.text);
-                    if token.last {
-                        assert!(token.batch.is_some(), "the last token says its batch");
-                        ended.insert(reply.id, Ok(()));
+                Outcome::Tokens(Tokens { tokens }) => {
+                    assert!(!tokens.is_empty(), "a reply holds at least one token");
+                    for token in tokens {
+                        assert!(
+                            !ended.contains_key(&reply.id),
+                            "nothing after a request's last token"
+                        );
+                        texts.entry(reply.id).or_default().push_str(&token.text);
+                        if token.last {
+                            assert!(token.batch.is_some(), "the last token says its batch");
+                            ended.insert(reply.id, Ok(()));
+                        }
                     }
-                    // Request 2 is withdrawn after its first token (a few
+                    // Request 2 is withdrawn after its first tokens (a few
                     // more may be on their way by then).
                     if reply.id == 2 && !withdrawn {
                         withdrawn = true;
@@ -106,6 +113,7 @@ async fn one_session_carries_many_requests_and_ends_once_they_are_done() {
                             .unwrap();
                     }
                 }
+                Outcome::Token(token) => panic!("a batcher sends tokens in runs: {token:?}"),
                 Outcome::Failure(failure) => {
                     ended.insert(reply.id, Err((failure.code.into(), failure.message)));
                 }

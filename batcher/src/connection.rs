@@ -171,6 +171,8 @@ struct Route {
     entry: Entry<Pending>,
     /// Tokens the worker has produced for it in this batch.
     seen: u32,
+    /// Its tokens of the step being read, sent together at the step's end.
+    ready: Vec<SubmitResponse>,
     queue_time: Duration,
     /// The request's generation, a child of its submit span: it ends with
     /// the request's last token.
@@ -317,6 +319,7 @@ impl Session<'_> {
                     queue_time: batch.at - entry.enqueued,
                     entry,
                     seen: 0,
+                    ready: Vec::new(),
                     _span: span,
                 },
             );
@@ -360,7 +363,7 @@ impl Session<'_> {
                             batch_id: running.batch_id,
                         },
                     };
-                    let _ = route.entry.item.reply.send(Err(error.into()));
+                    let _ = route.entry.item.reply.fail(error.into());
                 }
                 self.ready();
                 Ok(())
@@ -377,11 +380,15 @@ impl Session<'_> {
         else {
             return Err(self.protocol_error(&format!("Step for unknown batch {}", step.batch_id)));
         };
-        let mut left = Vec::new();
+        // A request's tokens of one step go to its session together.
+        let mut touched = Vec::new();
         for token in step.tokens {
             let Some(route) = running.routes.get_mut(&token.request_id) else {
                 continue; // cancelled since the step was sent
             };
+            if route.ready.last().is_some_and(|token| token.last) {
+                continue; // nothing follows a last token
+            }
             route.seen += 1;
             if route.seen <= route.entry.item.delivered {
                 if token.last {
@@ -389,7 +396,7 @@ impl Session<'_> {
                     let status = Status::from(Error::TextDiffers {
                         worker_id: self.worker_id.to_string(),
                     });
-                    let _ = route.entry.item.reply.send(Err(status));
+                    let _ = route.entry.item.reply.fail(status);
                     running.routes.remove(&token.request_id);
                 }
                 continue; // its client has this token from the lost worker
@@ -400,19 +407,30 @@ impl Session<'_> {
                 worker_id: self.worker_id.to_string(),
                 queue_time: prost_types::Duration::try_from(route.queue_time).ok(),
             });
-            let response = SubmitResponse {
+            if route.ready.is_empty() {
+                touched.push(token.request_id);
+            }
+            route.ready.push(SubmitResponse {
                 text: token.text,
                 last: token.last,
                 batch,
+            });
+        }
+        let mut left = Vec::new();
+        for request_id in touched {
+            let Some(route) = running.routes.get_mut(&request_id) else {
+                continue;
             };
-            let delivered = route.entry.item.reply.send(Ok(response));
-            if token.last || !delivered {
+            let tokens = std::mem::take(&mut route.ready);
+            let last = tokens.last().is_some_and(|token| token.last);
+            let delivered = route.entry.item.reply.send_tokens(tokens);
+            if last || !delivered {
                 // Dropping the route ends the request's stream after its
                 // last token.
-                running.routes.remove(&token.request_id);
+                running.routes.remove(&request_id);
             }
             if !delivered {
-                left.push(token.request_id);
+                left.push(request_id);
             }
         }
         let batch_id = running.batch_id;
@@ -448,7 +466,7 @@ impl Session<'_> {
         if let Some(running) = self.running.take() {
             let status = Status::from(error);
             for mut route in running.routes.into_values() {
-                let _ = route.entry.item.reply.send(Err(status.clone()));
+                let _ = route.entry.item.reply.fail(status.clone());
             }
         }
     }

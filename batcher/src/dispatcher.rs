@@ -253,7 +253,7 @@ impl Task {
                     .item
                     .span
                     .in_scope(|| tracing::info!(%error, "no worker left to finish the request"));
-                let _ = entry.item.reply.send(Err(error.into()));
+                let _ = entry.item.reply.fail(error.into());
             }
         }
         for mut entry in self.queue.take_expired(now) {
@@ -265,7 +265,7 @@ impl Task {
                 .item
                 .span
                 .in_scope(|| tracing::info!(%error, "request expired in the queue"));
-            let _ = entry.item.reply.send(Err(error.into()));
+            let _ = entry.item.reply.fail(error.into());
         }
     }
 
@@ -344,7 +344,7 @@ async fn sleep_until(wake: Option<Instant>) {
 pub fn fail_all(requests: Vec<Entry<Pending>>, error: Error) {
     let status = tonic::Status::from(error);
     for mut entry in requests {
-        let _ = entry.item.reply.send(Err(status.clone()));
+        let _ = entry.item.reply.fail(status.clone());
     }
 }
 

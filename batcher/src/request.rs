@@ -2,17 +2,20 @@
 //! tokens travel back to its session.
 
 pub use horoscoper_proto::deadline::ClientDeadline;
-use horoscoper_proto::reply::{self, Message};
+use horoscoper_proto::{
+    mesh::SubmitResponse,
+    reply::{self, Messages},
+};
 use std::{sync::Arc, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
 use tonic::Status;
 
-/// One message on its way back to a request's session: a token or the
+/// On its way back to a request's session: tokens (those of one step) or the
 /// status that ends the request, tagged with the request's id in the session.
 #[derive(Debug)]
 pub struct Tagged {
     pub id: u64,
-    pub message: Message,
+    pub message: Messages,
 }
 
 /// Where a request's tokens go: its session's channel (shared by all the
@@ -37,9 +40,18 @@ impl Reply {
         }
     }
 
-    /// Sends a token or the ending status; false when the session is gone.
-    pub fn send(&mut self, message: Message) -> bool {
-        self.ended |= reply::is_last(&message);
+    /// Sends tokens, in order; false when the session is gone.
+    pub fn send_tokens(&mut self, tokens: Vec<SubmitResponse>) -> bool {
+        self.send(Ok(tokens))
+    }
+
+    /// Ends the request with `status`; false when the session is gone.
+    pub fn fail(&mut self, status: Status) -> bool {
+        self.send(Err(status))
+    }
+
+    fn send(&mut self, message: Messages) -> bool {
+        self.ended |= reply::ends(&message);
         self.session
             .send(Tagged {
                 id: self.id,
@@ -57,9 +69,7 @@ impl Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if !self.ended {
-            let _ = self.send(Err(Status::internal(
-                "the request ended without its last token",
-            )));
+            let _ = self.fail(Status::internal("the request ended without its last token"));
         }
     }
 }

@@ -71,15 +71,17 @@ impl Batcher {
     /// it while draining, full or shutting down, saying why on `reply`.
     pub fn admit(&self, submit: SubmitRequest, mut reply: Reply) -> Option<Admitted> {
         if self.drain.is_draining() {
-            reply.send(Err(Error::Draining.into()));
+            reply.fail(Error::Draining.into());
             return None;
         }
         // Fail fast when full: the permit lives as long as the request.
         let Ok(permit) = self.admission.clone().try_acquire_owned() else {
-            reply.send(Err(Error::Overloaded {
-                limit: self.max_requests,
-            }
-            .into()));
+            reply.fail(
+                Error::Overloaded {
+                    limit: self.max_requests,
+                }
+                .into(),
+            );
             return None;
         };
         let SubmitRequest {
@@ -123,7 +125,7 @@ impl Batcher {
             },
         };
         if let Err(mut entry) = self.dispatcher.enqueue(entry) {
-            entry.item.reply.send(Err(Error::ShuttingDown.into()));
+            entry.item.reply.fail(Error::ShuttingDown.into());
             return None;
         }
         Some(Admitted {

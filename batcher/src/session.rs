@@ -147,7 +147,7 @@ impl Session {
             if !self.open.contains_key(&tagged.id) {
                 continue; // withdrawn
             }
-            if reply::is_last(&tagged.message) {
+            if reply::ends(&tagged.message) {
                 self.open.remove(&tagged.id);
             }
             let reply = reply::encode(tagged.id, tagged.message);

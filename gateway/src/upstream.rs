@@ -11,10 +11,10 @@
 use crate::Error;
 use horoscoper_proto::{
     mesh::{
-        Leave, SessionRequest, SessionResponse, SubmitRequest,
+        Leave, SessionRequest, SessionResponse, SubmitRequest, SubmitResponse,
         batcher_service_client::BatcherServiceClient, session_request::Command,
     },
-    reply::{self, Message},
+    reply::{self, Message, Messages},
 };
 use std::{
     collections::{HashMap, VecDeque},
@@ -26,9 +26,10 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::UnboundedReceiverStream};
 use tonic::{Status, transport::Channel};
 
-/// Where one request's messages wait for its stream: a queue and the
-/// stream's waker, some 100 bytes (a tokio channel, with its first block of
-/// slots, is some 800).
+/// Where one request's messages wait for its stream: its tokens, in the
+/// runs they arrived in, the status that ends it, and the stream's waker.
+/// Some 100 bytes when idle (a tokio channel, with its first block of slots,
+/// is some 800).
 #[derive(Default)]
 struct Route {
     state: Mutex<RouteState>,
@@ -36,36 +37,49 @@ struct Route {
 
 #[derive(Default)]
 struct RouteState {
-    /// Boxed, so that an idle queue's slots are small (a `Status` is some
-    /// 180 bytes).
-    queue: VecDeque<Box<Message>>,
+    /// Each reply's tokens as they were decoded, so a run of tokens is
+    /// queued without being moved one by one.
+    runs: VecDeque<std::vec::IntoIter<SubmitResponse>>,
+    /// Boxed, so that a route without one is small (a `Status` is some 180
+    /// bytes).
+    end: Option<Box<Status>>,
     waker: Option<Waker>,
 }
 
 impl Route {
-    fn push(&self, message: Message) {
+    fn push(&self, messages: Messages) {
         let mut state = self.state.lock().expect("route lock");
-        state.queue.push_back(Box::new(message));
+        match messages {
+            Ok(tokens) => state.runs.push_back(tokens.into_iter()),
+            Err(status) => state.end = Some(Box::new(status)),
+        }
         if let Some(waker) = state.waker.take() {
             waker.wake();
         }
     }
 
+    /// The next token, or once none is left, the ending status.
     fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Message> {
         let mut state = self.state.lock().expect("route lock");
-        match state.queue.pop_front() {
-            Some(message) => Poll::Ready(*message),
-            None => {
-                if !state
-                    .waker
-                    .as_ref()
-                    .is_some_and(|waker| waker.will_wake(cx.waker()))
-                {
-                    state.waker = Some(cx.waker().clone());
+        while let Some(run) = state.runs.front_mut() {
+            match run.next() {
+                Some(token) => return Poll::Ready(Ok(token)),
+                None => {
+                    state.runs.pop_front();
                 }
-                Poll::Pending
             }
         }
+        if let Some(status) = state.end.take() {
+            return Poll::Ready(Err(*status));
+        }
+        if !state
+            .waker
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            state.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 
@@ -170,10 +184,10 @@ impl Session {
     fn deliver(&self, response: SessionResponse) {
         let mut routes = self.routes.lock().expect("routes lock");
         for reply in response.replies {
-            let (id, message) = reply::decode(reply);
-            let last = reply::is_last(&message);
+            let (id, messages) = reply::decode(reply);
+            let last = reply::ends(&messages);
             if let Some(route) = routes.open.get(&id) {
-                route.push(message);
+                route.push(messages);
                 if last {
                     routes.open.remove(&id);
                 }

@@ -2,11 +2,15 @@
 //! a token, or the status that ends the request. The batcher encodes it,
 //! the gateway decodes it; both ask whether it is the request's last.
 
-use crate::mesh::{Failure, Reply, SubmitResponse, reply::Outcome};
+use crate::mesh::{Failure, Reply, SubmitResponse, Tokens, reply::Outcome};
 use tonic::Status;
 
 /// A token, or the status that ends the request.
 pub type Message = Result<SubmitResponse, Status>;
+
+/// One or more consecutive tokens of a request, or the status that ends it:
+/// what one reply carries.
+pub type Messages = Result<Vec<SubmitResponse>, Status>;
 
 /// Whether `message` is its request's last: a token marked last, or a status.
 pub fn is_last(message: &Message) -> bool {
@@ -16,10 +20,19 @@ pub fn is_last(message: &Message) -> bool {
     }
 }
 
-/// `message` for request `id` of the session, as it travels.
-pub fn encode(id: u64, message: Message) -> Reply {
-    let outcome = match message {
-        Ok(token) => Outcome::Token(token),
+/// Whether `messages` end their request: their last token is marked last,
+/// or they are a status.
+pub fn ends(messages: &Messages) -> bool {
+    match messages {
+        Ok(tokens) => tokens.last().is_some_and(|token| token.last),
+        Err(_) => true,
+    }
+}
+
+/// `messages` for request `id` of the session, as they travel.
+pub fn encode(id: u64, messages: Messages) -> Reply {
+    let outcome = match messages {
+        Ok(tokens) => Outcome::Tokens(Tokens { tokens }),
         Err(status) => Outcome::Failure(Failure {
             code: status.code() as i32,
             message: status.message().to_string(),
@@ -31,17 +44,19 @@ pub fn encode(id: u64, message: Message) -> Reply {
     }
 }
 
-/// The request's id in the session and its message; a reply with neither a
-/// token nor a status is INTERNAL.
-pub fn decode(reply: Reply) -> (u64, Message) {
-    let message = match reply.outcome {
-        Some(Outcome::Token(token)) => Ok(token),
+/// The request's id in the session and its messages (a single `token`, as
+/// older batchers send it, is one). A reply with neither a token nor a
+/// status is INTERNAL.
+pub fn decode(reply: Reply) -> (u64, Messages) {
+    let messages = match reply.outcome {
+        Some(Outcome::Token(token)) => Ok(vec![token]),
+        Some(Outcome::Tokens(Tokens { tokens })) if !tokens.is_empty() => Ok(tokens),
         Some(Outcome::Failure(failure)) => Err(Status::new(failure.code.into(), failure.message)),
-        None => Err(Status::internal(
+        Some(Outcome::Tokens(_)) | None => Err(Status::internal(
             "the batcher sent a reply with neither a token nor a status",
         )),
     };
-    (reply.id, message)
+    (reply.id, messages)
 }
 
 #[cfg(test)]
@@ -49,38 +64,55 @@ mod tests {
     use super::*;
     use tonic::Code;
 
+    fn token(text: &str, last: bool) -> SubmitResponse {
+        SubmitResponse {
+            text: text.into(),
+            last,
+            batch: None,
+        }
+    }
+
     #[test]
     fn a_reply_decodes_to_what_was_encoded() {
-        let token = SubmitResponse {
-            text: "word ".into(),
-            last: false,
-            batch: None,
-        };
-        let (id, message) = decode(encode(7, Ok(token.clone())));
-        assert_eq!((id, message.unwrap()), (7, token));
+        let tokens = vec![token("two ", false), token("words", true)];
+        let (id, messages) = decode(encode(7, Ok(tokens.clone())));
+        assert_eq!((id, messages.unwrap()), (7, tokens));
 
-        let (id, message) = decode(encode(8, Err(Status::unavailable("gone"))));
-        let status = message.unwrap_err();
+        let (id, messages) = decode(encode(8, Err(Status::unavailable("gone"))));
+        let status = messages.unwrap_err();
         assert_eq!(
             (id, status.code(), status.message()),
             (8, Code::Unavailable, "gone")
         );
+    }
 
-        let (_, message) = decode(Reply {
-            id: 9,
-            outcome: None,
-        });
-        assert_eq!(message.unwrap_err().code(), Code::Internal);
+    #[test]
+    fn a_single_token_as_older_batchers_send_it_is_read_too() {
+        let reply = Reply {
+            id: 3,
+            outcome: Some(Outcome::Token(token("word ", false))),
+        };
+        let (id, messages) = decode(reply);
+        assert_eq!((id, messages.unwrap()), (3, vec![token("word ", false)]));
+    }
+
+    #[test]
+    fn a_reply_with_no_token_and_no_status_is_internal() {
+        for outcome in [None, Some(Outcome::Tokens(Tokens::default()))] {
+            let (id, messages) = decode(Reply { id: 9, outcome });
+            assert_eq!(id, 9);
+            assert_eq!(messages.unwrap_err().code(), Code::Internal);
+        }
     }
 
     #[test]
     fn a_status_or_a_token_marked_last_ends_the_request() {
-        let token = |last| SubmitResponse {
-            last,
-            ..SubmitResponse::default()
-        };
-        assert!(!is_last(&Ok(token(false))));
-        assert!(is_last(&Ok(token(true))));
+        assert!(!is_last(&Ok(token("a ", false))));
+        assert!(is_last(&Ok(token("a", true))));
         assert!(is_last(&Err(Status::internal("x"))));
+
+        assert!(!ends(&Ok(vec![token("a ", false), token("b ", false)])));
+        assert!(ends(&Ok(vec![token("a ", false), token("b", true)])));
+        assert!(ends(&Err(Status::internal("x"))));
     }
 }
