@@ -3,13 +3,14 @@
 //!
 //! HTTP/2 writes from one task per connection, and that task writes whatever
 //! its streams have queued each time it runs. When a step's tokens reach many
-//! streams at once, each stream's task wakes the connection in turn, and the
-//! connection would otherwise write (one `writev`, with the whole loopback
-//! receive path and a wakeup of the peer behind it) after each of them.
-//! [`Coalesced`] answers the first write after a flush with `Pending` and
-//! wakes its own task, which puts that task at the back of the runtime's
-//! queue: the streams already woken queue their frames first, and one write
-//! then carries them all. The same idea as Netty's `FlushConsolidationHandler`.
+//! streams at once, the connection's task may already be queued ahead of
+//! some of them (woken by a read, say), and then it writes (one `writev`,
+//! with the whole loopback receive path and a wakeup of the peer behind it)
+//! before they have queued their frames, and again after. [`Coalesced`]
+//! answers the first write after a flush with `Pending` and wakes its own
+//! task, which puts that task at the back of the runtime's queue: the
+//! streams already woken queue their frames first, and one write then
+//! carries them all. The same idea as Netty's `FlushConsolidationHandler`.
 //!
 //! The delay is one pass over the tasks that are ready anyway; an idle
 //! runtime polls the connection again at once. Nothing is held back once the

@@ -1,6 +1,7 @@
 //! A request's reply on a session (`mesh::Reply`) as the services hold it:
-//! a token, or the status that ends the request. The batcher encodes it,
-//! the gateway decodes it; both ask whether it is the request's last.
+//! tokens that were ready together, or the status that ends the request. The
+//! batcher encodes it, the gateway decodes it; both ask whether it ends the
+//! request.
 
 use crate::mesh::{Failure, Reply, SubmitResponse, Tokens, reply::Outcome};
 use tonic::Status;
