@@ -270,6 +270,28 @@ fn json_logs_inside_a_request_carry_its_request_id_and_trace_id() {
         ]),
         "every service logs inside the request"
     );
+    // Spans that only show a trace's shape are not in log lines (nor built,
+    // with nothing exporting): the batcher's dispatch line says its batch
+    // itself, inside the request's `submit`.
+    for line in &lines {
+        let service = line["target"].as_str().unwrap().split("::").next().unwrap();
+        for span in line["spans"].as_array().into_iter().flatten() {
+            let name = span["name"].as_str().unwrap();
+            assert!(
+                !matches!(
+                    (service, name),
+                    ("horoscoper_gateway", "validate")
+                        | ("horoscoper_batcher", "queued" | "generate")
+                ),
+                "a trace-only span in a log line: {line}"
+            );
+        }
+    }
+    let dispatched = inside
+        .iter()
+        .find(|line| line["fields"]["message"] == "dispatched")
+        .expect("the batcher logs the request's dispatch at debug");
+    assert!(dispatched["fields"]["batch_id"].is_u64(), "{dispatched}");
     // Each carries them in its enclosing spans (the JSON "spans" list).
     for line in &inside {
         let spans = line["spans"].as_array().unwrap();

@@ -295,6 +295,7 @@ impl Session<'_> {
         let mut routes = HashMap::with_capacity(size);
         for entry in batch.requests {
             let span = tracing::info_span!(
+                target: horoscoper_proto::trace_only!(),
                 parent: &entry.item.span,
                 "generate",
                 batch_id = batch.batch_id,
@@ -302,11 +303,20 @@ impl Session<'_> {
                 reason = batch.reason.as_str(),
                 worker = %self.worker_id,
             );
-            span.in_scope(|| tracing::debug!("dispatched"));
+            // Without an exporter, nothing builds the generation's span: the
+            // request's own span is the worker's parent then.
+            let parent = if span.is_disabled() {
+                &entry.item.span
+            } else {
+                &span
+            };
+            parent.in_scope(|| {
+                tracing::debug!(batch_id = batch.batch_id, worker = %self.worker_id, "dispatched")
+            });
             items.push(BatchItem {
                 request_id: entry.id,
                 prefix: entry.item.prefix.clone(),
-                trace_context: trace_context::to_map(&span),
+                trace_context: trace_context::to_map(parent),
                 log_id: entry.item.log_id.clone(),
                 time_left: entry
                     .item

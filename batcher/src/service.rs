@@ -103,6 +103,7 @@ impl Batcher {
         trace_context::set_parent_from_map(&span, &trace_context);
         span.record("trace_id", trace_context::trace_id(&span));
         let queued = tracing::info_span!(
+            target: horoscoper_proto::trace_only!(),
             parent: &span,
             "queued",
             limit_ms = limit.duration().as_millis() as u64

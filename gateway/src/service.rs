@@ -176,7 +176,8 @@ impl Gateway {
         }
         self.authorize(metadata)?;
         let client_deadline = client_deadline.map_err(|value| Error::MalformedTimeout { value })?;
-        let chars = tracing::info_span!("validate").in_scope(|| validate(&request))?;
+        let chars = tracing::info_span!(target: horoscoper_proto::trace_only!(), "validate")
+            .in_scope(|| validate(&request))?;
         span.record("prefix_chars", chars);
         // What is left of it, for the next hop.
         let time_left = client_deadline.map(|deadline| deadline.time_left(Instant::now()));

@@ -12,6 +12,10 @@
 //!   get W3C trace and span ids only ([`span_ids`](crate::span_ids)): trace
 //!   ids still reach the logs and cross every hop, at no cost of spans that
 //!   nobody exports.
+//! - Spans that only show a trace's shape (a request's time queued, its
+//!   validation, its generation on a worker) have a target under
+//!   [`trace_only`](crate::trace_only): they are exported, but not shown in log lines, and
+//!   without an exporter nothing builds them.
 
 use crate::{
     log_writer::{self, LogWriter},
@@ -37,7 +41,10 @@ use std::{
     time::Duration,
 };
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt,
+    EnvFilter, Layer,
+    filter::{FilterExt, LevelFilter, Targets},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
 };
 
 /// How log lines are written.
@@ -80,6 +87,20 @@ pub const WORKER: Service = Service {
     target: "horoscoper_worker",
 };
 
+/// The target of a service's trace-only spans (see the module doc): its
+/// crate name and `::trace_only`, so that they still go to its service.
+#[macro_export]
+macro_rules! trace_only {
+    () => {
+        concat!(env!("CARGO_CRATE_NAME"), "::trace_only")
+    };
+}
+
+/// The target prefix of `service`'s trace-only spans.
+fn trace_only_target(service: &Service) -> String {
+    format!("{}::trace_only", service.target)
+}
+
 /// Flushes and stops trace export when dropped, then the log lines still
 /// waiting.
 #[must_use = "dropping the guard stops trace export and logging"]
@@ -113,7 +134,10 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
         Targets::new().with_target("horoscoper_proto", tracing::Level::INFO),
         |targets, service| targets.with_target(service.target, tracing::Level::INFO),
     );
-    let (otel, providers) = match &endpoint {
+    // One layer makes the spans: OpenTelemetry's when exporting, ids only
+    // otherwise. (Never an absent layer beside it: an absent layer counts as
+    // wanting every span, so a span no filter wants would still be built.)
+    let (spans, providers) = match &endpoint {
         Some(endpoint) => {
             let failed = Arc::new(AtomicBool::new(false));
             let providers: Vec<SdkTracerProvider> = services
@@ -139,15 +163,23 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
                 .with_tracked_inactivity(false)
                 .with_context_activation(false)
                 .with_tracer(tracer)
-                .with_filter(traced.clone());
-            (Some(otel), providers)
+                .with_filter(traced)
+                .boxed();
+            (otel, providers)
         }
-        None => (None, Vec::new()),
+        // Nothing exports: spans get ids only, and trace-only spans nothing.
+        None => {
+            let traced = services.iter().fold(traced, |targets, service| {
+                targets.with_target(trace_only_target(service), LevelFilter::OFF)
+            });
+            (SpanIds::default().with_filter(traced).boxed(), Vec::new())
+        }
     };
-    // Nothing exports: spans get ids only.
-    let ids = otel
-        .is_none()
-        .then(|| SpanIds::default().with_filter(traced));
+    // Log lines show every span but the trace-only ones.
+    let logged = services.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |targets, service| targets.with_target(trace_only_target(service), LevelFilter::OFF),
+    );
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Lines go to stderr from a thread of their own, in batches: a request's
@@ -168,9 +200,8 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
             .boxed(),
     };
     let installed = tracing_subscriber::registry()
-        .with(otel)
-        .with(ids)
-        .with(fmt.with_filter(filter))
+        .with(spans)
+        .with(fmt.with_filter(filter.and(logged)))
         .try_init()
         .is_ok();
     if !installed {
