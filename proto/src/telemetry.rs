@@ -14,8 +14,8 @@
 //!   nobody exports.
 //! - Spans that only show a trace's shape (a request's time queued, its
 //!   validation, its generation on a worker) have a target under
-//!   [`trace_only`](crate::trace_only): they are exported, but not shown in log lines, and
-//!   without an exporter nothing builds them.
+//!   [`trace_only`](crate::trace_only): they are exported, but not shown in
+//!   log lines, and without an exporter nothing builds them.
 
 use crate::{
     log_writer::{self, LogWriter},
@@ -96,9 +96,11 @@ macro_rules! trace_only {
     };
 }
 
-/// The target prefix of `service`'s trace-only spans.
-fn trace_only_target(service: &Service) -> String {
-    format!("{}::trace_only", service.target)
+/// `targets`, with every service's trace-only spans turned off.
+fn without_trace_only(targets: Targets, services: &[Service]) -> Targets {
+    services.iter().fold(targets, |targets, service| {
+        targets.with_target(format!("{}::trace_only", service.target), LevelFilter::OFF)
+    })
 }
 
 /// Flushes and stops trace export when dropped, then the log lines still
@@ -169,17 +171,12 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
         }
         // Nothing exports: spans get ids only, and trace-only spans nothing.
         None => {
-            let traced = services.iter().fold(traced, |targets, service| {
-                targets.with_target(trace_only_target(service), LevelFilter::OFF)
-            });
+            let traced = without_trace_only(traced, services);
             (SpanIds::default().with_filter(traced).boxed(), Vec::new())
         }
     };
     // Log lines show every span but the trace-only ones.
-    let logged = services.iter().fold(
-        Targets::new().with_default(LevelFilter::TRACE),
-        |targets, service| targets.with_target(trace_only_target(service), LevelFilter::OFF),
-    );
+    let logged = without_trace_only(Targets::new().with_default(LevelFilter::TRACE), services);
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Lines go to stderr from a thread of their own, in batches: a request's
