@@ -15,7 +15,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use horoscoper_proto::deadline;
+use horoscoper_proto::{deadline, v1::horoscoper_server::SERVICE_NAME};
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Status;
@@ -23,8 +23,13 @@ use tonic::Status;
 /// Timeouts shorter than this have passed by the time a call is read.
 pub const ON_ARRIVAL: Duration = Duration::from_millis(1);
 
-/// The `Infer` method's path, whose refusals are counted as requests.
-const INFER: &str = "/horoscoper.v1.Horoscoper/Infer";
+/// Whether `path` is the `Infer` method's, whose refusals are counted as
+/// requests.
+fn is_infer(path: &str) -> bool {
+    path.strip_prefix('/')
+        .and_then(|path| path.strip_prefix(SERVICE_NAME))
+        == Some("/Infer")
+}
 
 /// Refuses a call whose `grpc-timeout` is under [`ON_ARRIVAL`]; passes on
 /// any other.
@@ -39,9 +44,22 @@ pub async fn refuse(State(metrics): State<Metrics>, request: Request, next: Next
         return next.run(request).await;
     };
     let status = Status::from(Error::DeadlinePassedOnArrival { limit });
-    if request.uri().path() == INFER {
+    if is_infer(request.uri().path()) {
         metrics.failed(&status, Instant::now());
     }
     tracing::info!(path = request.uri().path(), code = ?status.code(), message = status.message(), "request refused");
     status.into_http::<axum::body::Body>().into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_infer_method_counts_as_a_request() {
+        assert!(is_infer("/horoscoper.v1.Horoscoper/Infer"));
+        assert!(!is_infer("/horoscoper.v1.Horoscoper/InferMore"));
+        assert!(!is_infer("/grpc.health.v1.Health/Check"));
+        assert!(!is_infer("horoscoper.v1.Horoscoper/Infer"));
+    }
 }
