@@ -45,6 +45,10 @@ struct Args {
     /// Concurrent streams of scenario 4.
     #[arg(long, default_value_t = 10_000)]
     streams: usize,
+    /// The concurrency scenario 1 sweeps (comma-separated): fewer points
+    /// for a quicker comparison of two builds.
+    #[arg(long, value_delimiter = ',', default_values_t = scenarios::EFFICIENCY_CLIENTS)]
+    clients: Vec<usize>,
     /// The ghz binary for the second opinion on scenario 1.
     #[arg(long, env = "HOROSCOPER_GHZ", default_value = "ghz")]
     ghz: PathBuf,
@@ -81,7 +85,7 @@ fn main() {
         .expect("binaries live in target/<profile>/")
         .join("bench");
     std::fs::create_dir_all(&out).expect("target/bench is writable");
-    let bench = scenarios::Bench::new(out, args.quick, args.ghz, args.streams);
+    let bench = scenarios::Bench::new(out, args.quick, args.ghz, args.streams, args.clients);
     let only = |n: u8| args.only.is_empty() || args.only.contains(&n);
     if !runtime.block_on(bench.run(only)) {
         std::process::exit(1);

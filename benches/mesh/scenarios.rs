@@ -11,10 +11,10 @@ use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
 /// Batch size of the zero-delay throughput scenarios (1 and 5).
 const THROUGHPUT_BATCH: usize = 16;
-/// The concurrency scenario 1 sweeps, each system's peak taken over it: the
+/// The concurrency scenario 1 sweeps by default, each system's peak taken over it: the
 /// mesh, whose requests wait in batches, peaks further up than the
 /// reference.
-const EFFICIENCY_CLIENTS: [usize; 6] = [1, 4, 16, 64, 256, 1024];
+pub const EFFICIENCY_CLIENTS: [usize; 6] = [1, 4, 16, 64, 256, 1024];
 /// Clients per HTTP/2 connection, for every scenario.
 const PER_CONNECTION: usize = 16;
 /// Concurrency of the workers sweep and of ghz.
@@ -33,6 +33,8 @@ pub struct Bench {
     quick: bool,
     ghz: PathBuf,
     streams: usize,
+    /// Scenario 1's concurrency.
+    clients: Vec<usize>,
     report: String,
     targets: Vec<Target>,
     /// Requests that failed, over every run: the bench exits non-zero when
@@ -41,12 +43,19 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn new(out: PathBuf, quick: bool, ghz: PathBuf, streams: usize) -> Bench {
+    pub fn new(
+        out: PathBuf,
+        quick: bool,
+        ghz: PathBuf,
+        streams: usize,
+        clients: Vec<usize>,
+    ) -> Bench {
         Bench {
             out,
             quick,
             ghz,
             streams,
+            clients,
             report: String::new(),
             targets: Vec::new(),
             failed: 0,
@@ -169,7 +178,7 @@ impl Bench {
         let mesh = Mesh::start(&setup, &logs).await;
         let mut rows = String::new();
         let (mut single, mut through) = (Vec::new(), Vec::new());
-        for clients in EFFICIENCY_CLIENTS {
+        for clients in self.clients.clone() {
             let mut load = self.load(format!("reference, {clients} clients"), clients, 1.0, 4.0);
             load.cpu_of = vec![reference_server.pid()];
             let alone = load.run(reference_addr, &mut |_| {}).await;
