@@ -14,7 +14,7 @@ const THROUGHPUT_BATCH: usize = 16;
 /// The concurrency scenario 1 sweeps by default, each system's peak taken over it: the
 /// mesh, whose requests wait in batches, peaks further up than the
 /// reference.
-pub const EFFICIENCY_CLIENTS: [usize; 6] = [1, 4, 16, 64, 256, 1024];
+pub const EFFICIENCY_CLIENTS: [usize; 6] = [1, 4, 16, 64, 256, 512];
 /// Clients per HTTP/2 connection, for every scenario.
 const PER_CONNECTION: usize = 16;
 /// Concurrency of the workers sweep and of ghz.
