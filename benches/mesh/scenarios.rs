@@ -226,7 +226,8 @@ impl Bench {
             "\n## 1. Mesh efficiency at zero delay\n\nMesh: {}. Reference: one tonic \
              server streaming the same tokens. {PER_CONNECTION} clients per HTTP/2 \
              connection. Threads: one for the load generator, one for the reference, one \
-             per core for the gateway, one for the batcher and for each worker. CPU per request: the CPU time (user and kernel, all threads) each \
+             per core for the gateway, one for the batcher and for each worker. CPU per \
+             request: the CPU time (user and kernel, all threads) each \
              process used in the window ÷ the requests completed in it, in µs, load generator \
              included; in parentheses the load generator, then the reference server, or the \
              gateway, the batcher and each worker. By CPU: reference CPU per request ÷ the \
