@@ -131,3 +131,68 @@ async fn the_binaries_serve_a_request_and_their_own_metrics() {
         assert!(service.stop().success());
     }
 }
+
+/// A batcher that stops ends its stream to each worker, and waits for the
+/// worker to end its side, before it exits: the worker sees the stream end,
+/// not a connection broken mid-stream ("h2 protocol error", logged as a
+/// failed stream). On one thread, the batcher's exit came right after its
+/// drain, before its connection had sent anything more.
+#[tokio::test]
+async fn a_stopping_batcher_ends_its_worker_streams_before_it_exits() {
+    let [worker, batcher, batcher_metrics] = [free_port(), free_port(), free_port()];
+    let log_path = std::env::temp_dir().join(format!("horoscoper-goodbye-worker-{worker}.log"));
+    let worker_process = Process::spawn(
+        std::process::Command::new(binary("worker"))
+            .args([
+                "--threads",
+                "1",
+                "--listen",
+                &addr(worker).to_string(),
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--worker-id",
+                "goodbye",
+            ])
+            .stderr(std::fs::File::create(&log_path).unwrap()),
+        &binary("worker"),
+    );
+    let batcher_process = Process::start(
+        &binary("batcher"),
+        &[
+            "--threads",
+            "1",
+            "--listen",
+            &addr(batcher).to_string(),
+            "--metrics-listen",
+            &addr(batcher_metrics).to_string(),
+            "--worker",
+            &format!("http://{}", addr(worker)),
+        ],
+        &[],
+    );
+    let mut connected = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr(batcher_metrics))
+            .await
+            .is_ok()
+            && metric(addr(batcher_metrics), "horoscoper_workers").await == 1.0
+        {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(connected, "the batcher connects to its worker");
+
+    assert!(batcher_process.stop().success());
+    // Time for the worker to see what became of its stream.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(worker_process.stop().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(log.contains("worker stopped"), "{log}");
+    assert!(
+        !log.contains("WARN") && !log.contains("ERROR"),
+        "the worker saw its stream end cleanly:\n{log}"
+    );
+}

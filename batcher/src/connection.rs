@@ -161,8 +161,25 @@ impl Connection {
                 self.dispatcher.requeue(batch.requests);
             }
         }
+        if !matches!(ended, Ended::Lost(_)) {
+            goodbye(session, up).await;
+        }
         ended
     }
+}
+
+/// Most time a stopping batcher gives its workers to end their streams.
+pub const GOODBYE: Duration = Duration::from_millis(500);
+
+/// Ends the stream to the worker and waits, at most [`GOODBYE`], for the
+/// worker to end its side with a status. Without it a batcher that stops
+/// drops the connection as its process exits, mid-stream, and the worker
+/// reports a broken stream ("h2 protocol error") where there was none.
+async fn goodbye(session: Session<'_>, mut up: Streaming<GenerateResponse>) {
+    // Its `down` sender: the worker reads the end of the stream.
+    drop(session);
+    let drained = async { while let Ok(Some(_)) = up.message().await {} };
+    let _ = tokio::time::timeout(GOODBYE, drained).await;
 }
 
 /// A request of the running batch.

@@ -18,7 +18,7 @@ use std::{
     sync::Arc,
     time::Duration,
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::{Endpoint, Uri};
 
 /// Looks a host up: its addresses, for a port.
@@ -79,6 +79,9 @@ pub struct Discovery {
     pub tls: Option<MeshTls>,
     pub dispatcher: Dispatcher,
     pub stop: CancellationToken,
+    /// Where the worker connections run, so that a stopping batcher can wait
+    /// for them to say goodbye.
+    pub connections: TaskTracker,
 }
 
 impl Discovery {
@@ -144,7 +147,7 @@ impl Discovery {
                 };
                 next_index += 1;
                 tracing::debug!(worker = %self.urls[key.0], addr = %key.1, "worker address found");
-                tokio::spawn(connection.run());
+                self.connections.spawn(connection.run());
             }
             tokio::select! {
                 () = self.stop.cancelled() => return,

@@ -36,7 +36,7 @@ use horoscoper_proto::{
 };
 use std::future::Future;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// Streams one connection may have open: a gateway's session, health
 /// watches, reflection. Requests do not take streams of their own: they
@@ -56,6 +56,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     let dispatcher =
         dispatcher::Dispatcher::spawn(config.batching.policy, config.metrics, stop.clone());
+    let connections = TaskTracker::new();
     let discovery = discovery::Discovery {
         urls: config.workers.clone(),
         interval: config.resolve_interval,
@@ -63,6 +64,7 @@ pub async fn run(
         tls: config.mesh_tls.clone(),
         dispatcher: dispatcher.clone(),
         stop: stop.clone(),
+        connections: connections.clone(),
     };
     tokio::spawn(discovery.run());
 
@@ -99,6 +101,15 @@ pub async fn run(
         .serve_with_incoming_shutdown(net::incoming(listener), drain.settled_owned());
     let served = drain.serve(served).await;
     stop.cancel();
+    // Each worker connection ends its stream and waits for the worker to end
+    // its side, so that no worker reads a connection broken by this exit.
+    connections.close();
+    if tokio::time::timeout(connection::GOODBYE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::debug!("a worker did not end its stream in time");
+    }
     if let Some(served) = served {
         served.map_err(Error::Serve)?;
     }
