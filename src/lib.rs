@@ -10,10 +10,16 @@
 //!   every service's metrics.
 
 use horoscoper_batcher::{Batching, BatchingArgs};
-use horoscoper_proto::{process::RuntimeArgs, shutdown::DrainArgs, telemetry::LogArgs};
+use horoscoper_runtime::{
+    StartError,
+    args::ProcessArgs,
+    process::{Binary, Started},
+    telemetry,
+    tls::PublicTlsArgs,
+};
 use horoscoper_worker::{Generation, GenerationArgs};
 use prometheus_client::registry::Registry;
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -22,12 +28,10 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "horoscoper",
     version,
-    about = "The whole Horoscoper mesh in one process"
+    about = "The whole Horoscoper mesh in one process",
+    mut_arg("listen", |arg| arg.required(false).default_value("127.0.0.1:8080"))
 )]
 pub struct Args {
-    /// Address of the gateway: gRPC, gRPC-Web, reflection and health.
-    #[arg(long, env = "HOROSCOPER_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
     /// How many workers to start.
     #[arg(long, env = "HOROSCOPER_WORKERS", default_value_t = 2)]
     pub workers: usize,
@@ -38,32 +42,11 @@ pub struct Args {
     #[command(flatten)]
     pub access: horoscoper_gateway::AccessArgs,
     #[command(flatten)]
-    pub tls: horoscoper_proto::tls::PublicTlsArgs,
+    pub tls: PublicTlsArgs,
+    /// Where the gateway listens (the other services take loopback ports),
+    /// and how the process runs.
     #[command(flatten)]
-    pub drain: DrainArgs,
-    #[command(flatten)]
-    pub log: LogArgs,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
-}
-
-/// The mesh's errors.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("--workers is {0}; it must be between 1 and {MAX_WORKERS}")]
-    Workers(usize),
-    #[error(transparent)]
-    Worker(#[from] horoscoper_worker::Error),
-    #[error(transparent)]
-    Batcher(#[from] horoscoper_batcher::Error),
-    #[error(transparent)]
-    Gateway(#[from] horoscoper_gateway::Error),
-    #[error("cannot listen on a loopback port: {0}")]
-    Bind(#[source] std::io::Error),
-    #[error("the {0} stopped unexpectedly")]
-    Stopped(&'static str),
-    #[error("{0}")]
-    Tls(String),
+    pub process: ProcessArgs,
 }
 
 /// Most workers one process starts.
@@ -85,18 +68,62 @@ pub struct Config {
 
 impl Args {
     /// Validates the flags and loads the corpus.
-    pub fn into_config(self) -> Result<Config, Error> {
+    pub fn into_config(self) -> Result<Config, StartError> {
         if !(1..=MAX_WORKERS).contains(&self.workers) {
-            return Err(Error::Workers(self.workers));
+            return Err(StartError::Config(format!(
+                "--workers is {}; it must be between 1 and {MAX_WORKERS}",
+                self.workers
+            )));
         }
         Ok(Config {
             workers: self.workers,
             batching: self.batching.validate()?,
             generation: self.generation.load()?,
-            drain_grace: self.drain.grace(),
+            drain_grace: self.process.drain_grace(),
             access: self.access.validate()?,
-            tls: self.tls.load().map_err(Error::Tls)?,
+            tls: self.tls.load()?,
         })
+    }
+}
+
+impl Binary for Args {
+    const NAME: &'static str = "horoscoper";
+    const SERVICES: &'static [telemetry::Service] =
+        &[telemetry::GATEWAY, telemetry::BATCHER, telemetry::WORKER];
+
+    fn process(&self) -> &ProcessArgs {
+        &self.process
+    }
+
+    /// `/metrics` shows on the gateway's port only (and on `--metrics-listen`).
+    async fn start(self, mut started: Started) -> Result<(), StartError> {
+        let config = self.into_config()?;
+        let metrics = Metrics::default();
+        let registry = started.metrics(|registry| metrics.register(registry));
+        run_with(
+            config,
+            metrics,
+            registry,
+            started.listener,
+            started.shutdown.cancelled_owned(),
+        )
+        .await
+    }
+}
+
+/// Every service's metrics, in one registry.
+#[derive(Clone, Debug, Default)]
+struct Metrics {
+    gateway: horoscoper_gateway::Metrics,
+    batcher: horoscoper_batcher::Metrics,
+    worker: horoscoper_worker::Metrics,
+}
+
+impl Metrics {
+    fn register(&self, registry: &mut Registry) {
+        self.gateway.register(registry);
+        self.batcher.register(registry);
+        self.worker.register(registry);
     }
 }
 
@@ -105,29 +132,34 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    // One registry for every service, shown at /metrics on the gateway's port.
+) -> Result<(), StartError> {
+    let metrics = Metrics::default();
     let mut registry = Registry::default();
-    let gateway_metrics = horoscoper_gateway::Metrics::default();
-    let batcher_metrics = horoscoper_batcher::Metrics::default();
-    let worker_metrics = horoscoper_worker::Metrics::default();
-    gateway_metrics.register(&mut registry);
-    batcher_metrics.register(&mut registry);
-    worker_metrics.register(&mut registry);
+    metrics.register(&mut registry);
+    run_with(config, metrics, Arc::new(registry), listener, shutdown).await
+}
 
+async fn run_with(
+    config: Config,
+    metrics: Metrics,
+    registry: horoscoper_runtime::metrics::SharedRegistry,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let workers_stop = CancellationToken::new();
     let mut workers = JoinSet::new();
     let mut worker_urls = Vec::with_capacity(config.workers);
     for index in 0..config.workers {
         let listener = loopback().await?;
-        let addr = listener.local_addr().map_err(Error::Bind)?;
+        let addr = listener.local_addr().map_err(StartError::Listen)?;
         worker_urls.push(format!("http://{addr}").parse().expect("a loopback URL"));
         let mut generation = config.generation.clone();
         generation.seed = generation.seed.map(|seed| seed.wrapping_add(index as u64));
         let worker = horoscoper_worker::Config {
             worker_id: Some(format!("worker-{}", index + 1)),
             generation,
-            metrics: worker_metrics.clone(),
+            metrics: metrics.worker.clone(),
+            registry: None,
             drain_grace: config.drain_grace,
             mesh_tls: None,
         };
@@ -142,10 +174,10 @@ pub async fn run(
     let batcher_listener = loopback().await?;
     let batcher_url = format!(
         "http://{}",
-        batcher_listener.local_addr().map_err(Error::Bind)?
+        batcher_listener.local_addr().map_err(StartError::Listen)?
     );
     let mut batcher_config =
-        horoscoper_batcher::Config::new(worker_urls, config.batching, batcher_metrics);
+        horoscoper_batcher::Config::new(worker_urls, config.batching, metrics.batcher);
     batcher_config.drain_grace = config.drain_grace;
     let mut batcher = tokio::spawn(horoscoper_batcher::run(
         batcher_config,
@@ -155,8 +187,8 @@ pub async fn run(
 
     let gateway_config = horoscoper_gateway::Config {
         batcher: batcher_url.parse().expect("a loopback URL"),
-        metrics: gateway_metrics,
-        registry: Some(Arc::new(registry)),
+        metrics: metrics.gateway,
+        registry: Some(registry),
         drain_grace: config.drain_grace,
         access: config.access,
         tls: config.tls,
@@ -167,7 +199,7 @@ pub async fn run(
     // Until the gateway is done, any other service stopping is a failure.
     let mut batcher_done = false;
     let result = tokio::select! {
-        result = gateway => result.map_err(Error::from),
+        result = gateway => result,
         joined = &mut batcher => {
             batcher_done = true;
             Err(joined_error(joined.ok(), "batcher"))
@@ -188,13 +220,16 @@ pub async fn run(
     result
 }
 
-fn joined_error<E: Into<Error>>(joined: Option<Result<(), E>>, service: &'static str) -> Error {
+fn joined_error(joined: Option<Result<(), StartError>>, service: &'static str) -> StartError {
     match joined {
-        Some(Err(error)) => error.into(),
-        _ => Error::Stopped(service),
+        Some(Err(error)) => error,
+        _ => StartError::Stopped(service),
     }
 }
 
-async fn loopback() -> Result<TcpListener, Error> {
-    TcpListener::bind("127.0.0.1:0").await.map_err(Error::Bind)
+async fn loopback() -> Result<TcpListener, StartError> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }

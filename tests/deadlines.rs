@@ -62,12 +62,10 @@ async fn a_deadline_that_passes_mid_stream_ends_it_with_deadline_exceeded() {
     assert_eq!(common::text(&mate), expected_text("a patient batch-mate"));
     // The worker stopped generating for it at the deadline (it learns the
     // time left with the batch), not at the end of its text.
-    let whole = |prefix: &str| horoscoper_worker::batch::token_count(&expected_text(prefix));
+    let whole = |prefix: &str| horoscoper_worker::token_count(&expected_text(prefix));
     let metrics = common::http_get(mesh.addr, "/metrics").await.body;
-    let tokens: usize = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("horoscoper_tokens_total ")?.parse().ok())
-        .expect("the token counter");
+    let tokens =
+        common::sample(&metrics, "horoscoper_tokens_total").expect("the token counter") as usize;
     let hurried = tokens - whole("a patient batch-mate");
     eprintln!(
         "tokens generated for the hurried request: {hurried} of {}",

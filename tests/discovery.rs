@@ -6,7 +6,7 @@
 mod common;
 
 use common::{batcher_with, client, expected_text, gateway, infer, text, worker};
-use horoscoper_batcher::{BatchingArgs, Config, Metrics, discovery::Resolver};
+use horoscoper_batcher::{BatchingArgs, Config, Metrics, Resolver};
 use std::{
     collections::BTreeMap,
     net::SocketAddr,

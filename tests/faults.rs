@@ -295,18 +295,6 @@ fn slowest_failure(ends: &[(String, End)]) -> Duration {
 }
 
 /// A counter's value in a Prometheus text exposition.
-fn counter(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("{name} in {exposition}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_batch_hands_its_requests_to_another_and_clients_see_no_error() {
@@ -353,7 +341,10 @@ async fn a_worker_killed_mid_batch_hands_its_requests_to_another_and_clients_see
         "w2's own batch, untouched, then the one run again: {batches:?}"
     );
     let metrics = http_get(loopback(metrics_port), "/metrics").await.body;
-    assert_eq!(counter(&metrics, "horoscoper_redispatched_total"), 4.0);
+    assert_eq!(
+        common::sample(&metrics, "horoscoper_redispatched_total").unwrap(),
+        4.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

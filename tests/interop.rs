@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{client, http_get, mesh, start};
+use common::{client, mesh, metric, start};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -25,19 +25,6 @@ const FLAGS: [&str; 10] = [
     "--max-delay-ms",
     "1500",
 ];
-
-async fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
-    let body = http_get(addr, "/metrics").await.body;
-    body.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("{series} in {body}"))
-}
 
 /// Waits until the gateway has counted `count` cancelled calls.
 async fn cancelled(addr: std::net::SocketAddr, count: f64) {
@@ -120,9 +107,8 @@ async fn native_grpc_interop_cases() {
     cancelled(mesh.addr, 2.0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let tokens = metric(mesh.addr, "horoscoper_tokens_total").await;
-    let whole = horoscoper_worker::batch::token_count(&common::expected_text(
-        "cancel after the first response",
-    ));
+    let whole =
+        horoscoper_worker::token_count(&common::expected_text("cancel after the first response"));
     assert!(tokens < whole as f64, "{tokens} of {whole}");
 
     // A deadline shorter than the first token.

@@ -5,7 +5,8 @@
 mod common;
 
 use common::{batcher, client, collect, expected_text, loopback, mesh, start, text, worker};
-use horoscoper_proto::{net, v1::InferRequest};
+use horoscoper_proto::{limits, v1::InferRequest};
+use horoscoper_runtime::net;
 use std::net::SocketAddr;
 use tonic::Code;
 
@@ -63,7 +64,7 @@ async fn an_oversize_message_is_refused_and_the_stream_alongside_goes_on() {
     let client = client(mesh.addr).await;
     let alongside = start(&client, "alongside").await.unwrap();
 
-    let huge = "x".repeat(net::MAX_REQUEST_BYTES + 1);
+    let huge = "x".repeat(limits::MAX_REQUEST_BYTES + 1);
     let status = client
         .clone()
         .infer(InferRequest { prefix: huge })

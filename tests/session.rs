@@ -21,7 +21,7 @@ fn submit(id: u64, prefix: &str) -> SessionRequest {
     SessionRequest {
         command: Some(Command::Submit(SubmitRequest {
             prefix: prefix.to_string(),
-            request_id: format!("session-test-{id}"),
+            log_id: format!("session-test-{id}"),
             id,
             ..SubmitRequest::default()
         })),
@@ -29,7 +29,7 @@ fn submit(id: u64, prefix: &str) -> SessionRequest {
 }
 
 /// A batcher in front of one worker (batches of 4, 1 s each).
-async fn batcher_and_worker(extra: &[&str]) -> (common::Running, common::Running) {
+async fn batcher_and_worker(extra: &[&str]) -> (common::InProcess, common::InProcess) {
     let worker = worker(
         loopback().await,
         &["--min-delay-ms", "1000", "--max-delay-ms", "1000"],

@@ -1,11 +1,12 @@
 //! The three standalone binaries, as containers run them: wired by flags,
-//! each serving `/metrics` on its own `--metrics-listen`, the gateway also on
-//! its main port; SIGINT drains each and it exits cleanly.
+//! each serving `/metrics` on its main port (and on `--metrics-listen` when
+//! given); several on one host need nothing but their own `--listen`;
+//! SIGINT drains each and it exits cleanly.
 
 mod common;
 
 use common::{
-    expected_text, http_get,
+    expected_text, metric,
     processes::{Process, binary, free_port},
     text,
 };
@@ -13,13 +14,6 @@ use std::{net::SocketAddr, time::Duration};
 
 fn addr(port: u16) -> SocketAddr {
     format!("127.0.0.1:{port}").parse().unwrap()
-}
-
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let body = http_get(addr, "/metrics").await.body;
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from {addr}/metrics:\n{body}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,15 +100,16 @@ async fn the_binaries_serve_a_request_and_their_own_metrics() {
     );
 
     let tokens = expected_text("standalone").split(' ').count() as f64;
-    assert_eq!(
-        metric(addr(worker_metrics), "horoscoper_tokens_total").await,
-        tokens
-    );
-    assert_eq!(
-        metric(addr(batcher_metrics), "horoscoper_workers").await,
-        1.0
-    );
-    assert!(metric(addr(batcher_metrics), "horoscoper_batch_size_count").await >= 1.0);
+    for worker_metrics in [addr(worker_metrics), addr(worker)] {
+        assert_eq!(
+            metric(worker_metrics, "horoscoper_tokens_total").await,
+            tokens
+        );
+    }
+    for batcher_metrics in [addr(batcher_metrics), addr(batcher)] {
+        assert_eq!(metric(batcher_metrics, "horoscoper_workers").await, 1.0);
+        assert!(metric(batcher_metrics, "horoscoper_batch_size_count").await >= 1.0);
+    }
     for gateway_metrics in [addr(gateway_metrics), addr(gateway)] {
         assert!(
             metric(
@@ -195,4 +190,36 @@ async fn a_stopping_batcher_ends_its_worker_streams_before_it_exits() {
         !log.contains("WARN") && !log.contains("ERROR"),
         "the worker saw its stream end cleanly:\n{log}"
     );
+}
+
+/// Two workers on one host, started with their own `--listen` and nothing
+/// else: both serve, each with `/metrics` on its own port (a shared default
+/// metrics port once made the second exit with "Address already in use").
+#[tokio::test]
+async fn two_workers_on_one_host_need_only_their_own_listen() {
+    let ports = [free_port(), free_port()];
+    let workers: Vec<Process> = ports
+        .iter()
+        .map(|port| {
+            Process::start(
+                &binary("worker"),
+                &["--listen", &addr(*port).to_string()],
+                &[],
+            )
+        })
+        .collect();
+    for port in ports {
+        let mut served = None;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr(port)).await.is_ok() {
+                served = Some(metric(addr(port), "horoscoper_tokens_total").await);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(served, Some(0.0), "the worker on {port} serves /metrics");
+    }
+    for worker in workers {
+        assert!(worker.stop().success(), "each worker was still running");
+    }
 }

@@ -186,7 +186,7 @@ async fn tls_on_the_public_port_and_mutual_tls_between_the_services() {
                     .session(tokio_stream::iter([SessionRequest {
                         command: Some(Command::Submit(SubmitRequest {
                             prefix: "who are you".into(),
-                            request_id: "t".into(),
+                            log_id: "t".into(),
                             id: 1,
                             ..SubmitRequest::default()
                         })),

@@ -1,14 +1,16 @@
 //! The batcher's command-line flags (each also an environment variable) and
 //! the validated configuration [`crate::run`] takes.
 
-use crate::{Error, Metrics, discovery::Resolver, queue::Policy};
-use horoscoper_proto::{
-    process::RuntimeArgs,
-    shutdown::DrainArgs,
-    telemetry::LogArgs,
-    tls::{MeshTls, MeshTlsArgs},
+use crate::{Metrics, discovery::Resolver, queue::Policy};
+use horoscoper_runtime::{
+    StartError,
+    args::{ProcessArgs, ServiceArgs},
+    metrics::SharedRegistry,
+    process::{Binary, Started},
+    telemetry,
+    tls::MeshTls,
 };
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 use tonic::transport::Uri;
 
 /// Flags of the standalone `batcher` binary.
@@ -16,12 +18,10 @@ use tonic::transport::Uri;
 #[command(
     name = "batcher",
     version,
-    about = "Horoscoper batcher: static batches fanned out to workers"
+    about = "Horoscoper batcher: static batches fanned out to workers",
+    mut_arg("listen", |arg| arg.required(false).default_value("127.0.0.1:50052"))
 )]
 pub struct Args {
-    /// Address to serve `horoscoper.mesh.v1.BatcherService` on.
-    #[arg(long, env = "HOROSCOPER_LISTEN", default_value = "127.0.0.1:50052")]
-    pub listen: SocketAddr,
     /// A worker's URL, e.g. http://127.0.0.1:50051; repeat the flag (or
     /// separate with commas in the env var) for several.
     #[arg(
@@ -35,23 +35,10 @@ pub struct Args {
     /// addresses join, vanished ones are drained.
     #[arg(long, env = "HOROSCOPER_RESOLVE_INTERVAL_MS", default_value_t = 5000)]
     pub resolve_interval_ms: u64,
-    /// Address to serve Prometheus metrics on, at /metrics.
-    #[arg(
-        long,
-        env = "HOROSCOPER_METRICS_LISTEN",
-        default_value = "127.0.0.1:9102"
-    )]
-    pub metrics_listen: SocketAddr,
     #[command(flatten)]
     pub batching: BatchingArgs,
     #[command(flatten)]
-    pub mesh_tls: MeshTlsArgs,
-    #[command(flatten)]
-    pub drain: DrainArgs,
-    #[command(flatten)]
-    pub log: LogArgs,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub service: ServiceArgs,
 }
 
 /// How the batcher batches: shared by the `batcher` binary and the
@@ -85,18 +72,22 @@ pub const MAX_BATCH_SIZE: usize = 4096;
 
 impl BatchingArgs {
     /// Checks the flags.
-    pub fn validate(&self) -> Result<Batching, Error> {
+    pub fn validate(&self) -> Result<Batching, StartError> {
         if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
-            return Err(Error::Config(format!(
+            return Err(StartError::Config(format!(
                 "--batch-size is {}; it must be between 1 and {MAX_BATCH_SIZE}",
                 self.batch_size
             )));
         }
         if self.request_ttl_ms == 0 {
-            return Err(Error::Config("--request-ttl-ms must be at least 1".into()));
+            return Err(StartError::Config(
+                "--request-ttl-ms must be at least 1".into(),
+            ));
         }
         if self.max_requests == 0 {
-            return Err(Error::Config("--max-requests must be at least 1".into()));
+            return Err(StartError::Config(
+                "--max-requests must be at least 1".into(),
+            ));
         }
         Ok(Batching {
             policy: Policy {
@@ -128,6 +119,8 @@ pub struct Config {
     pub resolver: Resolver,
     pub batching: Batching,
     pub metrics: Metrics,
+    /// What `/metrics` on the batcher's port shows; `None`: no `/metrics`.
+    pub registry: Option<SharedRegistry>,
     /// How long open requests may go on after the drain begins.
     pub drain_grace: Duration,
     /// Mutual TLS with the gateway and the workers, if configured.
@@ -143,6 +136,7 @@ impl Config {
             resolver: Resolver::default(),
             batching,
             metrics,
+            registry: None,
             drain_grace: DEFAULT_DRAIN_GRACE,
             mesh_tls: None,
         }
@@ -151,9 +145,9 @@ impl Config {
 
 impl Args {
     /// Validates the flags into a configuration.
-    pub fn into_config(self) -> Result<Config, Error> {
+    pub fn into_config(self) -> Result<Config, StartError> {
         if self.resolve_interval_ms == 0 {
-            return Err(Error::Config(
+            return Err(StartError::Config(
                 "--resolve-interval-ms must be at least 1".into(),
             ));
         }
@@ -164,8 +158,8 @@ impl Args {
             .collect::<Result<_, _>>()?;
         let mut config = Config::new(workers, self.batching.validate()?, Metrics::default());
         config.resolve_interval = Duration::from_millis(self.resolve_interval_ms);
-        config.drain_grace = self.drain.grace();
-        config.mesh_tls = self.mesh_tls.load().map_err(Error::Config)?;
+        config.drain_grace = self.service.process.drain_grace();
+        config.mesh_tls = self.service.mesh_tls.load()?;
         let wanted = if config.mesh_tls.is_some() {
             "https"
         } else {
@@ -176,7 +170,7 @@ impl Args {
             .iter()
             .find(|url| url.scheme_str() != Some(wanted))
         {
-            return Err(Error::Config(format!(
+            return Err(StartError::Config(format!(
                 "--worker {url} must be {wanted}:// {}",
                 if wanted == "https" {
                     "with --mesh-tls-*"
@@ -190,9 +184,10 @@ impl Args {
 }
 
 /// A worker URL: `http://HOST:PORT` (or https).
-pub fn parse_worker_url(url: &str) -> Result<Uri, Error> {
-    let invalid =
-        |why: &str| Error::Config(format!("--worker {url:?} {why}; expected http://HOST:PORT"));
+pub fn parse_worker_url(url: &str) -> Result<Uri, StartError> {
+    let invalid = |why: &str| {
+        StartError::Config(format!("--worker {url:?} {why}; expected http://HOST:PORT"))
+    };
     let uri: Uri = url.trim().parse().map_err(|_| invalid("is not a URL"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
@@ -202,6 +197,21 @@ pub fn parse_worker_url(url: &str) -> Result<Uri, Error> {
         return Err(invalid("has no port"));
     }
     Ok(uri)
+}
+
+impl Binary for Args {
+    const NAME: &'static str = "batcher";
+    const SERVICES: &'static [telemetry::Service] = &[telemetry::BATCHER];
+
+    fn process(&self) -> &ProcessArgs {
+        &self.service.process
+    }
+
+    async fn start(self, mut started: Started) -> Result<(), StartError> {
+        let mut config = self.into_config()?;
+        config.registry = Some(started.metrics(|registry| config.metrics.register(registry)));
+        crate::run(config, started.listener, started.shutdown.cancelled_owned()).await
+    }
 }
 
 #[cfg(test)]

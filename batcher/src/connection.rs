@@ -1,26 +1,22 @@
 //! One task per worker address: it keeps a `WorkerService.Generate` stream
-//! open (reconnecting with backoff), runs the batches the dispatcher hands
-//! it, and routes each step's tokens to their requests' streams.
+//! open (reconnecting with backoff), hands the batches the dispatcher gives
+//! it to the worker, and feeds the worker's steps to the running batch's
+//! table ([`crate::running`]), which routes each token to its request.
 
 use crate::{
     Error,
     dispatcher::{Dispatched, Dispatcher, Slot, ToWorker},
-    queue::Entry,
-    request::{Limit, Orphaned, Pending},
+    running::RunningBatch,
 };
-use horoscoper_proto::{
-    mesh::{
-        self, Batch, BatchItem, GenerateRequest, GenerateResponse, Step, SubmitResponse,
-        generate_request::Command, generate_response::Event,
-        worker_service_client::WorkerServiceClient,
-    },
-    trace_context,
+use horoscoper_proto::mesh::{
+    self, GenerateRequest, GenerateResponse, generate_request::Command, generate_response::Event,
+    worker_service_client::WorkerServiceClient,
 };
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming, transport::Endpoint};
+use tonic::{Streaming, transport::Endpoint};
 
 /// Reconnection delays: doubling from `FIRST` up to `MAX`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -37,8 +33,8 @@ pub struct Connection {
     pub retire: CancellationToken,
 }
 
-/// Why a session with the worker ended.
-enum Ended {
+/// Why a stream to the worker ended.
+enum StreamEnd {
     /// The batcher is stopping.
     Stopped,
     /// The worker's address is gone from discovery; its batch finished.
@@ -54,19 +50,19 @@ impl Connection {
         let mut backoff = FIRST_BACKOFF;
         let mut failures = 0u32;
         loop {
-            let ended = self.session(&url, &mut backoff).await;
+            let ended = self.stream(&url, &mut backoff).await;
             // A session that got through to the worker reset the backoff: a
             // loss after it is a new outage.
             if backoff == FIRST_BACKOFF {
                 failures = 0;
             }
             match ended {
-                Ended::Stopped => return,
-                Ended::Retired => {
+                StreamEnd::Stopped => return,
+                StreamEnd::Retired => {
                     tracing::info!(worker = %url, "worker retired: its address is no longer resolved");
                     return;
                 }
-                Ended::Lost(reason) => {
+                StreamEnd::Lost(reason) => {
                     failures += 1;
                     // Say it once per outage, not once per retry.
                     if failures == 1 {
@@ -87,38 +83,38 @@ impl Connection {
 
     /// Connects, says Ready to the dispatcher and serves batches until the
     /// stream ends.
-    async fn session(&self, url: &str, backoff: &mut Duration) -> Ended {
+    async fn stream(&self, url: &str, backoff: &mut Duration) -> StreamEnd {
         let channel = match self.endpoint.connect().await {
             Ok(channel) => channel,
             Err(error) => {
-                return Ended::Lost(format!(
+                return StreamEnd::Lost(format!(
                     "cannot connect: {}",
-                    horoscoper_proto::process::error_chain(&error)
+                    horoscoper_runtime::error_chain(&error)
                 ));
             }
         };
         let (down, down_receiver) = mpsc::channel(32);
         let mut up = match WorkerServiceClient::new(channel)
-            .max_encoding_message_size(horoscoper_proto::net::MAX_BATCH_BYTES)
-            .max_decoding_message_size(horoscoper_proto::net::MAX_STEP_BYTES)
+            .max_encoding_message_size(horoscoper_proto::limits::MAX_BATCH_BYTES)
+            .max_decoding_message_size(horoscoper_proto::limits::MAX_STEP_BYTES)
             .generate(ReceiverStream::new(down_receiver))
             .await
         {
             Ok(response) => response.into_inner(),
-            Err(status) => return Ended::Lost(format!("Generate refused: {status}")),
+            Err(status) => return StreamEnd::Lost(format!("Generate refused: {status}")),
         };
         let worker_id: Arc<str> = match up.message().await {
             Ok(Some(GenerateResponse {
                 event: Some(Event::Ready(ready)),
             })) => ready.worker_id.into(),
-            Ok(other) => return Ended::Lost(format!("expected Ready first, got {other:?}")),
-            Err(status) => return Ended::Lost(format!("stream failed before Ready: {status}")),
+            Ok(other) => return StreamEnd::Lost(format!("expected Ready first, got {other:?}")),
+            Err(status) => return StreamEnd::Lost(format!("stream failed before Ready: {status}")),
         };
         *backoff = FIRST_BACKOFF;
         tracing::info!(worker = %url, %worker_id, "worker connected");
 
         let (commands, mut receiver) = mpsc::unbounded_channel();
-        let mut session = Session {
+        let mut stream = GenerateStream {
             index: self.index,
             url,
             worker_id,
@@ -128,10 +124,10 @@ impl Connection {
             retiring: false,
             dispatcher: &self.dispatcher,
         };
-        session.ready();
+        stream.ready();
         let ended = tokio::select! {
-            () = self.stop.cancelled() => Ended::Stopped,
-            ended = session.serve(&mut up, &mut receiver, &self.retire) => ended,
+            () = self.stop.cancelled() => StreamEnd::Stopped,
+            ended = stream.serve(&mut up, &mut receiver, &self.retire) => ended,
         };
 
         // Nothing that reached this connection may be lost: a batch cut short
@@ -140,13 +136,20 @@ impl Connection {
         // started go back to the queue.
         self.dispatcher.gone(self.index);
         match &ended {
-            Ended::Stopped | Ended::Retired => session.fail_running(Error::ShuttingDown),
-            Ended::Lost(reason) => {
-                let orphans = session.orphan_running();
+            StreamEnd::Stopped | StreamEnd::Retired => {
+                if let Some(running) = stream.running.take() {
+                    running.fail(Error::ShuttingDown);
+                }
+            }
+            StreamEnd::Lost(reason) => {
+                let orphans = stream
+                    .running
+                    .take()
+                    .map_or_else(Vec::new, |running| running.orphan(Instant::now()));
                 if !orphans.is_empty() {
                     tracing::warn!(
                         worker = %url,
-                        worker_id = %session.worker_id,
+                        worker_id = %stream.worker_id,
                         requests = orphans.len(),
                         %reason,
                         "worker lost mid-batch; its requests run again on another worker"
@@ -161,8 +164,8 @@ impl Connection {
                 self.dispatcher.requeue(batch.requests);
             }
         }
-        if !matches!(ended, Ended::Lost(_)) {
-            goodbye(session, up).await;
+        if !matches!(ended, StreamEnd::Lost(_)) {
+            goodbye(stream, up).await;
         }
         ended
     }
@@ -175,50 +178,27 @@ pub const GOODBYE: Duration = Duration::from_millis(500);
 /// worker to end its side with a status. Without it a batcher that stops
 /// drops the connection as its process exits, mid-stream, and the worker
 /// reports a broken stream ("h2 protocol error") where there was none.
-async fn goodbye(session: Session<'_>, mut up: Streaming<GenerateResponse>) {
+async fn goodbye(stream: GenerateStream<'_>, mut up: Streaming<GenerateResponse>) {
     // Its `down` sender: the worker reads the end of the stream.
-    drop(session);
+    drop(stream);
     let drained = async { while let Ok(Some(_)) = up.message().await {} };
     let _ = tokio::time::timeout(GOODBYE, drained).await;
 }
 
-/// A request of the running batch.
-struct Route {
-    /// The request as it was queued, to run again should the worker be lost.
-    entry: Entry<Pending>,
-    /// Tokens the worker has produced for it in this batch.
-    seen: u32,
-    /// Its tokens of the step being read, sent together at the step's end.
-    ready: Vec<SubmitResponse>,
-    queue_time: Duration,
-    /// The request's generation, a child of its submit span: it ends with
-    /// the request's last token.
-    _span: tracing::Span,
-}
-
-/// The batch the worker is running.
-struct Running {
-    batch_id: u64,
-    size: u32,
-    routes: HashMap<u64, Route>,
-    /// The batch's own span; it ends with the batch.
-    _span: tracing::Span,
-}
-
 /// One open Generate stream.
-struct Session<'a> {
+struct GenerateStream<'a> {
     index: usize,
     url: &'a str,
     worker_id: Arc<str>,
     commands: mpsc::UnboundedSender<ToWorker>,
     down: mpsc::Sender<GenerateRequest>,
-    running: Option<Running>,
+    running: Option<RunningBatch>,
     /// Retired: no new batch; the session ends when the running one does.
     retiring: bool,
     dispatcher: &'a Dispatcher,
 }
 
-impl Session<'_> {
+impl GenerateStream<'_> {
     fn ready(&self) {
         if self.retiring {
             return;
@@ -236,10 +216,10 @@ impl Session<'_> {
         up: &mut Streaming<GenerateResponse>,
         receiver: &mut mpsc::UnboundedReceiver<ToWorker>,
         retire: &CancellationToken,
-    ) -> Ended {
+    ) -> StreamEnd {
         loop {
             if self.retiring && self.running.is_none() {
-                return Ended::Retired;
+                return StreamEnd::Retired;
             }
             tokio::select! {
                 () = retire.cancelled(), if !self.retiring => {
@@ -250,7 +230,7 @@ impl Session<'_> {
                 }
                 command = receiver.recv() => {
                     let Some(command) = command else {
-                        return Ended::Lost("command channel closed".into());
+                        return StreamEnd::Lost("command channel closed".into());
                     };
                     if let Err(ended) = self.command(command).await {
                         return ended;
@@ -262,8 +242,8 @@ impl Session<'_> {
                         Ok(Some(GenerateResponse { event: None })) => {
                             return self.protocol_error("a GenerateResponse carried no event");
                         }
-                        Ok(None) => return Ended::Lost("the worker closed the stream".into()),
-                        Err(status) => return Ended::Lost(format!("stream failed: {status}")),
+                        Ok(None) => return StreamEnd::Lost("the worker closed the stream".into()),
+                        Err(status) => return StreamEnd::Lost(format!("stream failed: {status}")),
                     };
                     if let Err(ended) = self.event(event).await {
                         return ended;
@@ -273,17 +253,17 @@ impl Session<'_> {
         }
     }
 
-    async fn command(&mut self, command: ToWorker) -> Result<(), Ended> {
+    async fn command(&mut self, command: ToWorker) -> Result<(), StreamEnd> {
         match command {
             ToWorker::Dispatch(batch) => self.start(batch).await,
             ToWorker::Cancel(request_id) => {
                 let Some(running) = &mut self.running else {
                     return Ok(());
                 };
-                if running.routes.remove(&request_id).is_none() {
+                if !running.cancel(request_id) {
                     return Ok(());
                 }
-                let batch_id = running.batch_id;
+                let batch_id = running.batch_id();
                 self.send(Command::Cancel(mesh::Cancel {
                     batch_id,
                     request_id,
@@ -293,7 +273,7 @@ impl Session<'_> {
         }
     }
 
-    async fn start(&mut self, batch: Dispatched) -> Result<(), Ended> {
+    async fn start(&mut self, batch: Dispatched) -> Result<(), StreamEnd> {
         if self.retiring {
             self.dispatcher.requeue(batch.requests);
             return Ok(());
@@ -302,95 +282,32 @@ impl Session<'_> {
             // The dispatcher only hands a batch to a free worker.
             let message = format!(
                 "batch {} dispatched while batch {} runs",
-                batch.batch_id, running.batch_id
+                batch.batch_id,
+                running.batch_id()
             );
             self.dispatcher.requeue(batch.requests);
             return Err(self.protocol_error(&message));
         }
-        let size = batch.requests.len();
-        let mut items = Vec::with_capacity(size);
-        let mut routes = HashMap::with_capacity(size);
-        for entry in batch.requests {
-            let span = tracing::info_span!(
-                target: horoscoper_proto::trace_only!(),
-                parent: &entry.item.span,
-                "generate",
-                batch_id = batch.batch_id,
-                batch_size = size,
-                reason = batch.reason.as_str(),
-                worker = %self.worker_id,
-            );
-            // Without an exporter, nothing builds the generation's span: the
-            // request's own span is the worker's parent then.
-            let parent = if span.is_disabled() {
-                &entry.item.span
-            } else {
-                &span
-            };
-            parent.in_scope(|| {
-                tracing::debug!(batch_id = batch.batch_id, worker = %self.worker_id, "dispatched")
-            });
-            items.push(BatchItem {
-                request_id: entry.id,
-                prefix: entry.item.prefix.clone(),
-                trace_context: trace_context::to_map(parent),
-                log_id: entry.item.log_id.clone(),
-                time_left: entry
-                    .item
-                    .deadline
-                    .map(|deadline| deadline.time_left(batch.at)),
-            });
-            routes.insert(
-                entry.id,
-                Route {
-                    queue_time: batch.at - entry.enqueued,
-                    entry,
-                    seen: 0,
-                    ready: Vec::new(),
-                    _span: span,
-                },
-            );
-        }
-        self.running = Some(Running {
-            batch_id: batch.batch_id,
-            size: size as u32,
-            routes,
-            _span: batch.span,
-        });
-        self.send(Command::Batch(Batch {
-            batch_id: batch.batch_id,
-            items,
-        }))
-        .await
+        let (running, batch) = RunningBatch::start(batch, self.worker_id.clone());
+        self.running = Some(running);
+        self.send(Command::Batch(batch)).await
     }
 
-    async fn event(&mut self, event: Event) -> Result<(), Ended> {
+    async fn event(&mut self, event: Event) -> Result<(), StreamEnd> {
         match event {
             Event::Step(step) => self.step(step).await,
             Event::Done(done) => {
-                match &self.running {
-                    Some(running) if running.batch_id == done.batch_id => {}
-                    _ => {
+                match self.running.take() {
+                    Some(running) if running.batch_id() == done.batch_id => {
+                        running.done(Instant::now());
+                    }
+                    other => {
+                        self.running = other;
                         return Err(self.protocol_error(&format!(
                             "BatchDone for unknown batch {}",
                             done.batch_id
                         )));
                     }
-                }
-                let running = self.running.take().expect("checked above");
-                let now = Instant::now();
-                for mut route in running.routes.into_values() {
-                    // The worker stops a request at its client's deadline.
-                    let error = match route.entry.item.deadline {
-                        Some(deadline) if deadline.at <= now => Error::DeadlinePassed {
-                            limit: deadline.limit,
-                        },
-                        _ => Error::BatchCutShort {
-                            worker_id: self.worker_id.to_string(),
-                            batch_id: running.batch_id,
-                        },
-                    };
-                    let _ = route.entry.item.reply.fail(error.into());
                 }
                 self.ready();
                 Ok(())
@@ -399,69 +316,16 @@ impl Session<'_> {
         }
     }
 
-    async fn step(&mut self, step: Step) -> Result<(), Ended> {
+    async fn step(&mut self, step: mesh::Step) -> Result<(), StreamEnd> {
         let Some(running) = self
             .running
             .as_mut()
-            .filter(|r| r.batch_id == step.batch_id)
+            .filter(|running| running.batch_id() == step.batch_id)
         else {
             return Err(self.protocol_error(&format!("Step for unknown batch {}", step.batch_id)));
         };
-        // A request's tokens of one step go to its session together.
-        let mut touched = Vec::new();
-        for token in step.tokens {
-            let Some(route) = running.routes.get_mut(&token.request_id) else {
-                continue; // cancelled since the step was sent
-            };
-            if route.ready.last().is_some_and(|token| token.last) {
-                continue; // nothing follows a last token
-            }
-            route.seen += 1;
-            if route.seen <= route.entry.item.delivered {
-                if token.last {
-                    // The lost worker had given more tokens than this whole text.
-                    let status = Status::from(Error::TextDiffers {
-                        worker_id: self.worker_id.to_string(),
-                    });
-                    let _ = route.entry.item.reply.fail(status);
-                    running.routes.remove(&token.request_id);
-                }
-                continue; // its client has this token from the lost worker
-            }
-            let batch = token.last.then(|| mesh::BatchInfo {
-                batch_id: running.batch_id,
-                batch_size: running.size,
-                worker_id: self.worker_id.to_string(),
-                queue_time: prost_types::Duration::try_from(route.queue_time).ok(),
-            });
-            if route.ready.is_empty() {
-                touched.push(token.request_id);
-            }
-            route.ready.push(SubmitResponse {
-                text: token.text,
-                last: token.last,
-                batch,
-            });
-        }
-        let mut left = Vec::new();
-        for request_id in touched {
-            let Some(route) = running.routes.get_mut(&request_id) else {
-                continue;
-            };
-            let tokens = std::mem::take(&mut route.ready);
-            let last = tokens.last().is_some_and(|token| token.last);
-            let delivered = route.entry.item.reply.send_tokens(tokens);
-            if last || !delivered {
-                // Dropping the route ends the request's stream after its
-                // last token.
-                running.routes.remove(&request_id);
-            }
-            if !delivered {
-                left.push(request_id);
-            }
-        }
-        let batch_id = running.batch_id;
-        for request_id in left {
+        let batch_id = running.batch_id();
+        for request_id in running.step(step) {
             self.send(Command::Cancel(mesh::Cancel {
                 batch_id,
                 request_id,
@@ -471,59 +335,21 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn send(&self, command: Command) -> Result<(), Ended> {
+    async fn send(&self, command: Command) -> Result<(), StreamEnd> {
         self.down
             .send(GenerateRequest {
                 command: Some(command),
             })
             .await
-            .map_err(|_| Ended::Lost("the stream to the worker closed".into()))
+            .map_err(|_| StreamEnd::Lost("the stream to the worker closed".into()))
     }
 
-    fn protocol_error(&self, message: &str) -> Ended {
+    fn protocol_error(&self, message: &str) -> StreamEnd {
         let error = Error::WorkerProtocol {
             url: self.url.to_string(),
             message: message.to_string(),
         };
         tracing::error!(%error);
-        Ended::Lost(error.to_string())
-    }
-
-    fn fail_running(&mut self, error: Error) {
-        if let Some(running) = self.running.take() {
-            let status = Status::from(error);
-            for mut route in running.routes.into_values() {
-                let _ = route.entry.item.reply.fail(status.clone());
-            }
-        }
-    }
-
-    /// The running batch's requests whose clients are still there, ready
-    /// to queue again: each skips the tokens its client already has, and
-    /// waits for a worker for a time to live of its own again (a client's
-    /// deadline stays what it was).
-    fn orphan_running(&mut self) -> Vec<Entry<Pending>> {
-        let Some(running) = self.running.take() else {
-            return Vec::new();
-        };
-        let now = Instant::now();
-        let orphaned = Orphaned {
-            worker_id: self.worker_id.clone(),
-            since: now,
-        };
-        running
-            .routes
-            .into_values()
-            .filter(|route| !route.entry.item.reply.is_closed())
-            .map(|route| {
-                let mut entry = route.entry;
-                entry.item.delivered = entry.item.delivered.max(route.seen);
-                entry.item.orphaned = Some(orphaned.clone());
-                if let Limit::TimeToLive(time_to_live) = entry.item.limit {
-                    entry.expires = now + time_to_live;
-                }
-                entry
-            })
-            .collect()
+        StreamEnd::Lost(error.to_string())
     }
 }

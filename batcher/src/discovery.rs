@@ -7,7 +7,7 @@
 //! addresses the name had.
 
 use crate::{connection::Connection, dispatcher::Dispatcher};
-use horoscoper_proto::tls::MeshTls;
+use horoscoper_runtime::tls::MeshTls;
 use std::{
     collections::{BTreeSet, HashMap},
     fmt,
@@ -40,7 +40,7 @@ impl Resolver {
     }
 
     async fn resolve(&self, url: &Uri) -> io::Result<BTreeSet<SocketAddr>> {
-        let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
+        let host = horoscoper_runtime::net::host(url);
         let port = url.port_u16().unwrap_or(80);
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(BTreeSet::from([SocketAddr::new(ip, port)]));
@@ -169,10 +169,10 @@ fn endpoint(
     let uri: Uri = format!("{scheme}://{addr}")
         .parse()
         .expect("a scheme and an address make a URI");
-    let endpoint = horoscoper_proto::net::endpoint(uri);
+    let endpoint = horoscoper_runtime::net::endpoint(uri);
     match tls {
         Some(tls) => {
-            let name = url.host().unwrap_or_default().trim_matches(['[', ']']);
+            let name = horoscoper_runtime::net::host(url);
             endpoint.tls_config(tls.client(name))
         }
         None => Ok(endpoint),

@@ -16,7 +16,7 @@ use crate::{
     queue::{Entry, Policy, Queue, Reason},
     request::Pending,
 };
-use horoscoper_proto::trace_context;
+use horoscoper_runtime::trace;
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
@@ -300,7 +300,7 @@ impl Task {
                 worker = %slot.worker_id,
             );
             for entry in &mut requests {
-                trace_context::link(&span, &entry.item.span);
+                trace::link(&span, &entry.item.span);
                 self.metrics
                     .queue_wait
                     .observe((now - entry.enqueued).as_secs_f64());

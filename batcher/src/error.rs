@@ -4,7 +4,7 @@ use crate::request::Limit;
 use std::time::Duration;
 use tonic::{Code, Status};
 
-/// Everything that can go wrong in the batcher.
+/// What can go wrong with a request in the batcher.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{}", expired_message(*.waited, *.limit))]
@@ -32,14 +32,6 @@ pub enum Error {
     Overloaded { limit: usize },
     #[error("worker at {url} broke the protocol: {message}")]
     WorkerProtocol { url: String, message: String },
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error("cannot read the listener's address: {0}")]
-    Listen(#[source] std::io::Error),
-    #[error("cannot build server reflection: {0}")]
-    Reflection(#[source] horoscoper_proto::serving::ReflectionError),
-    #[error("server failed: {0}")]
-    Serve(#[source] tonic::transport::Error),
 }
 
 fn expired_message(waited: Duration, limit: Limit) -> String {
@@ -64,11 +56,7 @@ impl From<Error> for Status {
             Error::Overloaded { .. } => Code::ResourceExhausted,
             Error::BatchCutShort { .. }
             | Error::TextDiffers { .. }
-            | Error::WorkerProtocol { .. }
-            | Error::Config(_)
-            | Error::Listen(_)
-            | Error::Reflection(_)
-            | Error::Serve(_) => Code::Internal,
+            | Error::WorkerProtocol { .. } => Code::Internal,
         };
         Status::new(code, error.to_string())
     }

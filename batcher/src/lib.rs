@@ -1,39 +1,45 @@
 //! Horoscoper's batcher: requests queue in arrival order and leave in static
 //! batches, each to a free worker, whose tokens stream back per request.
 //!
-//! - [`queue`]: the queue and the batching decisions (synchronous).
-//! - [`dispatcher`]: the task that owns the queue and the free workers.
-//! - [`discovery`]: worker names resolved periodically, a connection per address.
-//! - [`connection`]: one task per worker: its Generate stream and routing.
-//! - [`service`]: `BatcherService.Session`, and admission of a request.
-//! - [`session`]: one gateway's session: its requests up, their tokens down.
-//! - [`request`]: a request as the batcher holds it.
-//! - [`metrics`]: the batcher's Prometheus metrics.
-//! - [`config`]: command-line flags and the validated configuration.
-//! - [`error`]: the crate's error type and its gRPC status.
+//! - `queue`: the queue and the batching decisions (synchronous).
+//! - `dispatcher`: the task that owns the queue and the free workers.
+//! - `discovery`: worker names resolved periodically, a connection per address.
+//! - `connection`: one task per worker: its Generate stream.
+//! - `running`: the table of a running batch: which request gets which
+//!   token, what was delivered, what to run again (synchronous).
+//! - `service`: `BatcherService.Session`.
+//! - `admission`: which request joins the queue, under what limits.
+//! - `session`: one gateway's session: its requests up, their tokens down.
+//! - `request`: a request as the batcher holds it.
+//! - `metrics`: the batcher's Prometheus metrics.
+//! - `config`: command-line flags and the validated configuration.
+//! - `error`: the crate's error type and its gRPC status.
 //!
 //! [`run`] serves the batcher on a listener until the shutdown future resolves.
 
-pub mod config;
-pub mod connection;
-pub mod discovery;
-pub mod dispatcher;
-pub mod error;
-pub mod metrics;
-pub mod queue;
-pub mod request;
-pub mod service;
-pub mod session;
+mod admission;
+mod config;
+mod connection;
+mod discovery;
+mod dispatcher;
+mod error;
+mod metrics;
+mod queue;
+mod request;
+mod running;
+mod service;
+mod session;
 
 pub use config::{Args, Batching, BatchingArgs, Config};
+pub use discovery::{Lookup, Resolver};
 pub use error::Error;
 pub use metrics::Metrics;
 
 use horoscoper_proto::{
+    limits,
     mesh::{self, batcher_service_server::BatcherServiceServer},
-    net, serving,
-    shutdown::Drain,
 };
+use horoscoper_runtime::{StartError, drain::Drain, net, serve::Port};
 use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -51,8 +57,7 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    let local_addr = listener.local_addr().map_err(Error::Listen)?;
+) -> Result<(), StartError> {
     let stop = CancellationToken::new();
     let dispatcher =
         dispatcher::Dispatcher::spawn(config.batching.policy, config.metrics, stop.clone());
@@ -66,6 +71,7 @@ pub async fn run(
         stop: stop.clone(),
         connections: connections.clone(),
     };
+    tracing::info!(workers = config.workers.len(), "batcher starting");
     tokio::spawn(discovery.run());
 
     // Past the grace period, `stop` ends what is still queued or running
@@ -80,26 +86,15 @@ pub async fn run(
             }
         }
     });
-    let health = serving::health::<BatcherServiceServer<service::Batcher>>(&drain).await;
-    let reflection =
-        serving::reflection(&[mesh::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
-    let batcher = service::Batcher::new(dispatcher, config.batching, drain.clone());
-
-    tracing::info!(%local_addr, workers = config.workers.len(), "batcher listening");
-    let mut server = net::mesh_server(MAX_STREAMS);
-    if let Some(tls) = &config.mesh_tls {
-        server = server.tls_config(tls.server()).map_err(Error::Serve)?;
-    }
-    let served = server
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(
-            BatcherServiceServer::new(batcher)
-                .max_decoding_message_size(net::MAX_REQUEST_BYTES)
-                .max_encoding_message_size(net::MAX_STEP_BYTES),
-        )
-        .serve_with_incoming_shutdown(net::incoming(listener), drain.settled_owned());
-    let served = drain.serve(served).await;
+    let admission = admission::Admission::new(dispatcher, config.batching, drain.clone());
+    let api = BatcherServiceServer::new(service::Batcher::new(admission))
+        .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(limits::MAX_STEP_BYTES);
+    let served = Port::new("batcher", api, &[mesh::FILE_DESCRIPTOR_SET])
+        .metrics(config.registry)
+        .tls(config.mesh_tls.as_ref().map(|tls| tls.server()))
+        .serve(net::mesh_server(MAX_STREAMS), listener, &drain)
+        .await;
     stop.cancel();
     // Each worker connection ends its stream and waits for the worker to end
     // its side, so that no worker reads a connection broken by this exit.
@@ -110,9 +105,7 @@ pub async fn run(
     {
         tracing::debug!("a worker did not end its stream in time");
     }
-    if let Some(served) = served {
-        served.map_err(Error::Serve)?;
-    }
+    served?;
     tracing::info!("batcher stopped");
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use crate::queue::Reason;
 use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{
         counter::Counter,
         family::Family,
@@ -11,7 +12,17 @@ use prometheus_client::{
     registry::Registry,
 };
 
-type Labels = Vec<(&'static str, &'static str)>;
+/// The label of `horoscoper_batches`: why the batch was dispatched.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchLabels {
+    reason: Reason,
+}
+
+impl EncodeLabelValue for Reason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
 
 /// The queue, the batches and the workers, as the batcher sees them.
 #[derive(Clone, Debug)]
@@ -19,7 +30,7 @@ pub struct Metrics {
     pub queue_length: Gauge,
     pub queue_wait: Histogram,
     pub batch_size: Histogram,
-    batches: Family<Labels, Counter>,
+    batches: Family<BatchLabels, Counter>,
     pub workers: Gauge,
     pub workers_busy: Gauge,
     /// Requests run again because their worker was lost mid-batch.
@@ -28,14 +39,14 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let batches = Family::<Labels, Counter>::default();
+        let batches = Family::<BatchLabels, Counter>::default();
         // Every reason is exported from the start, at zero.
-        for reason in [Reason::Full, Reason::Window, Reason::StaleHead] {
-            let _ = batches.get_or_create(&vec![("reason", reason.as_str())]);
+        for reason in Reason::ALL {
+            let _ = batches.get_or_create(&BatchLabels { reason });
         }
         Metrics {
             queue_length: Gauge::default(),
-            queue_wait: Histogram::new(horoscoper_proto::metrics::duration_buckets()),
+            queue_wait: Histogram::new(horoscoper_runtime::metrics::duration_buckets()),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             batches,
             workers: Gauge::default(),
@@ -48,9 +59,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts a dispatched batch.
     pub fn batch(&self, reason: Reason) {
-        self.batches
-            .get_or_create(&vec![("reason", reason.as_str())])
-            .inc();
+        self.batches.get_or_create(&BatchLabels { reason }).inc();
     }
 
     /// Registers the metrics under their `horoscoper_` names.

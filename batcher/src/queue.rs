@@ -25,7 +25,7 @@ pub struct Policy {
 }
 
 /// Why a batch was dispatched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
     /// It held `batch_size` requests.
     Full,
@@ -36,6 +36,9 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 3] = [Reason::Full, Reason::Window, Reason::StaleHead];
+
     /// The label used in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -74,10 +77,6 @@ impl<T> Queue<T> {
 
     pub fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Queues a request. Ids must increase with arrival; a request put back
@@ -211,7 +210,7 @@ mod tests {
         }
         assert_eq!(q.ready(t0, t0), Some(Reason::Full));
         assert_eq!(ids(&q.take_batch()), [0, 1, 2, 3]);
-        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,32 +1,12 @@
-//! `BatcherService.Session`, and admission: which request joins the queue,
-//! under what limit and span, and what it holds while it is open.
+//! `BatcherService.Session`: each gateway's session runs in a task of its
+//! own ([`crate::session`]), admitting its requests through
+//! [`crate::admission`].
 
-use crate::{
-    Batching, Error,
-    dispatcher::Dispatcher,
-    queue::Entry,
-    request::{ClientDeadline, Limit, Pending, Reply},
-    session::Session,
+use crate::{Error, admission::Admission, session::GatewaySession};
+use horoscoper_proto::mesh::{
+    SessionRequest, SessionResponse, batcher_service_server::BatcherService,
 };
-use horoscoper_proto::{
-    deadline,
-    mesh::{
-        SessionRequest, SessionResponse, SubmitRequest, batcher_service_server::BatcherService,
-    },
-    shutdown::{Drain, Tracked},
-    trace_context,
-};
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
-use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
-    time::Instant,
-};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -37,104 +17,12 @@ const SESSION_BACKLOG: usize = 16;
 /// The batcher's gRPC service.
 #[derive(Clone)]
 pub struct Batcher {
-    dispatcher: Dispatcher,
-    time_to_live: Duration,
-    /// One permit per request held, queued or running: admission control.
-    admission: Arc<Semaphore>,
-    max_requests: usize,
-    next_request_id: Arc<AtomicU64>,
-    /// Once it begins, new requests are refused.
-    drain: Drain,
+    admission: Admission,
 }
 
 impl Batcher {
-    pub fn new(dispatcher: Dispatcher, batching: Batching, drain: Drain) -> Batcher {
-        Batcher {
-            drain,
-            dispatcher,
-            time_to_live: batching.time_to_live,
-            admission: Arc::new(Semaphore::new(batching.max_requests)),
-            max_requests: batching.max_requests,
-            next_request_id: Arc::new(AtomicU64::new(1)),
-        }
-    }
-
-    pub fn drain(&self) -> &Drain {
-        &self.drain
-    }
-
-    pub fn dispatcher(&self) -> &Dispatcher {
-        &self.dispatcher
-    }
-
-    /// Queues a request of a session, whose tokens go to `reply`; refuses
-    /// it while draining, full or shutting down, saying why on `reply`.
-    pub fn admit(&self, submit: SubmitRequest, mut reply: Reply) -> Option<Admitted> {
-        if self.drain.is_draining() {
-            reply.fail(Error::Draining.into());
-            return None;
-        }
-        // Fail fast when full: the permit lives as long as the request.
-        let Ok(permit) = self.admission.clone().try_acquire_owned() else {
-            reply.fail(
-                Error::Overloaded {
-                    limit: self.max_requests,
-                }
-                .into(),
-            );
-            return None;
-        };
-        let SubmitRequest {
-            prefix,
-            request_id,
-            id: _,
-            trace_context,
-            time_left,
-        } = submit;
-        let client_deadline = deadline::left(time_left);
-        let limit = Limit::new(self.time_to_live, client_deadline);
-        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!(
-            "submit",
-            otel.kind = "server",
-            request_id = %request_id,
-            trace_id = tracing::field::Empty,
-        );
-        trace_context::set_parent_from_map(&span, &trace_context);
-        span.record("trace_id", trace_context::trace_id(&span));
-        let queued = tracing::info_span!(
-            target: horoscoper_proto::trace_only!(),
-            parent: &span,
-            "queued",
-            limit_ms = limit.duration().as_millis() as u64
-        );
-        let now = Instant::now();
-        let entry = Entry {
-            id,
-            enqueued: now,
-            expires: now + limit.duration(),
-            item: Pending {
-                prefix,
-                limit,
-                reply,
-                log_id: request_id,
-                span: span.clone(),
-                queued,
-                delivered: 0,
-                orphaned: None,
-                deadline: client_deadline.map(|limit| ClientDeadline::starting(now, limit)),
-            },
-        };
-        if let Err(mut entry) = self.dispatcher.enqueue(entry) {
-            entry.item.reply.fail(Error::ShuttingDown.into());
-            return None;
-        }
-        Some(Admitted {
-            id,
-            span,
-            _permit: permit,
-            _open: self.drain.track(),
-        })
+    pub fn new(admission: Admission) -> Batcher {
+        Batcher { admission }
     }
 }
 
@@ -146,29 +34,11 @@ impl BatcherService for Batcher {
         &self,
         request: Request<Streaming<SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        if self.drain.is_draining() {
+        if self.admission.drain().is_draining() {
             return Err(Error::Draining.into());
         }
         let (out, replies) = mpsc::channel(SESSION_BACKLOG);
-        tokio::spawn(Session::new(self.clone(), request.into_inner(), out).run());
+        tokio::spawn(GatewaySession::new(self.admission.clone(), request.into_inner(), out).run());
         Ok(Response::new(ReceiverStream::new(replies)))
-    }
-}
-
-/// A request in the batcher, from admission to its last token: its place
-/// (given back when it is dropped), its span, and its part in the drain.
-pub struct Admitted {
-    id: u64,
-    span: tracing::Span,
-    _permit: OwnedSemaphorePermit,
-    _open: Tracked,
-}
-
-impl Admitted {
-    /// Its client left: off the queue, or stopped at its worker.
-    pub fn cancel(self, dispatcher: &Dispatcher) {
-        self.span
-            .in_scope(|| tracing::debug!("client left; cancelling"));
-        dispatcher.cancel(self.id);
     }
 }

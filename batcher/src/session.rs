@@ -5,8 +5,8 @@
 //! closed its side or the batcher is draining.
 
 use crate::{
+    admission::{Admission, Admitted},
     request::{Reply, Tagged},
-    service::{Admitted, Batcher},
 };
 use horoscoper_proto::{
     mesh::{Leave, SessionRequest, SessionResponse, session_request::Command},
@@ -23,8 +23,9 @@ use tonic::{Status, Streaming};
 const MAX_REPLIES: usize = 1024;
 const MAX_REPLY_BYTES: usize = 256 * 1024;
 
-pub struct Session {
-    batcher: Batcher,
+/// The batcher's side of one gateway's session.
+pub struct GatewaySession {
+    admission: Admission,
     commands: Streaming<SessionRequest>,
     out: mpsc::Sender<Result<SessionResponse, Status>>,
     /// Every request of the session sends here, tagged with its id.
@@ -36,15 +37,15 @@ pub struct Session {
     open: HashMap<u64, Option<Admitted>>,
 }
 
-impl Session {
+impl GatewaySession {
     pub fn new(
-        batcher: Batcher,
+        admission: Admission,
         commands: Streaming<SessionRequest>,
         out: mpsc::Sender<Result<SessionResponse, Status>>,
-    ) -> Session {
+    ) -> GatewaySession {
         let (reply_to, replies) = mpsc::unbounded_channel();
-        Session {
-            batcher,
+        GatewaySession {
+            admission,
             commands,
             out,
             reply_to,
@@ -54,7 +55,7 @@ impl Session {
     }
 
     pub async fn run(mut self) {
-        let drain = self.batcher.drain().clone();
+        let drain = self.admission.drain().clone();
         let mut draining = drain.is_draining();
         let mut gateway_sending = true;
         let ended = loop {
@@ -80,7 +81,7 @@ impl Session {
                     }
                     // A transport error: the gateway's side of the
                     // connection is gone, and nothing can reach it.
-                    Some(Err(status)) if std::error::Error::source(&status).is_some() => {
+                    Some(Err(status)) if horoscoper_runtime::net::is_transport_error(&status) => {
                         tracing::debug!(%status, "the gateway's side of the session broke");
                         break Ok(());
                     }
@@ -91,7 +92,7 @@ impl Session {
                 () = self.out.closed() => break Ok(()),
             }
         };
-        let dispatcher = self.batcher.dispatcher();
+        let dispatcher = self.admission.dispatcher();
         for admitted in self.open.drain().filter_map(|(_, admitted)| admitted) {
             admitted.cancel(dispatcher);
         }
@@ -114,12 +115,12 @@ impl Session {
                     )));
                 }
                 let reply = Reply::new(id, self.reply_to.clone());
-                let admitted = self.batcher.admit(submit, reply);
+                let admitted = self.admission.admit(submit, reply);
                 self.open.insert(id, admitted);
             }
             Some(Command::Leave(Leave { id })) => {
                 if let Some(Some(admitted)) = self.open.remove(&id) {
-                    admitted.cancel(self.batcher.dispatcher());
+                    admitted.cancel(self.admission.dispatcher());
                 }
             }
             None => {

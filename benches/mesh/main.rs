@@ -14,6 +14,10 @@
 //! Writes `target/bench/results.md`, the plots beside it and each service's
 //! log under `target/bench/logs/`. `cargo bench --bench mesh -- --help`.
 
+// The same allocator as the services: the reference server runs in this
+// binary, and must not be slower than the mesh for a reason of its own.
+horoscoper_runtime::use_jemalloc!();
+
 mod ghz;
 mod load;
 mod machine;
@@ -63,15 +67,10 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    // One thread, for the load generator and for the reference alike, as
-    // each service of the mesh but the gateway gets. A load generator on
-    // tokio's default (a thread per core) spent much of its time waking and
-    // parking its threads as responses arrived (10,000 context switches in
-    // 1.5 s during the mesh's run, 1,000 during the reference's): 18–20 µs
-    // of CPU per request against the mesh and 14 against the reference, on
-    // one thread 12–13 and 10. The reference reaches the same peak either
-    // way (1.95–2.03M tokens/s in three rounds against 2.02–2.05M), on one
-    // thread more than on two with this load generator (1.75–1.79M).
+    // One thread, for the load generator and for the reference alike: on a
+    // thread per core the load generator spent its time waking and parking
+    // its own threads, and the reference peaks as high on one
+    // (`docs/performance.md` has the figures).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

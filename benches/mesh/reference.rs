@@ -13,7 +13,7 @@ use horoscoper_proto::{
         horoscoper_server::{Horoscoper, HoroscoperServer},
     },
 };
-use horoscoper_worker::{batch::Running, corpus::Corpus};
+use horoscoper_worker::{Corpus, Lockstep};
 use std::{
     net::SocketAddr,
     pin::Pin,
@@ -43,7 +43,7 @@ impl Horoscoper for Reference {
             }],
         };
         let mut running =
-            Running::start(batch, &self.corpus).map_err(|e| Status::internal(e.to_string()))?;
+            Lockstep::start(batch, &self.corpus).map_err(|e| Status::internal(e.to_string()))?;
         let mut responses = Vec::with_capacity(running.steps());
         while !running.is_done() {
             for token in running.step() {
@@ -72,9 +72,9 @@ pub async fn serve(addr: SocketAddr) {
         corpus: Corpus::built_in(),
         batches: AtomicU64::new(0),
     };
-    horoscoper_proto::net::server(horoscoper_proto::net::PUBLIC_MAX_STREAMS)
+    horoscoper_runtime::net::server(horoscoper_runtime::net::PUBLIC_MAX_STREAMS)
         .add_service(HoroscoperServer::new(reference))
-        .serve_with_incoming(horoscoper_proto::net::incoming(listener))
+        .serve_with_incoming(horoscoper_runtime::net::incoming(listener))
         .await
         .expect("the reference server failed");
 }

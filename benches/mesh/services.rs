@@ -243,29 +243,15 @@ impl Mesh {
     }
 }
 
-/// The flags of every service: where it listens, and metrics on a port of
-/// nobody's choosing.
+/// The flags of every service: where it listens (and serves `/metrics`).
 fn common_flags(listen: SocketAddr) -> Vec<String> {
-    vec![
-        "--listen".to_owned(),
-        listen.to_string(),
-        "--metrics-listen".into(),
-        "127.0.0.1:0".into(),
-    ]
+    vec!["--listen".to_owned(), listen.to_string()]
 }
 
 /// The services of a scenario outnumber the cores, so the batcher and each
-/// worker serve on one thread, as each would with one core in a container.
-/// A thread per core each (tokio's default) cost the mesh some 90 µs of CPU
-/// per request in scenario 1 at 64 clients, one thread each some 73, in
-/// back-to-back runs.
-///
-/// The gateway keeps its default, a thread per core: it does the most work
-/// of any stage per request (22 of the mesh's 49 µs of CPU in scenario 1 at
-/// 256 clients), and on one thread it was the stage the others waited on.
-/// Scenario 1 at 256 clients, alternating the two, two rounds each:
-/// 1.07–1.09M against 0.85–0.99M tokens/s, with about the same CPU per
-/// request (49 against 50–54 µs).
+/// worker serve on one thread, as each would with one core in a container;
+/// the gateway, which does the most work per request, keeps a thread per
+/// core (`docs/performance.md` has the measurements behind both).
 const ONE_THREAD: [&str; 2] = ["--threads", "1"];
 
 /// The single-hop reference server: this bench binary again, in a process

@@ -1,16 +1,17 @@
 //! The gateway's command-line flags (each also an environment variable) and
 //! the validated configuration [`crate::run`] takes.
 
-use crate::{Error, Metrics};
+use crate::Metrics;
 use axum::http::HeaderValue;
-use horoscoper_proto::{
+use horoscoper_runtime::{
+    StartError,
+    args::{ProcessArgs, ServiceArgs},
     metrics::SharedRegistry,
-    process::RuntimeArgs,
-    shutdown::DrainArgs,
-    telemetry::LogArgs,
-    tls::{MeshTls, MeshTlsArgs, PublicTlsArgs},
+    process::{Binary, Started},
+    telemetry,
+    tls::{MeshTls, PublicTlsArgs},
 };
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 use tonic::transport::ServerTlsConfig;
 use tonic::transport::Uri;
 
@@ -19,12 +20,10 @@ use tonic::transport::Uri;
 #[command(
     name = "gateway",
     version,
-    about = "Horoscoper gateway: the public gRPC and gRPC-Web endpoint"
+    about = "Horoscoper gateway: the public gRPC and gRPC-Web endpoint",
+    mut_arg("listen", |arg| arg.required(false).default_value("127.0.0.1:8080"))
 )]
 pub struct Args {
-    /// Address to serve gRPC, gRPC-Web, reflection and health on.
-    #[arg(long, env = "HOROSCOPER_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
     /// The batcher's URL.
     #[arg(
         long,
@@ -32,26 +31,12 @@ pub struct Args {
         default_value = "http://127.0.0.1:50052"
     )]
     pub batcher: String,
-    /// Address to serve Prometheus metrics on, at /metrics (the main port
-    /// serves them too).
-    #[arg(
-        long,
-        env = "HOROSCOPER_METRICS_LISTEN",
-        default_value = "127.0.0.1:9103"
-    )]
-    pub metrics_listen: SocketAddr,
     #[command(flatten)]
     pub access: AccessArgs,
     #[command(flatten)]
     pub tls: PublicTlsArgs,
     #[command(flatten)]
-    pub mesh_tls: MeshTlsArgs,
-    #[command(flatten)]
-    pub drain: DrainArgs,
-    #[command(flatten)]
-    pub log: LogArgs,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub service: ServiceArgs,
 }
 
 /// Who may call the public port: shared by the `gateway` binary and the
@@ -83,10 +68,10 @@ pub struct Access {
 }
 
 impl AccessArgs {
-    pub fn validate(&self) -> Result<Access, Error> {
+    pub fn validate(&self) -> Result<Access, StartError> {
         let bearer_token = match &self.bearer_token {
             Some(token) if token.trim().is_empty() => {
-                return Err(Error::Config("--bearer-token is empty".into()));
+                return Err(StartError::Config("--bearer-token is empty".into()));
             }
             Some(token) => Some(Arc::from(token.trim())),
             None => None,
@@ -97,12 +82,12 @@ impl AccessArgs {
             .map(|origin| {
                 let origin = origin.trim().trim_end_matches('/');
                 if !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                    return Err(Error::Config(format!(
+                    return Err(StartError::Config(format!(
                         "--cors-origin {origin:?} is not an origin; expected e.g. https://app.example.com"
                     )));
                 }
                 HeaderValue::from_str(origin).map_err(|_| {
-                    Error::Config(format!("--cors-origin {origin:?} is not a valid header value"))
+                    StartError::Config(format!("--cors-origin {origin:?} is not a valid header value"))
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -132,9 +117,9 @@ pub struct Config {
 
 impl Args {
     /// Validates the flags into a configuration.
-    pub fn into_config(&self) -> Result<Config, Error> {
+    pub fn into_config(&self) -> Result<Config, StartError> {
         let invalid = |why: &str| {
-            Error::Config(format!(
+            StartError::Config(format!(
                 "--batcher {:?} {why}; expected http://HOST:PORT",
                 self.batcher
             ))
@@ -150,7 +135,7 @@ impl Args {
         if batcher.port_u16().is_none() {
             return Err(invalid("has no port"));
         }
-        let wanted = if self.mesh_tls.mesh_tls_cert.is_some() {
+        let wanted = if self.service.mesh_tls.mesh_tls_cert.is_some() {
             "https"
         } else {
             "http"
@@ -166,11 +151,26 @@ impl Args {
             batcher,
             metrics: Metrics::default(),
             registry: None,
-            drain_grace: self.drain.grace(),
+            drain_grace: self.service.process.drain_grace(),
             access: self.access.validate()?,
-            tls: self.tls.load().map_err(Error::Config)?,
-            mesh_tls: self.mesh_tls.load().map_err(Error::Config)?,
+            tls: self.tls.load()?,
+            mesh_tls: self.service.mesh_tls.load()?,
         })
+    }
+}
+
+impl Binary for Args {
+    const NAME: &'static str = "gateway";
+    const SERVICES: &'static [telemetry::Service] = &[telemetry::GATEWAY];
+
+    fn process(&self) -> &ProcessArgs {
+        &self.service.process
+    }
+
+    async fn start(self, mut started: Started) -> Result<(), StartError> {
+        let mut config = self.into_config()?;
+        config.registry = Some(started.metrics(|registry| config.metrics.register(registry)));
+        crate::run(config, started.listener, started.shutdown.cancelled_owned()).await
     }
 }
 
@@ -182,7 +182,10 @@ mod tests {
     #[test]
     fn defaults_and_validation() {
         let args = Args::try_parse_from(["gateway"]).unwrap();
-        assert_eq!(args.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            args.service.process.listen,
+            "127.0.0.1:8080".parse().unwrap()
+        );
         assert_eq!(
             args.into_config().unwrap().batcher,
             "http://127.0.0.1:50052"

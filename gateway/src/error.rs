@@ -3,7 +3,7 @@
 use horoscoper_proto::v1::MAX_PREFIX_CHARS;
 use tonic::{Code, Status};
 
-/// Everything that can go wrong in the gateway.
+/// What can go wrong with a request in the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("prefix has {chars} characters, at most {MAX_PREFIX_CHARS} are allowed")]
@@ -29,14 +29,6 @@ pub enum Error {
     /// A status from the batcher, passed on as it is.
     #[error("{}", .0.message())]
     Upstream(Status),
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error("cannot read the listener's address: {0}")]
-    Listen(#[source] std::io::Error),
-    #[error("cannot build server reflection: {0}")]
-    Reflection(#[source] horoscoper_proto::serving::ReflectionError),
-    #[error("server failed: {0}")]
-    Serve(#[source] tonic::transport::Error),
 }
 
 impl From<Error> for Status {
@@ -52,9 +44,6 @@ impl From<Error> for Status {
             | Error::Draining
             | Error::ShuttingDown => Code::Unavailable,
             Error::Upstream(status) => return status.clone(),
-            Error::Config(_) | Error::Listen(_) | Error::Reflection(_) | Error::Serve(_) => {
-                Code::Internal
-            }
         };
         Status::new(code, error.to_string())
     }

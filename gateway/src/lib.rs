@@ -3,37 +3,39 @@
 //! reflection (v1 and v1alpha), `grpc.health.v1`, the web page at `/` and the
 //! original's SSE endpoint `POST /api/v1/infer`.
 //!
-//! - [`service`]: `Infer`: validation, forwarding to the batcher, streaming back.
-//! - [`upstream`]: the session with the batcher that every request travels on.
-//! - [`http`]: the web page and the SSE endpoint.
-//! - [`metrics`]: the gateway's Prometheus metrics and the per-request meter.
-//! - [`expired`]: calls whose deadline passed on arrival, refused at once.
-//! - [`config`]: command-line flags and the validated configuration.
-//! - [`error`]: the crate's error type and its gRPC status.
+//! - `service`: `Infer`: validation, forwarding to the batcher, streaming back.
+//! - `response`: a request's tokens as the public API shows them.
+//! - `upstream`: the session with the batcher that every request travels on.
+//! - `http`: the web page and the SSE endpoint.
+//! - `metrics`: the gateway's Prometheus metrics and the per-request meter.
+//! - `expired`: calls whose deadline passed on arrival, refused at once.
+//! - `config`: command-line flags and the validated configuration.
+//! - `error`: the crate's error type and its gRPC status.
 //!
 //! [`run`] serves the gateway on a listener until the shutdown future resolves.
 
-pub mod config;
-pub mod error;
-pub mod expired;
-pub mod http;
-pub mod metrics;
-pub mod service;
-pub mod upstream;
+mod config;
+mod error;
+mod expired;
+mod http;
+mod metrics;
+mod response;
+mod service;
+mod upstream;
 
 pub use config::{Access, AccessArgs, Args, Config};
 pub use error::Error;
 pub use metrics::Metrics;
+pub use service::validate;
 
 use axum::http::{HeaderName, Method};
 use horoscoper_proto::{
-    net, serving,
-    shutdown::Drain,
+    limits,
     v1::{self, horoscoper_server::HoroscoperServer},
 };
+use horoscoper_runtime::{StartError, drain::Drain, net, serve::Port};
 use std::{future::Future, time::Duration};
 use tokio::net::TcpListener;
-use tonic::service::Routes;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains:
@@ -43,18 +45,15 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    let local_addr = listener.local_addr().map_err(Error::Listen)?;
+) -> Result<(), StartError> {
     // Lazy: the gateway starts without its batcher, answers UNAVAILABLE at
     // once while it is down, and reconnects when it is back.
     let mut batcher = net::endpoint(config.batcher.clone());
     if let Some(tls) = &config.mesh_tls {
-        let name = config
-            .batcher
-            .host()
-            .unwrap_or_default()
-            .trim_matches(['[', ']']);
-        batcher = batcher.tls_config(tls.client(name)).map_err(Error::Serve)?;
+        let name = net::host(&config.batcher);
+        batcher = batcher
+            .tls_config(tls.client(name))
+            .map_err(|error| StartError::Tls(horoscoper_runtime::error_chain(&error)))?;
     }
     let batcher = batcher.connect_lazy();
     let drain = Drain::start(shutdown, config.drain_grace);
@@ -66,46 +65,25 @@ pub async fn run(
         drain.clone(),
         config.access.bearer_token.clone(),
     );
-
-    let health = serving::health::<HoroscoperServer<service::Gateway>>(&drain).await;
-    let reflection_v1 =
-        serving::reflection(&[v1::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
-    let reflection_v1alpha =
-        serving::reflection_v1alpha(&[v1::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
-
-    let mut pages = http::router(gateway.clone());
-    if let Some(registry) = config.registry {
-        pages = pages.merge(horoscoper_proto::metrics::router(registry));
-    }
-    let grpc = Routes::new(
-        HoroscoperServer::new(gateway)
-            .max_decoding_message_size(net::MAX_REQUEST_BYTES)
-            .max_encoding_message_size(net::MAX_TOKEN_BYTES),
-    )
-    .add_service(health)
-    .add_service(reflection_v1)
-    .add_service(reflection_v1alpha)
-    .into_axum_router()
-    .layer(axum::middleware::from_fn_with_state(
-        metrics.clone(),
-        expired::refuse,
-    ))
-    .layer(tonic_web::GrpcWebLayer::new())
-    .layer(cors(&config.access.cors_origins))
-    .merge(pages);
-
-    tracing::info!(%local_addr, batcher = %config.batcher, "gateway listening");
-    let mut server = net::server(net::PUBLIC_MAX_STREAMS);
-    if let Some(tls) = config.tls.clone() {
-        server = server.tls_config(tls).map_err(Error::Serve)?;
-    }
-    let served = server
-        .accept_http1(true)
-        .add_routes(Routes::from(grpc))
-        .serve_with_incoming_shutdown(net::incoming(listener), drain.settled_owned());
-    if let Some(served) = drain.serve(served).await {
-        served.map_err(Error::Serve)?;
-    }
+    tracing::info!(batcher = %config.batcher, "gateway starting");
+    let api = HoroscoperServer::new(gateway.clone())
+        .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
+        .max_encoding_message_size(limits::MAX_TOKEN_BYTES);
+    let cors = cors(&config.access.cors_origins);
+    Port::new("gateway", api, &[v1::FILE_DESCRIPTOR_SET])
+        .grpc_layer(move |grpc| {
+            grpc.layer(axum::middleware::from_fn_with_state(
+                metrics,
+                expired::refuse,
+            ))
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(cors)
+        })
+        .http(http::router(gateway))
+        .metrics(config.registry)
+        .tls(config.tls)
+        .serve(net::server(net::PUBLIC_MAX_STREAMS), listener, &drain)
+        .await?;
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! The gateway's Prometheus metrics, and the stream wrapper that records a
 //! request's outcome, time to first token and duration.
 
-use crate::service::InferStream;
+use crate::response::ResponseStream;
 use horoscoper_proto::v1::InferResponse;
 use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::Registry,
 };
@@ -15,10 +16,14 @@ use tokio::time::Instant;
 use tokio_stream::Stream;
 use tonic::{Code, Status};
 
-type Labels = Vec<(&'static str, &'static str)>;
+/// The label of `horoscoper_requests`: how the request ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    outcome: Outcome,
+}
 
 /// How a request ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Ok,
     Invalid,
@@ -69,25 +74,31 @@ impl Outcome {
     }
 }
 
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
 /// Requests by outcome, time to first token, whole-request duration.
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    requests: Family<Labels, Counter>,
+    requests: Family<RequestLabels, Counter>,
     pub time_to_first_token: Histogram,
     pub request_duration: Histogram,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let requests = Family::<Labels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         // Every outcome is exported from the start, at zero.
         for outcome in Outcome::ALL {
-            let _ = requests.get_or_create(&vec![("outcome", outcome.as_str())]);
+            let _ = requests.get_or_create(&RequestLabels { outcome });
         }
         Metrics {
             requests,
-            time_to_first_token: Histogram::new(horoscoper_proto::metrics::duration_buckets()),
-            request_duration: Histogram::new(horoscoper_proto::metrics::duration_buckets()),
+            time_to_first_token: Histogram::new(horoscoper_runtime::metrics::duration_buckets()),
+            request_duration: Histogram::new(horoscoper_runtime::metrics::duration_buckets()),
         }
     }
 }
@@ -95,7 +106,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn count(&self, outcome: Outcome) {
         self.requests
-            .get_or_create(&vec![("outcome", outcome.as_str())])
+            .get_or_create(&RequestLabels { outcome })
             .inc();
     }
 
@@ -121,7 +132,7 @@ impl Metrics {
     /// Wraps a request's stream so that its end is recorded: its outcome
     /// when it ends (cancelled when dropped first), its time to first token
     /// and its duration.
-    pub fn meter(&self, stream: InferStream, started: Instant, span: tracing::Span) -> Metered {
+    pub fn meter(&self, stream: ResponseStream, started: Instant, span: tracing::Span) -> Metered {
         Metered {
             inner: stream,
             metrics: self.clone(),
@@ -142,7 +153,7 @@ impl Metrics {
 
 /// A request's stream with its metrics; holds the request's span.
 pub struct Metered {
-    inner: InferStream,
+    inner: ResponseStream,
     metrics: Metrics,
     started: Instant,
     first_token: bool,

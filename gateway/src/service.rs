@@ -4,16 +4,19 @@
 use crate::{
     Error,
     metrics::{Metered, Metrics},
+    response::{self, ResponseStream},
     upstream::Upstream,
 };
 use horoscoper_proto::{
     deadline::{self, ClientDeadline},
+    limits,
+    mesh::{SubmitRequest, batcher_service_client::BatcherServiceClient},
+    v1::{InferRequest, MAX_PREFIX_CHARS, horoscoper_server::Horoscoper},
+};
+use horoscoper_runtime::{
+    drain::{Drain, UntilCut},
     interrupt::Interrupted,
-    mesh::{self, SubmitRequest, SubmitResponse, batcher_service_client::BatcherServiceClient},
-    net,
-    shutdown::{Drain, UntilCut},
-    trace_context,
-    v1::{BatchInfo, InferRequest, InferResponse, MAX_PREFIX_CHARS, horoscoper_server::Horoscoper},
+    trace,
 };
 use std::{
     hash::{BuildHasher, RandomState},
@@ -22,7 +25,7 @@ use std::{
     time::Duration,
 };
 use tokio::time::Instant;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, metadata::MetadataMap, transport::Channel};
 
 /// The public service.
@@ -48,8 +51,8 @@ impl Gateway {
         Gateway {
             batcher: Upstream::new(
                 BatcherServiceClient::new(batcher)
-                    .max_encoding_message_size(net::MAX_REQUEST_BYTES)
-                    .max_decoding_message_size(net::MAX_STEP_BYTES),
+                    .max_encoding_message_size(limits::MAX_REQUEST_BYTES)
+                    .max_decoding_message_size(limits::MAX_STEP_BYTES),
                 batcher_url,
             ),
             metrics,
@@ -109,9 +112,6 @@ pub fn validate(request: &InferRequest) -> Result<usize, Error> {
     Ok(chars)
 }
 
-/// A request's tokens as the public API shows them.
-pub type InferStream = Pin<Box<dyn Stream<Item = Result<InferResponse, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl Horoscoper for Gateway {
     type InferStream = Pin<Box<Metered>>;
@@ -144,8 +144,8 @@ impl Gateway {
             trace_id = tracing::field::Empty,
             prefix_chars = tracing::field::Empty,
         );
-        trace_context::set_parent_from(&span, metadata);
-        span.record("trace_id", trace_context::trace_id(&span));
+        trace::set_parent_from(&span, metadata);
+        span.record("trace_id", trace::trace_id(&span));
         let client_deadline = deadline::read(metadata)
             .map(|limit| limit.map(|limit| ClientDeadline::starting(started, limit)));
         let forwarded =
@@ -170,13 +170,13 @@ impl Gateway {
         metadata: &MetadataMap,
         client_deadline: Result<Option<ClientDeadline>, String>,
         span: &tracing::Span,
-    ) -> Result<InferStream, Error> {
+    ) -> Result<ResponseStream, Error> {
         if self.drain.is_draining() {
             return Err(Error::Draining);
         }
         self.authorize(metadata)?;
         let client_deadline = client_deadline.map_err(|value| Error::MalformedTimeout { value })?;
-        let chars = tracing::info_span!(target: horoscoper_proto::trace_only!(), "validate")
+        let chars = tracing::info_span!(target: horoscoper_runtime::trace_only!(), "validate")
             .in_scope(|| validate(&request))?;
         span.record("prefix_chars", chars);
         // What is left of it, for the next hop.
@@ -185,13 +185,13 @@ impl Gateway {
             .batcher
             .submit(SubmitRequest {
                 prefix: request.prefix,
-                request_id,
+                log_id: request_id,
                 id: 0,
-                trace_context: trace_context::to_map(span),
+                trace_context: trace::to_map(span),
                 time_left,
             })
-            .map(|token| token.map(public));
-        let tokens: InferStream = match client_deadline {
+            .map(|token| token.map(response::public));
+        let tokens: ResponseStream = match client_deadline {
             // A stream still running at the client's deadline ends there,
             // whatever the client enforces itself; dropping the upstream
             // cancels the request all the way down.
@@ -218,20 +218,6 @@ impl Gateway {
 /// the gateway passes on, and says what the request was waiting for; the
 /// gateway is the backstop should the batcher not answer.
 const BACKSTOP: Duration = Duration::from_millis(100);
-
-/// A batcher token as the public API shows it.
-fn public(token: SubmitResponse) -> InferResponse {
-    InferResponse {
-        text: token.text,
-        last: token.last,
-        batch: token.batch.map(|batch: mesh::BatchInfo| BatchInfo {
-            batch_id: batch.batch_id,
-            batch_size: batch.batch_size,
-            worker_id: batch.worker_id,
-            queue_time: batch.queue_time,
-        }),
-    }
-}
 
 #[cfg(test)]
 mod tests {

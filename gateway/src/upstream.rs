@@ -89,7 +89,7 @@ pub struct Upstream {
     client: BatcherServiceClient<Channel>,
     url: Arc<str>,
     /// The session requests go on, while it lasts.
-    current: Arc<Mutex<Option<Arc<Session>>>>,
+    current: Arc<Mutex<Option<Arc<BatcherSession>>>>,
 }
 
 impl Upstream {
@@ -127,13 +127,13 @@ impl Upstream {
     }
 
     /// The session in use, or a new one when there is none or it ended.
-    fn session(&self) -> Arc<Session> {
+    fn session(&self) -> Arc<BatcherSession> {
         let mut current = self.current.lock().expect("session lock");
         if let Some(session) = current.as_ref().filter(|session| !session.has_ended()) {
             return session.clone();
         }
         let (commands, sent) = mpsc::unbounded_channel();
-        let session = Arc::new(Session {
+        let session = Arc::new(BatcherSession {
             commands,
             routes: Mutex::default(),
         });
@@ -149,7 +149,7 @@ impl Upstream {
 }
 
 /// One session: the commands on their way up, and where replies go.
-struct Session {
+struct BatcherSession {
     commands: mpsc::UnboundedSender<SessionRequest>,
     routes: Mutex<Routes>,
 }
@@ -161,7 +161,7 @@ struct Routes {
     ended: bool,
 }
 
-impl Session {
+impl BatcherSession {
     fn has_ended(&self) -> bool {
         self.routes.lock().expect("routes lock").ended
     }
@@ -218,7 +218,7 @@ impl Session {
 
 /// Opens the session, routes its replies until it ends, then ends it.
 async fn run(
-    session: Arc<Session>,
+    session: Arc<BatcherSession>,
     mut client: BatcherServiceClient<Channel>,
     commands: UnboundedReceiverStream<SessionRequest>,
     url: Arc<str>,
@@ -250,7 +250,7 @@ async fn run(
 /// One request's tokens from the batcher, or the status that ended them.
 /// Dropped before its end (its client left), it withdraws the request.
 pub struct Tokens {
-    session: Arc<Session>,
+    session: Arc<BatcherSession>,
     id: u64,
     route: Arc<Route>,
     finished: bool,
@@ -278,16 +278,12 @@ impl Drop for Tokens {
     }
 }
 
-/// Whether tonic made `status` here from a transport error (it carries the
-/// error as its source), rather than receiving it from the batcher.
-fn made_here(status: &Status) -> bool {
-    std::error::Error::source(status).is_some()
-}
-
 /// A status that refused the session. One made here (hyper calls a call on
 /// a closing connection CANCELLED) means the batcher is unreachable.
 fn refused(status: Status, url: &str) -> Error {
-    if status.code() == tonic::Code::Unavailable || made_here(&status) {
+    if status.code() == tonic::Code::Unavailable
+        || horoscoper_runtime::net::is_transport_error(&status)
+    {
         Error::BatcherUnavailable {
             url: url.to_string(),
             message: status.message().to_string(),
@@ -301,7 +297,7 @@ fn refused(status: Status, url: &str) -> Error {
 /// passed on as it is; one made here because the connection broke means the
 /// batcher is gone.
 fn broke(status: Status, url: &str) -> Error {
-    if made_here(&status) {
+    if horoscoper_runtime::net::is_transport_error(&status) {
         Error::BatcherLost {
             url: url.to_string(),
             message: status.message().to_string(),

@@ -1,46 +1,25 @@
-//! Horoscoper's wire: the public API, the internal mesh protocol, and what
-//! every service needs where it touches the wire.
+//! Horoscoper's wire: the public API, the internal mesh protocol, and how
+//! what travels in their messages is encoded. A client links this crate
+//! alone; what a service needs to run is `horoscoper-runtime`.
 //!
 //! - [`v1`]: the public API, package `horoscoper.v1` (the gateway serves it).
 //! - [`mesh`]: the internal protocol, package `horoscoper.mesh.v1`
 //!   (gateway → batcher → workers).
 //! - [`codec`]: the protobuf codec of every generated client and server
 //!   (small starting buffers).
-//! - [`deadline`]: a client's deadline: the `grpc-timeout` header, and the time left passed on.
-//! - [`interrupt`]: a response stream ended early with a status (deadline, drain).
-//! - [`net`]: both ends of a hop, with the same socket and HTTP/2 settings.
-//! - [`coalesce`]: fewer, larger writes on a connection.
+//! - [`limits`]: how large a message may be on each hop.
+//! - [`deadline`]: a client's deadline: the `grpc-timeout` header, and the
+//!   time left passed on.
 //! - [`reply`]: a request's reply on a session, encoded and decoded.
-//! - [`serving`]: health and reflection, served beside every API.
-//! - [`shutdown`]: the drain signal (Ctrl-C or SIGTERM) and the drain it
-//!   starts (NOT_SERVING, refuse, finish, cut after a grace period).
-//! - [`tls`]: TLS on the public port and mutual TLS between the services.
-//! - [`telemetry`]: logs and OpenTelemetry traces, set up once per process.
-//! - [`log_writer`]: log lines to stderr in batches, from a thread of their own.
-//! - [`trace_context`]: W3C trace context into and out of metadata and messages.
-//! - [`span_ids`]: trace and span ids for the spans nothing exports.
-//! - [`metrics`]: serving a Prometheus registry at `/metrics`.
-//! - [`process`]: what every service binary does around its `run`.
-//! - `allocator`: jemalloc, one arena, for every binary that links this crate.
+//! - [`trace_context`]: W3C trace context in metadata and in messages.
 //!
 //! Code is generated at build time by tonic-prost-build from a descriptor set
 //! that protox compiles, so no `protoc` is needed.
 
-mod allocator;
-pub mod coalesce;
 pub mod codec;
 pub mod deadline;
-pub mod interrupt;
-pub mod log_writer;
-pub mod metrics;
-pub mod net;
-pub mod process;
+pub mod limits;
 pub mod reply;
-pub mod serving;
-pub mod shutdown;
-pub mod span_ids;
-pub mod telemetry;
-pub mod tls;
 pub mod trace_context;
 
 /// The public API, package `horoscoper.v1`.

@@ -14,13 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming, transport::Channel};
 
 /// A service running in this process until dropped or stopped.
-pub struct Running {
+pub struct InProcess {
     pub addr: SocketAddr,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
-impl Running {
+impl InProcess {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -36,13 +36,13 @@ impl Running {
     }
 }
 
-impl Drop for Running {
+impl Drop for InProcess {
     fn drop(&mut self) {
         self.stop.cancel();
     }
 }
 
-async fn spawn<F, Fut, E>(listener: TcpListener, run: F) -> Running
+async fn spawn<F, Fut, E>(listener: TcpListener, run: F) -> InProcess
 where
     F: FnOnce(TcpListener, tokio_util::sync::WaitForCancellationFutureOwned) -> Fut,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
@@ -56,7 +56,7 @@ where
             panic!("service failed: {error}");
         }
     });
-    Running { addr, stop, task }
+    InProcess { addr, stop, task }
 }
 
 pub async fn loopback() -> TcpListener {
@@ -64,7 +64,7 @@ pub async fn loopback() -> TcpListener {
 }
 
 /// The whole mesh, as `cargo run` starts it, with these flags.
-pub async fn mesh(flags: &[&str]) -> Running {
+pub async fn mesh(flags: &[&str]) -> InProcess {
     let args = horoscoper::Args::try_parse_from(
         std::iter::once("horoscoper").chain(flags.iter().copied()),
     )
@@ -77,7 +77,7 @@ pub async fn mesh(flags: &[&str]) -> Running {
 }
 
 /// A worker with these flags.
-pub async fn worker(listener: TcpListener, flags: &[&str]) -> Running {
+pub async fn worker(listener: TcpListener, flags: &[&str]) -> InProcess {
     let args = horoscoper_worker::Args::try_parse_from(
         std::iter::once("worker").chain(flags.iter().copied()),
     )
@@ -90,7 +90,7 @@ pub async fn worker(listener: TcpListener, flags: &[&str]) -> Running {
 }
 
 /// A batcher with these flags (give it `--worker URL`).
-pub async fn batcher(listener: TcpListener, flags: &[&str]) -> Running {
+pub async fn batcher(listener: TcpListener, flags: &[&str]) -> InProcess {
     let args = horoscoper_batcher::Args::try_parse_from(
         std::iter::once("batcher").chain(flags.iter().copied()),
     )
@@ -103,12 +103,12 @@ pub async fn batcher(listener: TcpListener, flags: &[&str]) -> Running {
 }
 
 /// A gateway in front of the batcher at `batcher_url`.
-pub async fn gateway(batcher_url: &str) -> Running {
+pub async fn gateway(batcher_url: &str) -> InProcess {
     gateway_with(&["--batcher", batcher_url]).await
 }
 
 /// A gateway with these flags.
-pub async fn gateway_with(flags: &[&str]) -> Running {
+pub async fn gateway_with(flags: &[&str]) -> InProcess {
     let args = horoscoper_gateway::Args::try_parse_from(
         std::iter::once("gateway").chain(flags.iter().copied()),
     )
@@ -159,10 +159,8 @@ pub async fn infer(
 
 /// The text the built-in corpus gives `prefix`.
 pub fn expected_text(prefix: &str) -> String {
-    let corpus = horoscoper_worker::corpus::Corpus::built_in();
-    horoscoper_worker::choice::choose(&corpus, prefix)
-        .1
-        .to_string()
+    let corpus = horoscoper_worker::Corpus::built_in();
+    horoscoper_worker::choose(&corpus, prefix).1.to_string()
 }
 
 pub fn text(responses: &[InferResponse]) -> String {
@@ -233,6 +231,24 @@ fn dechunk(mut rest: &str) -> String {
     }
 }
 
+/// The value of `series` (a name, with its labels if it has any) in a
+/// Prometheus text exposition.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The value of `series` at `addr`'s `/metrics`; panics when it is missing.
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let body = http_get(addr, "/metrics").await.body;
+    sample(&body, series).unwrap_or_else(|| panic!("{series} missing from {addr}/metrics:\n{body}"))
+}
+
 /// GETs `path` with a plain HTTP/1.1 client.
 pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
     http_request(addr, "GET", path, "", "").await
@@ -265,7 +281,7 @@ pub async fn occupy(client: &HoroscoperClient<Channel>) -> Streaming<InferRespon
 }
 
 /// A batcher with this configuration.
-pub async fn batcher_with(listener: TcpListener, config: horoscoper_batcher::Config) -> Running {
+pub async fn batcher_with(listener: TcpListener, config: horoscoper_batcher::Config) -> InProcess {
     spawn(listener, |listener, stop| {
         horoscoper_batcher::run(config, listener, stop)
     })

@@ -31,17 +31,18 @@ impl Live {
     }
 }
 
-/// The state of one running batch.
+/// A batch generating in lockstep: each step, the next token of every
+/// request still live.
 #[derive(Debug)]
-pub struct Running {
+pub struct Lockstep {
     pub batch_id: u64,
     live: Vec<Live>,
     steps: usize,
 }
 
-impl Running {
+impl Lockstep {
     /// Starts a batch: chooses each request's horoscope.
-    pub fn start(batch: Batch, corpus: &Corpus) -> Result<Running, Error> {
+    pub fn start(batch: Batch, corpus: &Corpus) -> Result<Lockstep, Error> {
         if batch.items.is_empty() {
             return Err(Error::EmptyBatch(batch.batch_id));
         }
@@ -61,7 +62,7 @@ impl Running {
             });
         }
         let steps = live.iter().map(|l| token_count(&l.text)).max().unwrap_or(0);
-        Ok(Running {
+        Ok(Lockstep {
             batch_id: batch.batch_id,
             live,
             steps,
@@ -142,7 +143,7 @@ mod tests {
         assert_eq!(&*long, "The ARIES sky is wide.");
         assert_eq!(&*short, "Short one.");
 
-        let mut running = Running::start(batch(&["aries", "hello"]), &corpus).unwrap();
+        let mut running = Lockstep::start(batch(&["aries", "hello"]), &corpus).unwrap();
         assert_eq!(running.steps(), 5);
         assert_eq!(texts(&running.step()), [("The ", false), ("Short ", false)]);
         assert_eq!(texts(&running.step()), [("ARIES ", false), ("one.", true)]);
@@ -158,7 +159,7 @@ mod tests {
     #[test]
     fn concatenated_tokens_give_the_text_back() {
         let corpus = Corpus::built_in();
-        let mut running = Running::start(batch(&["hello"]), &corpus).unwrap();
+        let mut running = Lockstep::start(batch(&["hello"]), &corpus).unwrap();
         let mut text = String::new();
         while !running.is_done() {
             text.extend(running.step().into_iter().map(|t| t.text));
@@ -169,7 +170,7 @@ mod tests {
     #[test]
     fn a_cancelled_request_emits_nothing_more() {
         let corpus = corpus();
-        let mut running = Running::start(batch(&["aries", "aries"]), &corpus).unwrap();
+        let mut running = Lockstep::start(batch(&["aries", "aries"]), &corpus).unwrap();
         running.step();
         assert!(running.cancel(101));
         assert!(!running.cancel(101));
@@ -189,13 +190,13 @@ mod tests {
     fn refuses_empty_batches_and_duplicate_requests() {
         let corpus = corpus();
         assert!(matches!(
-            Running::start(batch(&[]), &corpus),
+            Lockstep::start(batch(&[]), &corpus),
             Err(Error::EmptyBatch(9))
         ));
         let mut twice = batch(&["a", "b"]);
         twice.items[1].request_id = 100;
         assert!(matches!(
-            Running::start(twice, &corpus),
+            Lockstep::start(twice, &corpus),
             Err(Error::DuplicateRequest {
                 request_id: 100,
                 ..

@@ -30,7 +30,7 @@ pub fn digest_mod(digest: &[u8; 32], m: u64) -> u64 {
 mod tests {
     use super::*;
 
-    /// DESIGN.md's vectors: prefix, digest prefix in hex, n mod 12, 30, 37.
+    /// The README's vectors: prefix, digest prefix in hex, n mod 12, 30, 37.
     const VECTORS: [(&str, &str, u64, u64, u64); 6] = [
         ("", "af1349b9f5f9a1a6", 10, 28, 19),
         ("hello", "ea8f163db3868292", 3, 21, 8),

@@ -1,47 +1,34 @@
 //! The worker's command-line flags (each also an environment variable) and the
 //! validated configuration [`crate::run`] takes.
 
-use crate::{Error, Metrics, corpus::Corpus, schedule::DelayRange};
-use horoscoper_proto::{
-    process::RuntimeArgs,
-    shutdown::DrainArgs,
-    telemetry::LogArgs,
-    tls::{MeshTls, MeshTlsArgs},
+use crate::{Metrics, corpus::Corpus, schedule::DelayRange};
+use horoscoper_runtime::{
+    StartError,
+    args::{ProcessArgs, ServiceArgs},
+    metrics::SharedRegistry,
+    process::{Binary, Started},
+    telemetry,
+    tls::MeshTls,
 };
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 /// Flags of the standalone `worker` binary.
 #[derive(Clone, Debug, clap::Parser)]
 #[command(
     name = "worker",
     version,
-    about = "Horoscoper worker: streams horoscopes for batches"
+    about = "Horoscoper worker: streams horoscopes for batches",
+    mut_arg("listen", |arg| arg.required(false).default_value("127.0.0.1:50051"))
 )]
 pub struct Args {
-    /// Address to serve `horoscoper.mesh.v1.WorkerService` on.
-    #[arg(long, env = "HOROSCOPER_LISTEN", default_value = "127.0.0.1:50051")]
-    pub listen: SocketAddr,
     /// Id shown to clients in BatchInfo (default: the listen address, or the
     /// host name and port when listening on 0.0.0.0 or [::]).
     #[arg(long, env = "HOROSCOPER_WORKER_ID")]
     pub worker_id: Option<String>,
-    /// Address to serve Prometheus metrics on, at /metrics.
-    #[arg(
-        long,
-        env = "HOROSCOPER_METRICS_LISTEN",
-        default_value = "127.0.0.1:9101"
-    )]
-    pub metrics_listen: SocketAddr,
     #[command(flatten)]
     pub generation: GenerationArgs,
     #[command(flatten)]
-    pub mesh_tls: MeshTlsArgs,
-    #[command(flatten)]
-    pub drain: DrainArgs,
-    #[command(flatten)]
-    pub log: LogArgs,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub service: ServiceArgs,
 }
 
 /// How a worker generates: shared by the `worker` binary and the one-process
@@ -65,15 +52,17 @@ pub struct GenerationArgs {
 
 impl GenerationArgs {
     /// Checks the flags and loads the corpus.
-    pub fn load(&self) -> Result<Generation, Error> {
+    pub fn load(&self) -> Result<Generation, StartError> {
         if self.min_delay_ms > self.max_delay_ms {
-            return Err(Error::DelayRange {
-                min: self.min_delay_ms,
-                max: self.max_delay_ms,
-            });
+            return Err(StartError::Config(format!(
+                "--min-delay-ms ({}) must not be greater than --max-delay-ms ({})",
+                self.min_delay_ms, self.max_delay_ms
+            )));
         }
         let corpus = match &self.corpus {
-            Some(path) => Corpus::load(path)?,
+            Some(path) => {
+                Corpus::load(path).map_err(|error| StartError::Config(error.to_string()))?
+            }
             None => Corpus::built_in(),
         };
         Ok(Generation {
@@ -104,6 +93,8 @@ pub struct Config {
     pub worker_id: Option<String>,
     pub generation: Generation,
     pub metrics: Metrics,
+    /// What `/metrics` on the worker's port shows; `None`: no `/metrics`.
+    pub registry: Option<SharedRegistry>,
     /// How long a batch may go on after the drain begins before it is cut.
     pub drain_grace: Duration,
     /// Mutual TLS with the batchers, if configured.
@@ -112,14 +103,30 @@ pub struct Config {
 
 impl Args {
     /// Validates the flags into a configuration.
-    pub fn into_config(self) -> Result<Config, Error> {
+    pub fn into_config(self) -> Result<Config, StartError> {
         Ok(Config {
             worker_id: self.worker_id,
             generation: self.generation.load()?,
             metrics: Metrics::default(),
-            drain_grace: self.drain.grace(),
-            mesh_tls: self.mesh_tls.load().map_err(Error::Tls)?,
+            registry: None,
+            drain_grace: self.service.process.drain_grace(),
+            mesh_tls: self.service.mesh_tls.load()?,
         })
+    }
+}
+
+impl Binary for Args {
+    const NAME: &'static str = "worker";
+    const SERVICES: &'static [telemetry::Service] = &[telemetry::WORKER];
+
+    fn process(&self) -> &ProcessArgs {
+        &self.service.process
+    }
+
+    async fn start(self, mut started: Started) -> Result<(), StartError> {
+        let mut config = self.into_config()?;
+        config.registry = Some(started.metrics(|registry| config.metrics.register(registry)));
+        crate::run(config, started.listener, started.shutdown.cancelled_owned()).await
     }
 }
 
@@ -131,6 +138,10 @@ mod tests {
     #[test]
     fn defaults_match_the_design() {
         let args = Args::try_parse_from(["worker"]).unwrap();
+        assert_eq!(
+            args.service.process.listen,
+            "127.0.0.1:50051".parse().unwrap()
+        );
         assert_eq!(args.generation.min_delay_ms, 500);
         assert_eq!(args.generation.max_delay_ms, 3000);
         let config = args.into_config().unwrap();
@@ -143,7 +154,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             args.into_config().unwrap_err().to_string(),
-            "--min-delay-ms (10) must not be greater than --max-delay-ms (5)"
+            "invalid configuration: --min-delay-ms (10) must not be greater than --max-delay-ms (5)"
         );
     }
 }

@@ -5,8 +5,30 @@
 //! instead: `;`-delimited, a header naming at least `sign` and `text`, one row
 //! per horoscope. A malformed file is refused with a message naming its line.
 
-use crate::Error;
-use std::{fmt, path::Path, sync::Arc};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+/// Why a corpus file cannot be used: where, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", location(.path, .line).map_or_else(|| .message.clone(), |at| format!("{at}: {}", .message)))]
+pub struct CorpusError {
+    pub path: Option<PathBuf>,
+    /// The 1-based line at fault, when one is.
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+fn location(path: &Option<PathBuf>, line: &Option<u64>) -> Option<String> {
+    match (path, line) {
+        (Some(path), Some(line)) => Some(format!("{}:{line}", path.display())),
+        (Some(path), None) => Some(path.display().to_string()),
+        (None, Some(line)) => Some(format!("line {line}")),
+        (None, None) => None,
+    }
+}
 
 /// The twelve signs, in the order the choice rule indexes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,8 +113,8 @@ impl Corpus {
     }
 
     /// Loads a corpus file in the original's format.
-    pub fn load(path: &Path) -> Result<Corpus, Error> {
-        let bytes = std::fs::read(path).map_err(|error| Error::Corpus {
+    pub fn load(path: &Path) -> Result<Corpus, CorpusError> {
+        let bytes = std::fs::read(path).map_err(|error| CorpusError {
             path: Some(path.to_owned()),
             line: None,
             message: format!("cannot read the file: {error}"),
@@ -101,8 +123,8 @@ impl Corpus {
     }
 
     /// Parses `;`-delimited CSV with a header naming `sign` and `text`.
-    pub fn parse(bytes: &[u8], path: Option<&Path>) -> Result<Corpus, Error> {
-        let fail = |line: Option<u64>, message: String| Error::Corpus {
+    pub fn parse(bytes: &[u8], path: Option<&Path>) -> Result<Corpus, CorpusError> {
+        let fail = |line: Option<u64>, message: String| CorpusError {
             path: path.map(Path::to_owned),
             line,
             message,

@@ -1,29 +1,10 @@
 //! The worker's errors, and the one place they become gRPC statuses.
 
-use std::path::PathBuf;
 use tonic::{Code, Status};
 
-/// Everything that can go wrong in the worker.
+/// What can go wrong with a request (a batch) on the worker.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The corpus file cannot be used.
-    #[error("{}", corpus_location(.path, .line).map_or_else(|| .message.clone(), |at| format!("{at}: {}", .message)))]
-    Corpus {
-        path: Option<PathBuf>,
-        /// The 1-based line at fault, when one is.
-        line: Option<u64>,
-        message: String,
-    },
-    #[error("--min-delay-ms ({min}) must not be greater than --max-delay-ms ({max})")]
-    DelayRange { min: u64, max: u64 },
-    #[error("cannot read the listener's address: {0}")]
-    Listen(#[source] std::io::Error),
-    #[error("cannot build server reflection: {0}")]
-    Reflection(#[source] horoscoper_proto::serving::ReflectionError),
-    #[error("server failed: {0}")]
-    Serve(#[source] tonic::transport::Error),
-    #[error("{0}")]
-    Tls(String),
     #[error(
         "batch {new} arrived while batch {running} was still running; a worker runs one batch at a time"
     )]
@@ -40,15 +21,6 @@ pub enum Error {
     Cut { batch_id: u64 },
 }
 
-fn corpus_location(path: &Option<PathBuf>, line: &Option<u64>) -> Option<String> {
-    match (path, line) {
-        (Some(path), Some(line)) => Some(format!("{}:{line}", path.display())),
-        (Some(path), None) => Some(path.display().to_string()),
-        (None, Some(line)) => Some(format!("line {line}")),
-        (None, None) => None,
-    }
-}
-
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
@@ -57,12 +29,6 @@ impl From<Error> for Status {
             Error::EmptyBatch(_) | Error::DuplicateRequest { .. } | Error::NoCommand => {
                 Code::InvalidArgument
             }
-            Error::Corpus { .. }
-            | Error::DelayRange { .. }
-            | Error::Listen(_)
-            | Error::Reflection(_)
-            | Error::Serve(_)
-            | Error::Tls(_) => Code::Internal,
         };
         Status::new(code, error.to_string())
     }

@@ -2,36 +2,39 @@
 //! a deterministic horoscope, one word per generation step, every prompt of a
 //! batch in lockstep, with delays like a real model's.
 //!
-//! - [`corpus`]: the horoscopes (the built-in set, or a CSV in the original's
+//! - `corpus`: the horoscopes (the built-in set, or a CSV in the original's
 //!   format) and the twelve signs.
-//! - [`choice`]: which horoscope a prefix gets (blake3, as DESIGN.md states).
-//! - [`schedule`]: how a batch's total time is split into per-step delays.
-//! - [`batch`]: one batch's requests and the tokens each step emits.
-//! - [`service`]: the `WorkerService.Generate` stream that runs batches.
-//! - [`metrics`]: the worker's Prometheus metrics.
-//! - [`config`]: command-line flags and the validated configuration.
-//! - [`error`]: the crate's error type and its gRPC status.
+//! - `choice`: which horoscope a prefix gets (blake3; the rule is in the README).
+//! - `schedule`: how a batch's total time is split into per-step delays.
+//! - `batch`: one batch's requests and the tokens each step emits.
+//! - `service`: the `WorkerService.Generate` stream that runs batches.
+//! - `metrics`: the worker's Prometheus metrics.
+//! - `config`: command-line flags and the validated configuration.
+//! - `error`: the crate's error type and its gRPC status.
 //!
 //! [`run`] serves the worker on a listener until the shutdown future resolves.
 
-pub mod batch;
-pub mod choice;
-pub mod config;
-pub mod corpus;
-pub mod error;
-pub mod metrics;
-pub mod schedule;
-pub mod service;
+mod batch;
+mod choice;
+mod config;
+mod corpus;
+mod error;
+mod metrics;
+mod schedule;
+mod service;
 
+pub use batch::{Lockstep, token_count};
+pub use choice::choose;
 pub use config::{Args, Config, Generation, GenerationArgs};
+pub use corpus::{Corpus, CorpusError, Sign};
 pub use error::Error;
 pub use metrics::Metrics;
 
 use horoscoper_proto::{
+    limits,
     mesh::{self, worker_service_server::WorkerServiceServer},
-    net, serving,
-    shutdown::Drain,
 };
+use horoscoper_runtime::{StartError, drain::Drain, net, serve::Port};
 use std::{future::Future, net::SocketAddr};
 use tokio::net::TcpListener;
 
@@ -42,12 +45,13 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    let local_addr = listener.local_addr().map_err(Error::Listen)?;
+) -> Result<(), StartError> {
+    let local_addr = listener.local_addr().map_err(StartError::Listen)?;
     let worker_id = config
         .worker_id
         .clone()
         .unwrap_or_else(|| default_id(local_addr));
+    tracing::info!(%worker_id, "worker starting");
     let drain = Drain::start(shutdown, config.drain_grace);
     let worker = service::Worker::new(
         worker_id.clone(),
@@ -55,28 +59,14 @@ pub async fn run(
         config.metrics,
         drain.clone(),
     );
-    let health = serving::health::<WorkerServiceServer<service::Worker>>(&drain).await;
-    let reflection =
-        serving::reflection(&[mesh::FILE_DESCRIPTOR_SET]).map_err(Error::Reflection)?;
-
-    tracing::info!(%local_addr, %worker_id, "worker listening");
-    // A batcher holds one stream per worker address; a few batchers at most.
-    let mut server = net::mesh_server(WORKER_MAX_STREAMS);
-    if let Some(tls) = &config.mesh_tls {
-        server = server.tls_config(tls.server()).map_err(Error::Serve)?;
-    }
-    let served = server
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(
-            WorkerServiceServer::new(worker)
-                .max_decoding_message_size(net::MAX_BATCH_BYTES)
-                .max_encoding_message_size(net::MAX_STEP_BYTES),
-        )
-        .serve_with_incoming_shutdown(net::incoming(listener), drain.settled_owned());
-    if let Some(served) = drain.serve(served).await {
-        served.map_err(Error::Serve)?;
-    }
+    let api = WorkerServiceServer::new(worker)
+        .max_decoding_message_size(limits::MAX_BATCH_BYTES)
+        .max_encoding_message_size(limits::MAX_STEP_BYTES);
+    Port::new("worker", api, &[mesh::FILE_DESCRIPTOR_SET])
+        .metrics(config.registry)
+        .tls(config.mesh_tls.map(|tls| tls.server()))
+        .serve(net::mesh_server(WORKER_MAX_STREAMS), listener, &drain)
+        .await?;
     tracing::info!(%worker_id, "worker stopped");
     Ok(())
 }

@@ -8,12 +8,13 @@
 //! worker runs one batch at a time, however many streams are open. On
 //! shutdown it finishes the batch under way, then ends its streams.
 
-use crate::{Error, Generation, Metrics, batch::Running};
+use crate::{Error, Generation, Metrics, batch::Lockstep};
+use horoscoper_proto::deadline;
 use horoscoper_proto::mesh::{
     BatchDone, GenerateRequest, GenerateResponse, Ready, Step, StepToken,
     generate_request::Command, generate_response::Event, worker_service_server::WorkerService,
 };
-use horoscoper_proto::{deadline, shutdown::Drain};
+use horoscoper_runtime::drain::Drain;
 use rand::{SeedableRng, rngs::StdRng};
 use std::{
     collections::HashMap,
@@ -91,7 +92,7 @@ impl WorkerService for Worker {
 }
 
 /// How a batch ended.
-enum Ended {
+enum BatchEnd {
     /// Finished or fully cancelled: the stream goes on.
     Batch,
     /// The batcher closed the stream or stopped reading.
@@ -121,13 +122,13 @@ impl Inner {
                 Some(Some(Command::Batch(batch))) => {
                     let spans = request_spans(&batch, &self.id);
                     let deadlines = request_deadlines(&batch, Instant::now());
-                    let running = Running::start(batch, &self.generation.corpus)?;
+                    let running = Lockstep::start(batch, &self.generation.corpus)?;
                     match self
                         .run_batch(running, spans, deadlines, &mut inbound, outbound)
                         .await?
                     {
-                        Ended::Batch => {}
-                        Ended::Stream => return Ok(()),
+                        BatchEnd::Batch => {}
+                        BatchEnd::Stream => return Ok(()),
                     }
                 }
                 // The batch it names has already ended.
@@ -139,12 +140,12 @@ impl Inner {
 
     async fn run_batch(
         &self,
-        mut running: Running,
+        mut running: Lockstep,
         mut spans: HashMap<u64, Span>,
         deadlines: Vec<(Instant, u64)>,
         inbound: &mut Streaming<GenerateRequest>,
         outbound: &Outbound,
-    ) -> Result<Ended, Status> {
+    ) -> Result<BatchEnd, Status> {
         let _busy = self.busy.lock().await;
         let offsets = {
             let mut rng = self
@@ -164,7 +165,7 @@ impl Inner {
                 tokio::select! {
                     biased;
                     message = inbound.message() => match message?.map(|request| request.command) {
-                        None => return Ok(Ended::Stream),
+                        None => return Ok(BatchEnd::Stream),
                         Some(Some(Command::Cancel(cancel))) => {
                             if cancel.batch_id == batch_id
                                 && running.cancel(cancel.request_id)
@@ -226,7 +227,7 @@ impl Inner {
                 }
             }
             if !send(outbound, Event::Step(Step { batch_id, tokens })).await {
-                return Ok(Ended::Stream);
+                return Ok(BatchEnd::Stream);
             }
             if running.is_done() {
                 break;
@@ -235,17 +236,21 @@ impl Inner {
         self.finish(batch_id, outbound).await
     }
 
-    async fn finish(&self, batch_id: u64, outbound: &Outbound) -> Result<Ended, Status> {
+    async fn finish(&self, batch_id: u64, outbound: &Outbound) -> Result<BatchEnd, Status> {
         tracing::debug!(batch_id, "batch done");
         self.metrics.batches.inc();
         let done = send(outbound, Event::Done(BatchDone { batch_id })).await;
-        Ok(if done { Ended::Batch } else { Ended::Stream })
+        Ok(if done {
+            BatchEnd::Batch
+        } else {
+            BatchEnd::Stream
+        })
     }
 }
 
 /// Past this size a Step gathers no further steps already due: well under
 /// the limit of a message from a worker
-/// ([`MAX_STEP_BYTES`](horoscoper_proto::net::MAX_STEP_BYTES)), whatever
+/// ([`MAX_STEP_BYTES`](horoscoper_proto::limits::MAX_STEP_BYTES)), whatever
 /// the corpus's words.
 const GATHERED_BYTES: usize = 256 * 1024;
 
@@ -283,8 +288,8 @@ fn request_spans(batch: &horoscoper_proto::mesh::Batch, worker_id: &str) -> Hash
                 batch_size = batch.items.len(),
                 worker = worker_id,
             );
-            horoscoper_proto::trace_context::set_parent_from_map(&span, &item.trace_context);
-            span.record("trace_id", horoscoper_proto::trace_context::trace_id(&span));
+            horoscoper_runtime::trace::set_parent_from_map(&span, &item.trace_context);
+            span.record("trace_id", horoscoper_runtime::trace::trace_id(&span));
             (item.request_id, span)
         })
         .collect()

@@ -44,6 +44,7 @@ async fn session(delay_ms: u64) -> Session {
         worker_id: Some("w-test".into()),
         generation: generation.load().unwrap(),
         metrics: Default::default(),
+        registry: None,
         drain_grace: std::time::Duration::from_secs(30),
         mesh_tls: None,
     };
@@ -97,10 +98,8 @@ fn cancel(batch_id: u64, request_id: u64) -> Command {
 }
 
 fn expected(prefix: &str) -> String {
-    let corpus = horoscoper_worker::corpus::Corpus::built_in();
-    horoscoper_worker::choice::choose(&corpus, prefix)
-        .1
-        .to_string()
+    let corpus = horoscoper_worker::Corpus::built_in();
+    horoscoper_worker::choose(&corpus, prefix).1.to_string()
 }
 
 /// Runs a batch of `prefixes` as batch 7 and checks that each request's

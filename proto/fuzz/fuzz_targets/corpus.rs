@@ -2,11 +2,11 @@
 //! choice from what it loaded.
 #![no_main]
 
-use horoscoper_worker::{choice, corpus::Corpus};
+use horoscoper_worker::{Corpus, choose};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(corpus) = Corpus::parse(data, None) {
-        let _ = choice::choose(&corpus, "a prefix");
+        let _ = choose(&corpus, "a prefix");
     }
 });

@@ -3,7 +3,7 @@
 #![no_main]
 
 use horoscoper_proto::mesh::{GenerateRequest, generate_request::Command};
-use horoscoper_worker::{batch::Running, corpus::Corpus};
+use horoscoper_worker::{Corpus, Lockstep};
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 use std::sync::LazyLock;
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Some(Command::Batch(batch)) = request.command
-        && let Ok(mut running) = Running::start(batch, &CORPUS)
+        && let Ok(mut running) = Lockstep::start(batch, &CORPUS)
     {
         while !running.is_done() {
             running.step();

@@ -7,7 +7,7 @@ use prost::Message as _;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(request) = InferRequest::decode(data) {
-        let _ = horoscoper_gateway::service::validate(&request);
+        let _ = horoscoper_gateway::validate(&request);
         let _ = tonic::Status::from(horoscoper_gateway::Error::PrefixTooLong { chars: request.prefix.len() });
     }
 });

@@ -1,4 +1,4 @@
-//! The drain signal shared by every binary, and the drain it starts.
+//! A service's drain, started by its shutdown future.
 //!
 //! A drain has two moments. When it begins, health turns NOT_SERVING, new
 //! calls are answered UNAVAILABLE, and open streams go on. Once none is left
@@ -12,68 +12,14 @@ use crate::interrupt::Interrupted;
 use std::{
     future::Future,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
     task::{Context, Poll},
     time::Duration,
 };
-use tokio::sync::Notify;
 use tokio_stream::Stream;
-use tokio_util::sync::CancellationToken;
-
-/// The future [`signal`] returns.
-pub type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Resolves on the first Ctrl-C (SIGINT) or SIGTERM.
-pub fn signal() -> Signal {
-    Box::pin(wait_for_signal())
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received, draining"),
-        () = terminate => tracing::info!("SIGTERM received, draining"),
-    }
-}
-
-/// The drain flag every service binary takes.
-#[derive(Clone, Debug, clap::Args)]
-pub struct DrainArgs {
-    /// After SIGTERM or Ctrl-C, how long open streams may go on before they
-    /// are cut with UNAVAILABLE, in milliseconds. Keep it below the
-    /// orchestrator's kill timeout (Kubernetes: 30 s).
-    #[arg(long, env = "HOROSCOPER_DRAIN_GRACE_MS", default_value_t = 25_000)]
-    pub drain_grace_ms: u64,
-}
-
-impl DrainArgs {
-    pub fn grace(&self) -> Duration {
-        Duration::from_millis(self.drain_grace_ms)
-    }
-}
+use tokio_util::{
+    sync::CancellationToken,
+    task::{TaskTracker, task_tracker::TaskTrackerToken},
+};
 
 /// A service's drain: [`Drain::begun`] when its shutdown future resolves,
 /// [`Drain::cut`] a grace period later.
@@ -81,27 +27,12 @@ impl DrainArgs {
 pub struct Drain {
     begun: CancellationToken,
     cut: CancellationToken,
-    open: Arc<Open>,
-}
-
-/// The streams a service has open.
-#[derive(Debug, Default)]
-struct Open {
-    count: AtomicUsize,
-    closed: Notify,
+    /// The service's open streams; closed when the drain begins.
+    open: TaskTracker,
 }
 
 /// One open stream, counted until dropped.
-#[derive(Debug)]
-pub struct Tracked(Arc<Open>);
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.closed.notify_waiters();
-        }
-    }
-}
+pub type Tracked = TaskTrackerToken;
 
 impl Drain {
     /// Begins when `shutdown` resolves; cuts `grace` later.
@@ -109,15 +40,16 @@ impl Drain {
         let drain = Drain {
             begun: CancellationToken::new(),
             cut: CancellationToken::new(),
-            open: Arc::default(),
+            open: TaskTracker::new(),
         };
-        let (begun, cut) = (drain.begun.clone(), drain.cut.clone());
+        let (begun, cut, open) = (drain.begun.clone(), drain.cut.clone(), drain.open.clone());
         tokio::spawn(async move {
             tokio::select! {
                 () = shutdown => {}
                 () = begun.cancelled() => {}
             }
             begun.cancel();
+            open.close();
             tokio::select! {
                 () = tokio::time::sleep(grace) => {
                     tracing::info!(grace_ms = grace.as_millis() as u64, "drain grace period over: cutting open streams");
@@ -145,25 +77,16 @@ impl Drain {
 
     /// Counts a stream as open until the returned guard is dropped.
     pub fn track(&self) -> Tracked {
-        self.open.count.fetch_add(1, Ordering::AcqRel);
-        Tracked(self.open.clone())
+        self.open.token()
     }
 
     /// Resolves once the drain has begun and no tracked stream is open, or
     /// at the cut: when the server should stop.
     pub async fn settled(&self) {
         self.begun.cancelled().await;
-        loop {
-            let closed = self.open.closed.notified();
-            tokio::pin!(closed);
-            closed.as_mut().enable();
-            if self.open.count.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            tokio::select! {
-                () = closed => {}
-                () = self.cut.cancelled() => return,
-            }
+        tokio::select! {
+            () = self.open.wait() => {}
+            () = self.cut.cancelled() => {}
         }
     }
 

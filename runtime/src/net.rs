@@ -9,18 +9,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Endpoint, Server, Uri, server::TcpIncoming};
 
-/// Largest request the public API decodes: an `InferRequest` (a prefix of
-/// at most 1024 characters is at most 4 KiB of UTF-8) with room to spare.
-pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
-/// Largest token message anyone encodes or decodes (one word and its batch).
-pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
-/// Largest `GenerateRequest`: a batch of up to 4096 requests, each with a
-/// prefix of up to 4 KiB, its trace context and ids.
-pub const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
-/// Largest `GenerateResponse` (one step, a token for each of up to 4096
-/// requests) or `SessionResponse` (the replies a session sends at once).
-pub const MAX_STEP_BYTES: usize = 4 * 1024 * 1024;
-
 /// Streams one client may have open at once on one connection to the
 /// public port.
 pub const PUBLIC_MAX_STREAMS: u32 = 1024;
@@ -29,16 +17,12 @@ pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Streams a peer may reset before being accepted, then the connection is
 /// closed (HTTP/2 rapid reset).
 pub const MAX_PENDING_RESETS: usize = 20;
-/// HTTP/2 connection window on the hops inside the mesh (64 MiB; hyper's
-/// defaults are 1 MiB for servers and 5 MiB for clients). One connection
-/// carries every request between gateway and batcher, and the tokens of a
-/// whole step reach their streams at once, one small DATA frame each: h2
-/// closes a connection (GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames",
-/// every request on it failing) once the small frames received but not yet
-/// read count for more than half its connection window, at about 230 bytes
-/// each. With 10,000 streams open that happened at the default windows, and
-/// at 16 MiB when the gateway fell behind. The window is credit, not memory:
-/// only frames sent and not yet read take any.
+/// HTTP/2 connection window on the hops inside the mesh (hyper's defaults
+/// are 1 and 5 MiB). h2 closes a connection (GOAWAY ENHANCE_YOUR_CALM
+/// "too_many_data_frames", failing every request on it) once the small
+/// frames it holds unread exceed half its window, and one connection carries
+/// a step's tokens for thousands of requests (`docs/performance.md`). The
+/// window is credit, not memory: only frames sent and not yet read take any.
 pub const MESH_CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 /// Keepalive on every hop: a PING this often on an idle connection, and the
 /// connection is dropped when its answer takes longer than the timeout.
@@ -87,4 +71,37 @@ pub fn endpoint(uri: Uri) -> Endpoint {
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
+}
+
+/// A URL's host, as a name or an address: an IPv6 literal without its
+/// brackets (what DNS, IP parsing and TLS server names want).
+pub fn host(url: &Uri) -> &str {
+    url.host().unwrap_or_default().trim_matches(['[', ']'])
+}
+
+/// Whether tonic made `status` on this side from a transport error (it
+/// carries the error as its source), rather than receiving it from the peer.
+pub fn is_transport_error(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_the_brackets_of_ipv6_literals() {
+        assert_eq!(host(&Uri::from_static("http://[::1]:7")), "::1");
+        assert_eq!(host(&Uri::from_static("https://batcher:7")), "batcher");
+        assert_eq!(host(&Uri::from_static("http://127.0.0.1:7")), "127.0.0.1");
+    }
+
+    #[test]
+    fn only_statuses_made_from_transport_errors_are_transport_errors() {
+        assert!(!is_transport_error(&tonic::Status::unavailable(
+            "from the peer"
+        )));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(is_transport_error(&tonic::Status::from_error(Box::new(io))));
+    }
 }

@@ -18,6 +18,7 @@
 //!   log lines, and without an exporter nothing builds them.
 
 use crate::{
+    args::LogFormat,
     log_writer::{self, LogWriter},
     span_ids::SpanIds,
 };
@@ -46,25 +47,6 @@ use tracing_subscriber::{
     layer::SubscriberExt,
     util::SubscriberInitExt,
 };
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Readable text (colored on a terminal).
-    #[default]
-    Text,
-    /// One JSON object per line, with the fields of every enclosing span.
-    Json,
-}
-
-/// The flags every binary takes for its logs.
-#[derive(Clone, Debug, clap::Args)]
-pub struct LogArgs {
-    /// Log format: readable `text`, or `json` lines for machines. `RUST_LOG`
-    /// filters either.
-    #[arg(long, env = "HOROSCOPER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-}
 
 /// A service whose spans get a service name of their own: the spans made by
 /// code under `target` (a crate name) go to `name`.
@@ -133,7 +115,7 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
     // Only the services' own spans become OpenTelemetry spans (or get ids):
     // not those of tonic, hyper or h2, nor the exporter's.
     let traced = services.iter().fold(
-        Targets::new().with_target("horoscoper_proto", tracing::Level::INFO),
+        Targets::new().with_target("horoscoper_runtime", tracing::Level::INFO),
         |targets, service| targets.with_target(service.target, tracing::Level::INFO),
     );
     // One layer makes the spans: OpenTelemetry's when exporting, ids only
@@ -154,11 +136,10 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
                     .collect(),
             };
             // A span carries its fields and its service's name (`target`,
-            // which routes it), not the layer's optional extras: source
-            // location, thread, busy and idle time. Those took some 400 bytes
-            // and two clock reads per span, on every request; and the
-            // services use a span's context explicitly (`trace_context`),
-            // never the thread's current one.
+            // which routes it), not the layer's optional extras (source
+            // location, thread, busy and idle time: memory and clock reads on
+            // every request); the services use a span's context explicitly
+            // (`crate::trace`), never the thread's current one.
             let otel = tracing_opentelemetry::layer()
                 .with_location(false)
                 .with_threads(false)
@@ -181,8 +162,7 @@ pub fn init(log_format: LogFormat, services: &[Service]) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Lines go to stderr from a thread of their own, in batches: a request's
     // access-log line costs the serving thread a format and a copy, not a
-    // write(2) of its own (at zero delay that write was an eighth of the
-    // mesh's throughput). Straight to stderr should no thread be had.
+    // write(2) of its own. Straight to stderr should no thread be had.
     let (writer, log_writer) = match log_writer::spawn(std::io::stderr()) {
         Ok((writer, guard)) => (writer, Some(guard)),
         Err(_) => (LogWriter::default(), None),

@@ -4,6 +4,7 @@
 //! mesh's CA signed. rustls (ring) through tonic; certificates and keys are
 //! PEM files.
 
+use crate::StartError;
 use std::{fs, path::PathBuf};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
 
@@ -47,7 +48,11 @@ fn read(flag: &str, path: &PathBuf) -> Result<Vec<u8>, String> {
 
 impl PublicTlsArgs {
     /// The public port's TLS, if asked for; the files are read and checked.
-    pub fn load(&self) -> Result<Option<ServerTlsConfig>, String> {
+    pub fn load(&self) -> Result<Option<ServerTlsConfig>, StartError> {
+        self.read().map_err(StartError::Tls)
+    }
+
+    fn read(&self) -> Result<Option<ServerTlsConfig>, String> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
@@ -61,7 +66,11 @@ impl PublicTlsArgs {
 impl MeshTlsArgs {
     /// Mutual TLS between the services, if asked for; the files are read
     /// and checked.
-    pub fn load(&self) -> Result<Option<MeshTls>, String> {
+    pub fn load(&self) -> Result<Option<MeshTls>, StartError> {
+        self.read().map_err(StartError::Tls)
+    }
+
+    fn read(&self) -> Result<Option<MeshTls>, String> {
         let (Some(cert), Some(key), Some(ca)) =
             (&self.mesh_tls_cert, &self.mesh_tls_key, &self.mesh_tls_ca)
         else {
@@ -77,7 +86,7 @@ impl MeshTlsArgs {
         check_server(&tls.server(), "--mesh-tls-*")?;
         Endpoint::from_static("https://localhost")
             .tls_config(tls.client("localhost"))
-            .map_err(|error| format!("--mesh-tls-*: {}", crate::process::error_chain(&error)))?;
+            .map_err(|error| format!("--mesh-tls-*: {}", crate::error::chain(&error)))?;
         Ok(Some(tls))
     }
 }
@@ -86,7 +95,7 @@ fn check_server(config: &ServerTlsConfig, flags: &str) -> Result<(), String> {
     Server::builder()
         .tls_config(config.clone())
         .map(|_| ())
-        .map_err(|error| format!("{flags}: {}", crate::process::error_chain(&error)))
+        .map_err(|error| format!("{flags}: {}", crate::error::chain(&error)))
 }
 
 impl MeshTls {

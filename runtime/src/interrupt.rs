@@ -1,12 +1,11 @@
 //! A response stream that ends early, with a status, when something happens
 //! before its end: the client's deadline passes, or a drain cuts it.
 //!
-//! The event is looked at once per wake-up, not before every item: a
-//! response's tokens arrive in runs, and tonic polls the stream again for
-//! each token of a run. Looking each time cost the gateway some 3 % of its
-//! CPU (a drain's cancellation token takes a lock to say it is not
-//! cancelled). Within a run it is looked at every [`ITEMS_UNWATCHED`]
-//! items, so a stream that is always ready still ends.
+//! The event is looked at once per wake-up, not before every item: tonic
+//! polls the stream again for each token of a run, and a drain's
+//! cancellation token takes a lock to say it is not cancelled (the cost is
+//! in `docs/performance.md`). Within a run it is looked at every
+//! [`ITEMS_UNWATCHED`] items, so a stream that is always ready still ends.
 
 use std::{
     future::Future,

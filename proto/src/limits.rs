@@ -1,0 +1,15 @@
+//! How large a message may be, on each hop: every server and client in the
+//! mesh decodes and encodes within these, and a message is checked against
+//! them before it goes onto a stream that other requests share.
+
+/// Largest request the public API decodes: an `InferRequest` (a prefix of
+/// at most 1024 characters is at most 4 KiB of UTF-8) with room to spare.
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Largest token message anyone encodes or decodes (one word and its batch).
+pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
+/// Largest `GenerateRequest`: a batch of up to 4096 requests, each with a
+/// prefix of up to 4 KiB, its trace context and ids.
+pub const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// Largest `GenerateResponse` (one step, a token for each of up to 4096
+/// requests) or `SessionResponse` (the replies a session sends at once).
+pub const MAX_STEP_BYTES: usize = 4 * 1024 * 1024;
