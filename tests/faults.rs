@@ -503,10 +503,13 @@ async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
     first.all_started().await;
     let _w2 = worker(&folder, "w2", w2_port, 1500).await;
     let health = watch_health(w1_port, "horoscoper.mesh.v1.WorkerService").await;
+    // The server as a whole too: what probes and load balancers ask by default.
+    let overall = watch_health(w1_port, "").await;
 
     let signalled = Instant::now();
     w1.notify("TERM");
     turns_not_serving(health).await;
+    turns_not_serving(overall).await;
     let mut second = fly(&client, 4, fault);
     second.all_started().await;
     let (status, took) = exits(w1, signalled).await;
@@ -578,10 +581,13 @@ async fn a_batcher_told_to_stop_refuses_new_requests_and_finishes_the_open_ones(
     let mut flight = fly(&client, 6, fault);
     flight.all_started().await;
     let health = watch_health(batcher_port, "horoscoper.mesh.v1.BatcherService").await;
+    // The server as a whole too: what probes and load balancers ask by default.
+    let overall = watch_health(batcher_port, "").await;
 
     let signalled = Instant::now();
     batcher_process.notify("TERM");
     turns_not_serving(health).await;
+    turns_not_serving(overall).await;
     let refused = common::infer(&client, "while the batcher drains")
         .await
         .unwrap_err();
@@ -618,9 +624,12 @@ async fn a_gateway_told_to_stop_finishes_its_streams_or_cuts_them_at_the_grace()
     let mut flight = fly(&client, 4, fault.clone());
     flight.all_started().await;
     let health = watch_health(gateway_port, "horoscoper.v1.Horoscoper").await;
+    // The server as a whole too: what probes and load balancers ask by default.
+    let overall = watch_health(gateway_port, "").await;
     let signalled = Instant::now();
     gateway_process.notify("TERM");
     turns_not_serving(health).await;
+    turns_not_serving(overall).await;
     let refused = common::infer(&client, "while the gateway drains")
         .await
         .unwrap_err();

@@ -117,22 +117,27 @@ impl Port {
     }
 }
 
-/// `grpc.health.v1` for the service named `api`: SERVING now, NOT_SERVING
-/// as soon as `drain` begins.
+/// `grpc.health.v1` for the service named `api` and for the server as a
+/// whole (the empty name, what probes and load balancers ask by default):
+/// SERVING now, both NOT_SERVING as soon as `drain` begins.
 async fn health(
     api: &'static str,
     drain: &Drain,
 ) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status(api, ServingStatus::Serving)
-        .await;
+    for name in [api, ""] {
+        reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
     let begun = drain.begun().clone();
     tokio::spawn(async move {
         begun.cancelled().await;
-        reporter
-            .set_service_status(api, ServingStatus::NotServing)
-            .await;
+        for name in [api, ""] {
+            reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
     });
     service
 }
