@@ -175,3 +175,95 @@ async fn a_malformed_command_ends_the_session_with_invalid_argument() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("already open"), "{status:?}");
 }
+
+/// The batcher's port is not trusted either: requests with extreme values
+/// each get their own status (or are served), and the session and its other
+/// requests go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_values_fail_their_own_request_and_nothing_else() {
+    let (batcher, _worker) = batcher_and_worker(&[]).await;
+    let (commands, mut replies) = open(batcher.addr).await;
+    fn with(id: u64, prefix: &str, change: impl FnOnce(&mut SubmitRequest)) -> SessionRequest {
+        let Some(Command::Submit(mut request)) = submit(id, prefix).command else {
+            unreachable!()
+        };
+        change(&mut request);
+        SessionRequest {
+            command: Some(Command::Submit(request)),
+        }
+    }
+    let forever = |seconds| prost_types::Duration { seconds, nanos: 0 };
+    commands
+        .send(with(1, "a time left of i64::MAX seconds", |r| {
+            r.time_left = Some(forever(i64::MAX))
+        }))
+        .unwrap();
+    commands
+        .send(with(2, "a time left already negative", |r| {
+            r.time_left = Some(forever(-5))
+        }))
+        .unwrap();
+    // A request too large to go in a batch with others (the session's own
+    // limit is larger): refused alone.
+    commands
+        .send(with(3, "", |r| r.prefix = "x".repeat(10 * 1024)))
+        .unwrap();
+    commands
+        .send(with(4, "a trace context far too large", |r| {
+            r.trace_context = (0..100)
+                .map(|i| (format!("key-{i}"), "v".repeat(100)))
+                .collect();
+        }))
+        .unwrap();
+    // A departure for a request the session never had.
+    commands
+        .send(SessionRequest {
+            command: Some(Command::Leave(Leave { id: 99 })),
+        })
+        .unwrap();
+    commands.send(submit(5, "an ordinary request")).unwrap();
+
+    let mut texts: HashMap<u64, String> = HashMap::new();
+    let mut ended: HashMap<u64, Result<(), (Code, String)>> = HashMap::new();
+    while ended.len() < 5 {
+        let response = replies
+            .message()
+            .await
+            .unwrap()
+            .expect("the session goes on");
+        for reply in response.replies {
+            match reply.outcome.expect("a token or a failure") {
+                Outcome::Tokens(Tokens { tokens }) => {
+                    for token in tokens {
+                        texts.entry(reply.id).or_default().push_str(&token.text);
+                        if token.last {
+                            ended.insert(reply.id, Ok(()));
+                        }
+                    }
+                }
+                Outcome::Token(token) => panic!("a batcher sends tokens in runs: {token:?}"),
+                Outcome::Failure(failure) => {
+                    ended.insert(reply.id, Err((failure.code.into(), failure.message)));
+                }
+            }
+        }
+    }
+    for (id, prefix) in [
+        (1, "a time left of i64::MAX seconds"),
+        (5, "an ordinary request"),
+    ] {
+        assert_eq!(ended[&id], Ok(()), "request {id}");
+        assert_eq!(texts[&id], expected_text(prefix), "request {id}");
+    }
+    assert_eq!(ended[&2].clone().unwrap_err().0, Code::DeadlineExceeded);
+    for id in [3, 4] {
+        let (code, message) = ended[&id].clone().unwrap_err();
+        assert_eq!(code, Code::InvalidArgument, "request {id}: {message}");
+        assert!(message.contains("at most"), "request {id}: {message}");
+    }
+    drop(commands);
+    assert!(
+        replies.message().await.unwrap().is_none(),
+        "and it ends with OK"
+    );
+}

@@ -8,11 +8,12 @@ use crate::{
     queue::Entry,
     request::{ClientDeadline, Limit, Pending, Reply},
 };
-use horoscoper_proto::{deadline, mesh::SubmitRequest};
+use horoscoper_proto::{deadline, limits, mesh::SubmitRequest};
 use horoscoper_runtime::{
     drain::{Drain, Tracked},
     trace,
 };
+use prost::Message as _;
 use std::{
     sync::{
         Arc,
@@ -65,6 +66,13 @@ impl Admission {
             reply.fail(Error::Draining.into());
             return None;
         }
+        // Every request goes to a worker in a batch with others: one that
+        // would not fit there fails here, alone.
+        let bytes = submit.encoded_len();
+        if bytes > limits::MAX_ITEM_BYTES {
+            reply.fail(Error::RequestTooLarge { bytes }.into());
+            return None;
+        }
         // Fail fast when full: the permit lives as long as the request.
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             reply.fail(
@@ -113,6 +121,7 @@ impl Admission {
                 queued,
                 delivered: 0,
                 orphaned: None,
+                lost: 0,
                 deadline: client_deadline.map(|limit| ClientDeadline::starting(now, limit)),
             },
         };

@@ -70,6 +70,13 @@ pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(25);
 /// Largest batch a worker is asked to run.
 pub const MAX_BATCH_SIZE: usize = 4096;
 
+// A batch of the most requests, each of the largest size admitted (and the
+// few bytes that frame each in the batch), fits a worker's message limit.
+const _: () = assert!(
+    MAX_BATCH_SIZE * (horoscoper_proto::limits::MAX_ITEM_BYTES + 16)
+        <= horoscoper_proto::limits::MAX_BATCH_BYTES
+);
+
 impl BatchingArgs {
     /// Checks the flags.
     pub fn validate(&self) -> Result<Batching, StartError> {

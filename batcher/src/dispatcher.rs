@@ -399,6 +399,7 @@ mod tests {
                     queued: tracing::Span::none(),
                     delivered: 0,
                     orphaned: None,
+                    lost: 0,
                     deadline: None,
                 },
             };

@@ -17,10 +17,19 @@ pub enum Error {
         "worker {worker_id} gave this request a different text than the worker it was lost on (are their corpora the same?)"
     )]
     TextDiffers { worker_id: String },
+    #[error(
+        "{lost} workers were lost while generating this request (the last {worker_id}); it is not run again"
+    )]
+    LostTooOften { lost: u32, worker_id: String },
     #[error("worker {worker_id} ended batch {batch_id} before this request's last token")]
     BatchCutShort { worker_id: String, batch_id: u64 },
     #[error("the batcher is shutting down")]
     ShuttingDown,
+    #[error(
+        "the request is {bytes} bytes with its ids and trace context, at most {} are allowed",
+        horoscoper_proto::limits::MAX_ITEM_BYTES
+    )]
+    RequestTooLarge { bytes: usize },
     #[error("the batcher is draining: it takes no new request")]
     Draining,
     #[error(
@@ -52,8 +61,12 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
             Error::Expired { .. } | Error::DeadlinePassed { .. } => Code::DeadlineExceeded,
-            Error::WorkerLost { .. } | Error::ShuttingDown | Error::Draining => Code::Unavailable,
+            Error::WorkerLost { .. }
+            | Error::LostTooOften { .. }
+            | Error::ShuttingDown
+            | Error::Draining => Code::Unavailable,
             Error::Overloaded { .. } => Code::ResourceExhausted,
+            Error::RequestTooLarge { .. } => Code::InvalidArgument,
             Error::BatchCutShort { .. }
             | Error::TextDiffers { .. }
             | Error::WorkerProtocol { .. } => Code::Internal,

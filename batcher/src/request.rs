@@ -117,6 +117,8 @@ pub struct Pending {
     pub delivered: u32,
     /// Set when its worker was lost mid-batch and it waits to run again.
     pub orphaned: Option<Orphaned>,
+    /// How many of its workers were lost while generating it.
+    pub lost: u32,
     /// The client's deadline, if it set one.
     pub deadline: Option<ClientDeadline>,
 }

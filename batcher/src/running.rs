@@ -15,6 +15,9 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::time::Instant;
 use tonic::Status;
 
+/// Most workers a request may lose: the one that loses the last fails it.
+pub const MAX_LOST: u32 = 3;
+
 /// The batch a worker is running.
 pub struct RunningBatch {
     batch_id: u64,
@@ -197,26 +200,42 @@ impl RunningBatch {
 
     /// The requests whose clients are still there, ready to queue again:
     /// each skips the tokens its client already has, and waits for a worker
-    /// for a time to live of its own again (a client's deadline stays what
-    /// it was).
+    /// for a time to live of its own again, but never past its client's
+    /// deadline. A request that has now lost [`MAX_LOST`] workers fails
+    /// instead: a request that breaks every worker it reaches does not go
+    /// round the mesh for ever.
     pub fn orphan(self, now: Instant) -> Vec<Entry<Pending>> {
         let orphaned = Orphaned {
             worker_id: self.worker_id.clone(),
             since: now,
         };
-        self.requests
-            .into_values()
-            .filter(|request| !request.entry.item.reply.is_closed())
-            .map(|request| {
-                let mut entry = request.entry;
-                entry.item.delivered = entry.item.delivered.max(request.seen);
-                entry.item.orphaned = Some(orphaned.clone());
-                if let Limit::TimeToLive(time_to_live) = entry.item.limit {
-                    entry.expires = now + time_to_live;
-                }
-                entry
-            })
-            .collect()
+        let mut again = Vec::with_capacity(self.requests.len());
+        for request in self.requests.into_values() {
+            let mut entry = request.entry;
+            if entry.item.reply.is_closed() {
+                continue;
+            }
+            entry.item.lost += 1;
+            if entry.item.lost >= MAX_LOST {
+                let error = Error::LostTooOften {
+                    lost: entry.item.lost,
+                    worker_id: self.worker_id.to_string(),
+                };
+                let _ = entry.item.reply.fail(error.into());
+                continue;
+            }
+            entry.item.delivered = entry.item.delivered.max(request.seen);
+            entry.item.orphaned = Some(orphaned.clone());
+            if let Limit::TimeToLive(time_to_live) = entry.item.limit {
+                let renewed = now + time_to_live;
+                entry.expires = match entry.item.deadline {
+                    Some(deadline) => renewed.min(deadline.at),
+                    None => renewed,
+                };
+            }
+            again.push(entry);
+        }
+        again
     }
 }
 
@@ -247,6 +266,7 @@ mod tests {
                 queued: tracing::Span::none(),
                 delivered: 0,
                 orphaned: None,
+                lost: 0,
                 deadline: None,
             },
         }
@@ -484,6 +504,46 @@ mod tests {
         let orphaned = orphan.item.orphaned.as_ref().unwrap();
         assert_eq!((&*orphaned.worker_id, orphaned.since), ("lost", now));
         assert_eq!(received(&mut replies).len(), 2, "its tokens so far, no end");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rerun_never_waits_past_its_clients_deadline() {
+        let (session, _replies) = mpsc::unbounded_channel();
+        let start = Instant::now();
+        let mut patient = entry(1, &session, start);
+        // A deadline longer than the time to live: the time to live bounds
+        // its wait, and is renewed when it is queued again, up to the
+        // deadline.
+        patient.item.deadline = Some(ClientDeadline::starting(
+            start,
+            TTL + Duration::from_secs(2),
+        ));
+        let (running, _) = RunningBatch::start(dispatched(vec![patient], start), "w".into());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let orphans = running.orphan(Instant::now());
+        assert_eq!(orphans[0].expires, start + TTL + Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_loses_too_many_workers_fails_with_why() {
+        let (session, mut replies) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        let mut unlucky = entry(1, &session, now);
+        unlucky.item.lost = MAX_LOST - 2;
+        let (running, _) = RunningBatch::start(dispatched(vec![unlucky], now), "w1".into());
+        let mut again = running.orphan(now);
+        assert_eq!(again.len(), 1, "run again");
+        assert_eq!(again[0].item.lost, MAX_LOST - 1);
+        let (running, _) = RunningBatch::start(dispatched(again.split_off(0), now), "w2".into());
+        assert!(running.orphan(now).is_empty(), "not again");
+        let tagged = replies.try_recv().unwrap();
+        let status = tagged.message.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().contains("3 workers were lost"),
+            "{status:?}"
+        );
+        assert!(status.message().contains("w2"), "{status:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,6 +12,11 @@ pub enum Error {
     BatcherUnavailable { url: String, message: String },
     #[error("the connection to the batcher at {url} broke mid-stream: {message}")]
     BatcherLost { url: String, message: String },
+    #[error(
+        "the request is {bytes} bytes with its ids and trace context, at most {} are allowed",
+        horoscoper_proto::limits::MAX_ITEM_BYTES
+    )]
+    RequestTooLarge { bytes: usize },
     #[error("the gateway is draining: it takes no new request")]
     Draining,
     #[error("missing or invalid bearer token: send `authorization: Bearer <token>`")]
@@ -34,7 +39,9 @@ pub enum Error {
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = match &error {
-            Error::PrefixTooLong { .. } | Error::MalformedTimeout { .. } => Code::InvalidArgument,
+            Error::PrefixTooLong { .. }
+            | Error::MalformedTimeout { .. }
+            | Error::RequestTooLarge { .. } => Code::InvalidArgument,
             Error::DeadlinePassed { .. } | Error::DeadlinePassedOnArrival { .. } => {
                 Code::DeadlineExceeded
             }

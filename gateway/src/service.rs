@@ -18,6 +18,7 @@ use horoscoper_runtime::{
     interrupt::Interrupted,
     trace,
 };
+use prost::Message as _;
 use std::{
     hash::{BuildHasher, RandomState},
     pin::Pin,
@@ -181,15 +182,23 @@ impl Gateway {
         span.record("prefix_chars", chars);
         // What is left of it, for the next hop.
         let time_left = client_deadline.map(|deadline| deadline.time_left(Instant::now()));
+        let submit = SubmitRequest {
+            prefix: request.prefix,
+            log_id: request_id,
+            id: 0,
+            trace_context: trace::to_map(span),
+            time_left,
+        };
+        // It shares its session with every other request: one that would not
+        // fit fails here, alone. (Its id, chosen by the session, takes at
+        // most 11 bytes more.)
+        let bytes = submit.encoded_len() + 11;
+        if bytes > limits::MAX_ITEM_BYTES {
+            return Err(Error::RequestTooLarge { bytes });
+        }
         let tokens = self
             .batcher
-            .submit(SubmitRequest {
-                prefix: request.prefix,
-                log_id: request_id,
-                id: 0,
-                trace_context: trace::to_map(span),
-                time_left,
-            })
+            .submit(submit)
             .map(|token| token.map(response::public));
         let tokens: ResponseStream = match client_deadline {
             // A stream still running at the client's deadline ends there,

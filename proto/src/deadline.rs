@@ -9,6 +9,11 @@ use tonic::metadata::MetadataMap;
 
 const HEADER: &str = "grpc-timeout";
 
+/// The longest deadline anything here holds: the largest the header can say
+/// (`99999999H`, some 11,000 years). A `time_left` past it is read as it, so
+/// that no instant computed from one overflows.
+pub const MAX: Duration = Duration::from_secs(99_999_999 * 3600);
+
 /// A caller's deadline as a hop holds it: what was left of it on arrival,
 /// and the instant it runs out.
 #[derive(Clone, Copy, Debug)]
@@ -18,8 +23,9 @@ pub struct ClientDeadline {
 }
 
 impl ClientDeadline {
-    /// The deadline `limit` after `now`.
+    /// The deadline `limit` (at most [`MAX`]) after `now`.
     pub fn starting(now: tokio::time::Instant, limit: Duration) -> ClientDeadline {
+        let limit = limit.min(MAX);
         ClientDeadline {
             limit,
             at: now + limit,
@@ -32,10 +38,19 @@ impl ClientDeadline {
     }
 }
 
-/// The time a message's `time_left` says is left, when it carries one; one
-/// already negative has passed.
+/// The time a message's `time_left` says is left, when it carries one, at
+/// most [`MAX`]; one already negative (or malformed) has passed.
 pub fn left(time_left: Option<prost_types::Duration>) -> Option<Duration> {
-    time_left.map(|left| Duration::try_from(left).unwrap_or_default())
+    // Not through prost-types' conversion, which negates the seconds of a
+    // negative duration (an overflow at i64::MIN).
+    time_left.map(
+        |left| match (u64::try_from(left.seconds), u64::try_from(left.nanos)) {
+            (Ok(seconds), Ok(nanos)) => Duration::from_secs(seconds)
+                .saturating_add(Duration::from_nanos(nanos))
+                .min(MAX),
+            _ => Duration::ZERO,
+        },
+    )
 }
 
 /// The timeout the caller set, if any; the header's text when it is there
@@ -71,6 +86,30 @@ pub fn parse(value: &str) -> Option<Duration> {
         "n" => Duration::from_nanos(amount),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod extreme_tests {
+    use super::*;
+
+    #[test]
+    fn time_left_at_any_extreme_is_a_deadline_that_can_be_held() {
+        let seconds = |seconds: i64, nanos: i32| Some(prost_types::Duration { seconds, nanos });
+        assert_eq!(left(None), None);
+        assert_eq!(left(seconds(i64::MAX, 999_999_999)), Some(MAX));
+        assert_eq!(left(seconds(i64::MIN, 0)), Some(Duration::ZERO));
+        assert_eq!(left(seconds(-1, 0)), Some(Duration::ZERO));
+        assert_eq!(left(seconds(1, -5)), Some(Duration::ZERO), "malformed");
+        assert_eq!(
+            left(seconds(2, 1_500_000_000)),
+            Some(Duration::from_millis(3500))
+        );
+        assert_eq!(left(seconds(i64::MAX, i32::MAX)), Some(MAX));
+        let now = tokio::time::Instant::now();
+        let far = ClientDeadline::starting(now, Duration::MAX);
+        assert_eq!(far.limit, MAX);
+        assert_eq!(far.time_left(now).seconds, MAX.as_secs() as i64);
+    }
 }
 
 #[cfg(test)]
