@@ -8,8 +8,10 @@
 //! idles while a dispatchable batch waits.
 //!
 //! Requests whose worker was lost mid-batch come back to the head of the
-//! queue and run again on another worker; while no worker at all is
-//! connected they wait [`ORPHAN_GRACE`] for one, then end with UNAVAILABLE.
+//! queue and run again on another worker. While no worker at all is
+//! connected, those whose clients already have tokens wait
+//! [`ORPHAN_GRACE`] for one, then end with UNAVAILABLE; those that got none
+//! wait out their time to live like any queued request.
 
 use crate::{
     Error, Metrics,
@@ -60,6 +62,14 @@ pub struct Dispatched {
 /// How long requests whose worker was lost wait for another worker to
 /// connect when none is, before they end with UNAVAILABLE.
 pub const ORPHAN_GRACE: Duration = Duration::from_millis(500);
+
+/// How a request was orphaned, when its worker was lost after its client
+/// had tokens: such a request gives up [`ORPHAN_GRACE`] after the last
+/// worker went away. One that got no token has lost nothing yet, and waits
+/// for a worker as any queued request does.
+fn half_served(request: &Pending) -> Option<&crate::request::Orphaned> {
+    request.orphaned.as_ref().filter(|_| request.delivered > 0)
+}
 
 enum Command {
     Enqueue(Box<Entry<Pending>>),
@@ -231,19 +241,17 @@ impl Task {
         let none_since = self.no_worker_since?;
         self.queue
             .iter()
-            .filter_map(|entry| entry.item.orphaned.as_ref())
+            .filter_map(|entry| half_served(&entry.item))
             .map(|orphaned| orphaned.since.max(none_since) + ORPHAN_GRACE)
             .min()
     }
 
     fn expire(&mut self, now: Instant) {
         if let Some(none_since) = self.no_worker_since {
-            let given_up =
-                self.queue.take_where(|entry| {
-                    entry.item.orphaned.as_ref().is_some_and(|orphaned| {
-                        orphaned.since.max(none_since) + ORPHAN_GRACE <= now
-                    })
-                });
+            let given_up = self.queue.take_where(|entry| {
+                half_served(&entry.item)
+                    .is_some_and(|orphaned| orphaned.since.max(none_since) + ORPHAN_GRACE <= now)
+            });
             for mut entry in given_up {
                 let worker_id = entry.item.orphaned.as_ref().expect("taken as orphaned");
                 let error = Error::WorkerLost {
@@ -679,6 +687,27 @@ mod tests {
         h.dispatcher.gone(0);
         h.dispatcher.redispatch(orphan(first, "worker-0"));
         tokio::time::advance(ORPHAN_GRACE / 2).await;
+        let mut back = h.free(2);
+        assert_eq!(ids(&batch(&mut back).await), [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_workers_requests_that_had_no_token_wait_out_their_time_to_live() {
+        let mut h = Harness::new(2);
+        let mut lost = h.free(0);
+        let mut requests = h.requests(2);
+        let first = batch(&mut lost).await;
+        h.dispatcher.gone(0);
+        let mut orphans = orphan(first, "worker-0");
+        for entry in &mut orphans {
+            entry.item.delivered = 0;
+        }
+        h.dispatcher.redispatch(orphans);
+        tokio::time::advance(ORPHAN_GRACE * 4).await;
+        settle().await;
+        for tokens in &mut requests {
+            assert!(tokens.try_recv().is_err(), "still waiting for a worker");
+        }
         let mut back = h.free(2);
         assert_eq!(ids(&batch(&mut back).await), [1, 2]);
     }
