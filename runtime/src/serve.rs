@@ -87,21 +87,20 @@ impl Port {
     /// then closes the connections and returns.
     pub async fn serve(
         self,
-        server: Server,
+        mut server: Server,
         listener: TcpListener,
         drain: &Drain,
     ) -> Result<(), StartError> {
         let local_addr = listener.local_addr().map_err(StartError::Listen)?;
         let health = health(self.api, drain).await;
-        let reflection = reflection(&self.descriptor_sets);
         let grpc = self
             .grpc
             .add_service(health)
-            .add_service(reflection.build_v1()?)
-            .add_service(reflection_v1alpha(&self.descriptor_sets)?)
+            .add_service(reflection(&self.descriptor_sets).build_v1()?)
+            // v1alpha too: the only version grpcurl 1.8 speaks.
+            .add_service(reflection(&self.descriptor_sets).build_v1alpha()?)
             .into_axum_router();
         let routes = (self.layer)(grpc).merge(self.http);
-        let mut server = server;
         if let Some(tls) = self.tls {
             server = server.tls_config(tls).map_err(StartError::Serve)?;
         }
@@ -150,16 +149,4 @@ fn reflection(descriptor_sets: &[&'static [u8]]) -> tonic_reflection::server::Bu
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
         |builder, set| builder.register_encoded_file_descriptor_set(set),
     )
-}
-
-/// The same in v1alpha, the only version grpcurl 1.8 speaks.
-fn reflection_v1alpha(
-    descriptor_sets: &[&'static [u8]],
-) -> Result<
-    tonic_reflection::server::v1alpha::ServerReflectionServer<
-        impl tonic_reflection::server::v1alpha::ServerReflection,
-    >,
-    StartError,
-> {
-    Ok(reflection(descriptor_sets).build_v1alpha()?)
 }
