@@ -6,7 +6,7 @@ use crate::{
     Batching, Error,
     dispatcher::Dispatcher,
     queue::Entry,
-    request::{ClientDeadline, Limit, Pending, Reply},
+    request::{ClientDeadline, Departure, Limit, Pending, Reply},
 };
 use horoscoper_proto::{deadline, limits, mesh::SubmitRequest};
 use horoscoper_runtime::{
@@ -108,6 +108,7 @@ impl Admission {
             limit_ms = limit.duration().as_millis() as u64
         );
         let now = Instant::now();
+        let departure = reply.departure();
         let entry = Entry {
             id,
             enqueued: now,
@@ -120,6 +121,7 @@ impl Admission {
                 span: span.clone(),
                 queued,
                 delivered: 0,
+                first_wait: None,
                 orphaned: None,
                 lost: 0,
                 deadline: client_deadline.map(|limit| ClientDeadline::starting(now, limit)),
@@ -131,6 +133,7 @@ impl Admission {
         }
         Some(Admitted {
             id,
+            departure,
             span,
             _permit: permit,
             _open: self.drain.track(),
@@ -142,16 +145,19 @@ impl Admission {
 /// (given back when it is dropped), its span, and its part in the drain.
 pub struct Admitted {
     id: u64,
+    departure: Departure,
     span: tracing::Span,
     _permit: OwnedSemaphorePermit,
     _open: Tracked,
 }
 
 impl Admitted {
-    /// Its client left: off the queue, or stopped at its worker.
+    /// Its client left: off the queue, or stopped at its worker; and
+    /// wherever it is in between, it goes no further.
     pub fn cancel(self, dispatcher: &Dispatcher) {
         self.span
             .in_scope(|| tracing::debug!("client left; cancelling"));
+        self.departure.leave();
         dispatcher.cancel(self.id);
     }
 }

@@ -2,6 +2,12 @@
 //! open (reconnecting with backoff), hands the batches the dispatcher gives
 //! it to the worker, and feeds the worker's steps to the running batch's
 //! table ([`crate::running`]), which routes each token to its request.
+//!
+//! A worker that says Draining, or whose address discovery retires, takes no
+//! new batch from that moment; its running batch goes on, departures still
+//! reach it, and the stream ends with the batch. Neither is a lost worker.
+//! A retired address that resolves again before then takes batches again,
+//! on the same connection.
 
 use crate::{
     Error,
@@ -13,7 +19,10 @@ use horoscoper_proto::mesh::{
     worker_service_client::WorkerServiceClient,
 };
 use std::{sync::Arc, time::Duration};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Streaming, transport::Endpoint};
@@ -28,9 +37,10 @@ pub struct Connection {
     pub endpoint: Endpoint,
     pub dispatcher: Dispatcher,
     pub stop: CancellationToken,
-    /// Cancelled when the worker's address is no longer resolved: the
-    /// connection takes no new batch, finishes the one under way, and ends.
-    pub retire: CancellationToken,
+    /// True while the worker's address is no longer resolved: the connection
+    /// takes no new batch, finishes the one under way, and ends (unless the
+    /// address resolves again first). Discovery holds the sender.
+    pub retire: watch::Receiver<bool>,
 }
 
 /// Why a stream to the worker ended.
@@ -39,17 +49,24 @@ enum StreamEnd {
     Stopped,
     /// The worker's address is gone from discovery; its batch finished.
     Retired,
-    /// The worker closed the stream (it is draining) or broke it.
+    /// The worker said it drains; its batch finished.
+    Drained,
+    /// The worker closed the stream or broke it.
     Lost(String),
 }
 
 impl Connection {
-    /// Runs until `stop` or `retire` is cancelled.
+    /// Runs until `stop`, or until its address is retired.
     pub async fn run(self) {
         let url = self.endpoint.uri().to_string();
+        let mut retire = self.retire.clone();
         let mut backoff = FIRST_BACKOFF;
         let mut failures = 0u32;
         loop {
+            if *retire.borrow_and_update() {
+                tracing::info!(worker = %url, "worker retired: its address is no longer resolved");
+                return;
+            }
             let ended = self.stream(&url, &mut backoff).await;
             // A session that got through to the worker reset the backoff: a
             // loss after it is a new outage.
@@ -58,9 +75,13 @@ impl Connection {
             }
             match ended {
                 StreamEnd::Stopped => return,
-                StreamEnd::Retired => {
-                    tracing::info!(worker = %url, "worker retired: its address is no longer resolved");
-                    return;
+                // Unless it resolved again meanwhile: then at once.
+                StreamEnd::Retired => continue,
+                StreamEnd::Drained => {
+                    // Its replacement may come up at the same address; until
+                    // then, failing to connect is no news.
+                    tracing::info!(worker = %url, "worker drained; it takes no batch from here");
+                    failures = 1;
                 }
                 StreamEnd::Lost(reason) => {
                     failures += 1;
@@ -74,7 +95,7 @@ impl Connection {
             }
             tokio::select! {
                 () = self.stop.cancelled() => return,
-                () = self.retire.cancelled() => return,
+                Ok(_) = retire.wait_for(|retired| *retired) => {}
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -103,10 +124,10 @@ impl Connection {
             Ok(response) => response.into_inner(),
             Err(status) => return StreamEnd::Lost(format!("Generate refused: {status}")),
         };
-        let worker_id: Arc<str> = match up.message().await {
+        let (worker_id, resumes): (Arc<str>, bool) = match up.message().await {
             Ok(Some(GenerateResponse {
                 event: Some(Event::Ready(ready)),
-            })) => ready.worker_id.into(),
+            })) => (ready.worker_id.into(), ready.resumes),
             Ok(other) => return StreamEnd::Lost(format!("expected Ready first, got {other:?}")),
             Err(status) => return StreamEnd::Lost(format!("stream failed before Ready: {status}")),
         };
@@ -114,20 +135,30 @@ impl Connection {
         tracing::info!(worker = %url, %worker_id, "worker connected");
 
         let (commands, mut receiver) = mpsc::unbounded_channel();
+        let mut retire = self.retire.clone();
         let mut stream = GenerateStream {
             index: self.index,
             url,
             worker_id,
+            resumes,
             commands,
             down,
             running: None,
-            retiring: false,
+            retired: *retire.borrow_and_update(),
+            draining: false,
             dispatcher: &self.dispatcher,
         };
         stream.ready();
+        // A panic while handling one message is that message's trouble: the
+        // stream counts as lost, and its batch runs again elsewhere.
+        let serve =
+            horoscoper_runtime::panic::caught(stream.serve(&mut up, &mut receiver, &mut retire));
         let ended = tokio::select! {
             () = self.stop.cancelled() => StreamEnd::Stopped,
-            ended = stream.serve(&mut up, &mut receiver, &self.retire) => ended,
+            ended = serve => ended.unwrap_or_else(|panic| {
+                tracing::error!(worker = %url, %panic, "the worker's stream panicked; ending it");
+                StreamEnd::Lost(format!("the batcher panicked: {panic}"))
+            }),
         };
 
         // Nothing that reached this connection may be lost: a batch cut short
@@ -136,7 +167,7 @@ impl Connection {
         // started go back to the queue.
         self.dispatcher.gone(self.index);
         match &ended {
-            StreamEnd::Stopped | StreamEnd::Retired => {
+            StreamEnd::Stopped | StreamEnd::Retired | StreamEnd::Drained => {
                 if let Some(running) = stream.running.take() {
                     running.fail(Error::ShuttingDown);
                 }
@@ -190,17 +221,28 @@ struct GenerateStream<'a> {
     index: usize,
     url: &'a str,
     worker_id: Arc<str>,
+    /// The worker skips the tokens a re-run's client has.
+    resumes: bool,
     commands: mpsc::UnboundedSender<ToWorker>,
     down: mpsc::Sender<GenerateRequest>,
     running: Option<RunningBatch>,
-    /// Retired: no new batch; the session ends when the running one does.
-    retiring: bool,
+    /// Its address is no longer resolved.
+    retired: bool,
+    /// The worker said Draining.
+    draining: bool,
     dispatcher: &'a Dispatcher,
 }
 
 impl GenerateStream<'_> {
+    /// Whether the worker takes new batches; when not, the stream ends
+    /// with its running batch.
+    fn takes_batches(&self) -> bool {
+        !self.retired && !self.draining
+    }
+
+    /// Says the worker is free, if it takes batches.
     fn ready(&self) {
-        if self.retiring {
+        if !self.takes_batches() {
             return;
         }
         self.dispatcher.free(Slot {
@@ -215,18 +257,26 @@ impl GenerateStream<'_> {
         &mut self,
         up: &mut Streaming<GenerateResponse>,
         receiver: &mut mpsc::UnboundedReceiver<ToWorker>,
-        retire: &CancellationToken,
+        retire: &mut watch::Receiver<bool>,
     ) -> StreamEnd {
+        let mut discovery = true;
         loop {
-            if self.retiring && self.running.is_none() {
-                return StreamEnd::Retired;
+            if self.running.is_none() {
+                if self.draining {
+                    return StreamEnd::Drained;
+                }
+                if self.retired {
+                    return StreamEnd::Retired;
+                }
             }
             tokio::select! {
-                () = retire.cancelled(), if !self.retiring => {
-                    // Out of the free list at once; a batch already on its
-                    // way here goes back to the queue (see `start`).
-                    self.retiring = true;
-                    self.dispatcher.gone(self.index);
+                changed = retire.changed(), if discovery => {
+                    if changed.is_err() {
+                        discovery = false; // the batcher is stopping
+                        continue;
+                    }
+                    let retired = *retire.borrow_and_update();
+                    self.set_retired(retired);
                 }
                 command = receiver.recv() => {
                     let Some(command) = command else {
@@ -253,6 +303,21 @@ impl GenerateStream<'_> {
         }
     }
 
+    /// Out of the free list at once, or back in it; a batch already on its
+    /// way here goes back to the queue (see `start`).
+    fn set_retired(&mut self, retired: bool) {
+        let before = self.takes_batches();
+        self.retired = retired;
+        if before && !self.takes_batches() {
+            self.dispatcher.retiring(self.index);
+        } else if !before && self.takes_batches() {
+            tracing::info!(worker = %self.url, "worker address resolved again; it takes batches again");
+            if self.running.is_none() {
+                self.ready();
+            }
+        }
+    }
+
     async fn command(&mut self, command: ToWorker) -> Result<(), StreamEnd> {
         match command {
             ToWorker::Dispatch(batch) => self.start(batch).await,
@@ -274,7 +339,7 @@ impl GenerateStream<'_> {
     }
 
     async fn start(&mut self, batch: Dispatched) -> Result<(), StreamEnd> {
-        if self.retiring {
+        if !self.takes_batches() {
             self.dispatcher.requeue(batch.requests);
             return Ok(());
         }
@@ -288,7 +353,7 @@ impl GenerateStream<'_> {
             self.dispatcher.requeue(batch.requests);
             return Err(self.protocol_error(&message));
         }
-        let (running, batch) = RunningBatch::start(batch, self.worker_id.clone());
+        let (running, batch) = RunningBatch::start(batch, self.worker_id.clone(), self.resumes);
         self.running = Some(running);
         self.send(Command::Batch(batch)).await
     }
@@ -310,6 +375,16 @@ impl GenerateStream<'_> {
                     }
                 }
                 self.ready();
+                Ok(())
+            }
+            Event::Draining(_) => {
+                if !self.draining {
+                    tracing::info!(worker = %self.url, worker_id = %self.worker_id, "worker draining: it takes no new batch");
+                    if self.takes_batches() {
+                        self.dispatcher.retiring(self.index);
+                    }
+                    self.draining = true;
+                }
                 Ok(())
             }
             Event::Ready(_) => Err(self.protocol_error("Ready sent twice")),

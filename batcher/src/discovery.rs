@@ -3,8 +3,10 @@
 //! connection of its own (so a headless Service or a Compose service name
 //! with replicas fans out to every replica). An address that appears joins
 //! without a restart; one that is no longer resolved is retired: it takes no
-//! new batch and leaves when its batch ends. A failed lookup keeps the
-//! addresses the name had.
+//! new batch and leaves when its batch ends. An address that resolves again
+//! while its connection is still there (its last batch runs) keeps that one
+//! connection: a worker never has two from one batcher. A failed lookup
+//! keeps the addresses the name had.
 
 use crate::{connection::Connection, dispatcher::Dispatcher};
 use horoscoper_runtime::tls::MeshTls;
@@ -18,6 +20,7 @@ use std::{
     sync::Arc,
     time::Duration,
 };
+use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::{Endpoint, Uri};
 
@@ -87,10 +90,10 @@ pub struct Discovery {
 impl Discovery {
     /// Runs until `stop` is cancelled.
     pub async fn run(self) {
-        // Per URL, the addresses it resolved to last; per address, the
-        // token that retires its connection.
+        // Per URL, the addresses it resolved to last; per address with a
+        // connection, the switch that retires it (true) or keeps it.
         let mut resolved: Vec<BTreeSet<SocketAddr>> = vec![BTreeSet::new(); self.urls.len()];
-        let mut connections: HashMap<(usize, SocketAddr), CancellationToken> = HashMap::new();
+        let mut connections: HashMap<(usize, SocketAddr), watch::Sender<bool>> = HashMap::new();
         let mut failing = vec![false; self.urls.len()];
         let mut next_index = 0;
         loop {
@@ -117,14 +120,19 @@ impl Discovery {
                 .enumerate()
                 .flat_map(|(at, addrs)| addrs.iter().map(move |addr| (at, *addr)))
                 .collect();
-            connections.retain(|key, retire| {
-                let keep = wanted.contains(key);
-                if !keep {
-                    tracing::info!(worker = %key.1, "worker address no longer resolved; draining it");
-                    retire.cancel();
-                }
-                keep
-            });
+            // A connection that has ended let go of its receiver.
+            connections.retain(|_, retire| !retire.is_closed());
+            for (key, retire) in &connections {
+                let retired = !wanted.contains(key);
+                retire.send_if_modified(|was| {
+                    let changed = *was != retired;
+                    if changed && retired {
+                        tracing::info!(worker = %key.1, "worker address no longer resolved; draining it");
+                    }
+                    *was = retired;
+                    changed
+                });
+            }
             for key in wanted {
                 if connections.contains_key(&key) {
                     continue;
@@ -136,14 +144,14 @@ impl Discovery {
                         continue;
                     }
                 };
-                let retire = CancellationToken::new();
-                connections.insert(key, retire.clone());
+                let (retire, retired) = watch::channel(false);
+                connections.insert(key, retire);
                 let connection = Connection {
                     index: next_index,
                     endpoint,
                     dispatcher: self.dispatcher.clone(),
                     stop: self.stop.clone(),
-                    retire,
+                    retire: retired,
                 };
                 next_index += 1;
                 tracing::debug!(worker = %self.urls[key.0], addr = %key.1, "worker address found");

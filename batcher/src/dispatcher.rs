@@ -75,6 +75,7 @@ enum Command {
     Enqueue(Box<Entry<Pending>>),
     Cancel(u64),
     Free(Slot),
+    Retiring(usize),
     Gone(usize),
     Requeue(Vec<Entry<Pending>>),
     Redispatch(Vec<Entry<Pending>>),
@@ -121,6 +122,12 @@ impl Dispatcher {
     /// A worker is ready for a batch.
     pub fn free(&self, slot: Slot) {
         let _ = self.commands.send(Command::Free(slot));
+    }
+
+    /// A worker takes no new batch (it drains, or its address is no longer
+    /// resolved); cancellations still reach its running batch.
+    pub fn retiring(&self, index: usize) {
+        let _ = self.commands.send(Command::Retiring(index));
     }
 
     /// A worker that was ready has disconnected.
@@ -198,7 +205,8 @@ impl Task {
                 Command::Requeue(entries) | Command::Redispatch(entries) => {
                     entries.into_iter().for_each(|e| self.queue.push(e))
                 }
-                Command::Cancel(_) | Command::Free(_) | Command::Gone(_) => {}
+                Command::Cancel(_) | Command::Free(_) | Command::Retiring(_) | Command::Gone(_) => {
+                }
             }
         }
         fail_all(self.queue.drain(), Error::ShuttingDown);
@@ -207,10 +215,10 @@ impl Task {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Enqueue(entry) => self.queue.push(*entry),
-            Command::Requeue(entries) => entries.into_iter().for_each(|e| self.queue.push(e)),
+            Command::Requeue(entries) => self.put_back(entries),
             Command::Redispatch(entries) => {
                 self.metrics.redispatched.inc_by(entries.len() as u64);
-                entries.into_iter().for_each(|e| self.queue.push(e));
+                self.put_back(entries);
             }
             Command::Cancel(id) => {
                 if self.queue.remove(id).is_none() {
@@ -226,11 +234,23 @@ impl Task {
                 let at = self.free.partition_point(|free| free.since <= slot.since);
                 self.free.insert(at, slot);
             }
+            Command::Retiring(index) => self.free.retain(|free| free.index != index),
             Command::Gone(index) => {
                 if self.connections.remove(&index).is_some() && self.connections.is_empty() {
                     self.no_worker_since = Some(Instant::now());
                 }
                 self.free.retain(|free| free.index != index);
+            }
+        }
+    }
+
+    /// Requests handed back (a batch a worker could not take, a lost worker's
+    /// requests) return to their places, except those whose clients left on
+    /// the way.
+    fn put_back(&mut self, entries: Vec<Entry<Pending>>) {
+        for entry in entries {
+            if !entry.item.reply.is_gone() {
+                self.queue.push(entry);
             }
         }
     }
@@ -265,9 +285,18 @@ impl Task {
             }
         }
         for mut entry in self.queue.take_expired(now) {
-            let error = Error::Expired {
-                waited: now - entry.enqueued,
-                limit: entry.item.limit,
+            // A request run again is told of its wait since its worker was lost.
+            let error = match &entry.item.orphaned {
+                Some(orphaned) => Error::Expired {
+                    waited: now - orphaned.since,
+                    limit: entry.item.limit,
+                    lost: Some(orphaned.worker_id.clone()),
+                },
+                None => Error::Expired {
+                    waited: now - entry.enqueued,
+                    limit: entry.item.limit,
+                    lost: None,
+                },
             };
             entry
                 .item
@@ -290,7 +319,7 @@ impl Task {
                 .queue
                 .take_batch()
                 .into_iter()
-                .filter(|entry| !entry.item.reply.is_closed())
+                .filter(|entry| !entry.item.reply.is_gone())
                 .collect();
             if requests.is_empty() {
                 self.free.push_front(slot);
@@ -309,9 +338,14 @@ impl Task {
             );
             for entry in &mut requests {
                 trace::link(&span, &entry.item.span);
+                let queued = entry
+                    .item
+                    .orphaned
+                    .as_ref()
+                    .map_or(entry.enqueued, |orphaned| orphaned.since);
                 self.metrics
                     .queue_wait
-                    .observe((now - entry.enqueued).as_secs_f64());
+                    .observe((now - queued).as_secs_f64());
                 entry.item.queued = tracing::Span::none(); // its time queued ends here
             }
             span.in_scope(|| tracing::debug!("batch dispatched"));
@@ -406,6 +440,7 @@ mod tests {
                     span: tracing::Span::none(),
                     queued: tracing::Span::none(),
                     delivered: 0,
+                    first_wait: None,
                     orphaned: None,
                     lost: 0,
                     deadline: None,
@@ -710,6 +745,67 @@ mod tests {
         }
         let mut back = h.free(2);
         assert_eq!(ids(&batch(&mut back).await), [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rerun_that_expires_says_how_long_it_waited_since_its_worker_was_lost() {
+        let mut h = Harness::new(2);
+        let mut lost = h.free(0);
+        let mut requests = h.requests(1);
+        let first = batch(&mut lost).await;
+        // It ran for 5 s before its worker was lost: its wait starts then.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        h.dispatcher.gone(0);
+        let mut orphans = orphan(first, "worker-0");
+        for entry in &mut orphans {
+            entry.item.delivered = 0;
+            entry.expires = Instant::now() + TTL;
+        }
+        h.dispatcher.redispatch(orphans);
+        let status = requests[0].recv().await.unwrap().message.unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert_eq!(
+            status.message(),
+            "waited 7000 ms for a free worker to run again after worker worker-0 was lost: not dispatched within the request time to live of 7000 ms"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_client_left_while_it_was_handed_back_is_not_run_again() {
+        let mut h = Harness::new(2);
+        let mut lost = h.free(0);
+        let _requests = h.requests(2);
+        let first = batch(&mut lost).await;
+        // The departure reaches the dispatcher while the request is on its
+        // way back: neither in the queue nor at a worker.
+        first.requests[0].item.reply.departure().leave();
+        h.dispatcher.cancel(first.requests[0].id);
+        settle().await;
+        h.dispatcher.gone(0);
+        h.dispatcher.redispatch(orphan(first, "worker-0"));
+        let mut other = h.free(1);
+        assert_eq!(ids(&batch(&mut other).await), [2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retiring_worker_takes_no_batch_but_still_hears_of_departures() {
+        let mut h = Harness::new(1);
+        let (commands, mut retiring) = mpsc::unbounded_channel();
+        h.free_with(0, commands.clone());
+        let (id, _tokens) = h.request_with(TTL);
+        batch(&mut retiring).await;
+        // Free again, then retired before anything else is queued.
+        h.free_with(0, commands);
+        h.dispatcher.retiring(0);
+        let _more = h.requests(1);
+        h.dispatcher.cancel(id);
+        match retiring.recv().await {
+            Some(ToWorker::Cancel(cancelled)) => assert_eq!(cancelled, id),
+            other => panic!("expected the cancel, got {other:?}"),
+        }
+        tokio::time::advance(WINDOW * 2).await;
+        settle().await;
+        assert!(retiring.try_recv().is_err(), "no new batch");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,14 +1,20 @@
 //! The batcher's errors, and the one place they become gRPC statuses.
 
 use crate::request::Limit;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use tonic::{Code, Status};
 
 /// What can go wrong with a request in the batcher.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}", expired_message(*.waited, *.limit))]
-    Expired { waited: Duration, limit: Limit },
+    /// Not dispatched in time; `lost` names the worker lost while running
+    /// it, when it waited to run again, and `waited` counts from then.
+    #[error("{}", expired_message(*.waited, *.limit, .lost.as_deref()))]
+    Expired {
+        waited: Duration,
+        limit: Limit,
+        lost: Option<Arc<str>>,
+    },
     #[error(
         "worker {worker_id} was lost while generating this request, and no other worker is connected to finish it"
     )]
@@ -43,15 +49,18 @@ pub enum Error {
     WorkerProtocol { url: String, message: String },
 }
 
-fn expired_message(waited: Duration, limit: Limit) -> String {
+fn expired_message(waited: Duration, limit: Limit, lost: Option<&str>) -> String {
     let waited = waited.as_millis();
+    let again = lost.map_or_else(String::new, |worker| {
+        format!(" to run again after worker {worker} was lost")
+    });
     match limit {
         Limit::TimeToLive(ttl) => format!(
-            "waited {waited} ms for a free worker: not dispatched within the request time to live of {} ms",
+            "waited {waited} ms for a free worker{again}: not dispatched within the request time to live of {} ms",
             ttl.as_millis()
         ),
         Limit::ClientDeadline(deadline) => format!(
-            "waited {waited} ms for a free worker: not dispatched within the client's deadline of {} ms",
+            "waited {waited} ms for a free worker{again}: not dispatched within the client's deadline of {} ms",
             deadline.as_millis()
         ),
     }

@@ -6,7 +6,13 @@ use horoscoper_proto::{
     mesh::SubmitResponse,
     reply::{self, Messages},
 };
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 use tokio::{sync::mpsc, time::Instant};
 use tonic::Status;
 
@@ -29,6 +35,7 @@ pub struct Reply {
     id: u64,
     session: mpsc::UnboundedSender<Tagged>,
     ended: bool,
+    left: Departure,
 }
 
 impl Reply {
@@ -37,7 +44,13 @@ impl Reply {
             id,
             session,
             ended: false,
+            left: Departure::default(),
         }
+    }
+
+    /// The handle that says the request's client has left.
+    pub fn departure(&self) -> Departure {
+        self.left.clone()
     }
 
     /// Sends tokens, in order; false when the session is gone.
@@ -60,17 +73,34 @@ impl Reply {
             .is_ok()
     }
 
-    /// Whether the session is gone (with it, every client of its requests).
-    pub fn is_closed(&self) -> bool {
-        self.session.is_closed()
+    /// Whether its client is gone: it left, or its whole session did.
+    pub fn is_gone(&self) -> bool {
+        self.left.has_left() || self.session.is_closed()
     }
 }
 
 impl Drop for Reply {
     fn drop(&mut self) {
-        if !self.ended {
+        if !self.ended && !self.left.has_left() {
             let _ = self.fail(Status::internal("the request ended without its last token"));
         }
+    }
+}
+
+/// Says that a request's client has left. Set by its session, read wherever
+/// the request is: in the queue, in a batch, or on its way between them (a
+/// batch handed back, a lost worker's requests), so that a departure that
+/// meets a request in transit still stops it.
+#[derive(Clone, Debug, Default)]
+pub struct Departure(Arc<AtomicBool>);
+
+impl Departure {
+    pub fn leave(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn has_left(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -115,6 +145,9 @@ pub struct Pending {
     /// request whose worker was lost mid-batch runs again elsewhere and
     /// skips these.
     pub delivered: u32,
+    /// How long it waited for its first batch: what its client is told,
+    /// however many times it runs.
+    pub first_wait: Option<Duration>,
     /// Set when its worker was lost mid-batch and it waits to run again.
     pub orphaned: Option<Orphaned>,
     /// How many of its workers were lost while generating it.

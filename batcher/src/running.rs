@@ -32,7 +32,8 @@ pub struct RunningBatch {
 struct BatchRequest {
     /// The request as it was queued, to run again should the worker be lost.
     entry: Entry<Pending>,
-    /// Tokens the worker has produced for it in this batch.
+    /// Tokens of its text that the worker has produced, counting those the
+    /// client had when the batch began if the worker resumes (skips them).
     seen: u32,
     /// Its tokens of the step being read, sent together at the step's end.
     ready: Vec<SubmitResponse>,
@@ -44,12 +45,18 @@ struct BatchRequest {
 
 impl RunningBatch {
     /// The table of `dispatched` on worker `worker_id`, and the batch to
-    /// send it.
-    pub fn start(dispatched: Dispatched, worker_id: Arc<str>) -> (RunningBatch, Batch) {
+    /// send it. A worker that `resumes` sends a request that runs again only
+    /// the tokens its client lacks; any other sends them all, and those the
+    /// client has are skipped here.
+    pub fn start(
+        dispatched: Dispatched,
+        worker_id: Arc<str>,
+        resumes: bool,
+    ) -> (RunningBatch, Batch) {
         let size = dispatched.requests.len();
         let mut items = Vec::with_capacity(size);
         let mut requests = HashMap::with_capacity(size);
-        for entry in dispatched.requests {
+        for mut entry in dispatched.requests {
             let span = tracing::info_span!(
                 target: horoscoper_runtime::trace_only!(),
                 parent: &entry.item.span,
@@ -78,13 +85,19 @@ impl RunningBatch {
                     .item
                     .deadline
                     .map(|deadline| deadline.time_left(dispatched.at)),
+                delivered: entry.item.delivered,
             });
+            let queue_time = *entry
+                .item
+                .first_wait
+                .get_or_insert(dispatched.at - entry.enqueued);
+            let seen = if resumes { entry.item.delivered } else { 0 };
             requests.insert(
                 entry.id,
                 BatchRequest {
-                    queue_time: dispatched.at - entry.enqueued,
+                    queue_time,
                     entry,
-                    seen: 0,
+                    seen,
                     ready: Vec::new(),
                     _span: span,
                 },
@@ -116,8 +129,8 @@ impl RunningBatch {
 
     /// Routes one step's tokens, each request's together, skipping those its
     /// client already has from a lost worker. A request whose last token
-    /// went out ends here. Returns the requests whose session is gone, to
-    /// cancel at the worker.
+    /// went out ends here. Returns the requests whose clients are gone, to
+    /// cancel at the worker: at the latest, they stop a step after leaving.
     pub fn step(&mut self, step: Step) -> Vec<u64> {
         let mut touched = Vec::new();
         for token in step.tokens {
@@ -161,7 +174,8 @@ impl RunningBatch {
             };
             let tokens = std::mem::take(&mut request.ready);
             let last = tokens.last().is_some_and(|token| token.last);
-            let delivered = request.entry.item.reply.send_tokens(tokens);
+            let delivered =
+                !request.entry.item.reply.is_gone() && request.entry.item.reply.send_tokens(tokens);
             if last || !delivered {
                 // Dropping the request ends its stream after its last token.
                 self.requests.remove(&request_id);
@@ -174,12 +188,17 @@ impl RunningBatch {
     }
 
     /// The worker ended the batch: a request still open passed its client's
-    /// deadline there (the worker stops it), or was cut short.
+    /// deadline there (the worker stops it), had a text no longer than what
+    /// its client already had, or was cut short.
     pub fn done(self, now: Instant) {
         for mut request in self.requests.into_values() {
+            let delivered = request.entry.item.delivered;
             let error = match request.entry.item.deadline {
                 Some(deadline) if deadline.at <= now => Error::DeadlinePassed {
                     limit: deadline.limit,
+                },
+                _ if delivered > 0 && request.seen <= delivered => Error::TextDiffers {
+                    worker_id: self.worker_id.to_string(),
                 },
                 _ => Error::BatchCutShort {
                     worker_id: self.worker_id.to_string(),
@@ -212,7 +231,7 @@ impl RunningBatch {
         let mut again = Vec::with_capacity(self.requests.len());
         for request in self.requests.into_values() {
             let mut entry = request.entry;
-            if entry.item.reply.is_closed() {
+            if entry.item.reply.is_gone() {
                 continue;
             }
             entry.item.lost += 1;
@@ -227,11 +246,14 @@ impl RunningBatch {
             entry.item.delivered = entry.item.delivered.max(request.seen);
             entry.item.orphaned = Some(orphaned.clone());
             if let Limit::TimeToLive(time_to_live) = entry.item.limit {
-                let renewed = now + time_to_live;
-                entry.expires = match entry.item.deadline {
-                    Some(deadline) => renewed.min(deadline.at),
-                    None => renewed,
-                };
+                entry.expires = now + time_to_live;
+                if let Some(deadline) = entry.item.deadline
+                    && deadline.at < entry.expires
+                {
+                    // Its client's deadline now comes first, and is named.
+                    entry.expires = deadline.at;
+                    entry.item.limit = Limit::ClientDeadline(deadline.limit);
+                }
             }
             again.push(entry);
         }
@@ -265,11 +287,17 @@ mod tests {
                 span: tracing::Span::none(),
                 queued: tracing::Span::none(),
                 delivered: 0,
+                first_wait: None,
                 orphaned: None,
                 lost: 0,
                 deadline: None,
             },
         }
+    }
+
+    /// Starts a batch on a worker that resumes re-runs.
+    fn start_on(dispatched: Dispatched, worker_id: Arc<str>) -> (RunningBatch, Batch) {
+        RunningBatch::start(dispatched, worker_id, true)
     }
 
     fn dispatched(requests: Vec<Entry<Pending>>, at: Instant) -> Dispatched {
@@ -320,8 +348,7 @@ mod tests {
         let mut first = entry(1, &session, queued);
         first.item.deadline = Some(ClientDeadline::starting(queued, Duration::from_secs(1)));
         let requests = vec![first, entry(2, &session, queued)];
-        let (mut running, batch) =
-            RunningBatch::start(dispatched(requests, Instant::now()), "w".into());
+        let (mut running, batch) = start_on(dispatched(requests, Instant::now()), "w".into());
         assert_eq!(batch.batch_id, 7);
         let ids: Vec<u64> = batch.items.iter().map(|item| item.request_id).collect();
         assert_eq!(ids, [1, 2]);
@@ -343,7 +370,7 @@ mod tests {
     async fn tokens_go_to_their_requests_a_step_at_a_time_and_the_last_ends_each() {
         let (session, mut replies) = mpsc::unbounded_channel();
         let now = Instant::now();
-        let (mut running, _) = RunningBatch::start(
+        let (mut running, _) = start_on(
             dispatched(vec![entry(1, &session, now), entry(2, &session, now)], now),
             "w".into(),
         );
@@ -382,7 +409,7 @@ mod tests {
         let (session, mut replies) = mpsc::unbounded_channel();
         let queued = Instant::now();
         tokio::time::advance(Duration::from_millis(25)).await;
-        let (mut running, _) = RunningBatch::start(
+        let (mut running, _) = start_on(
             dispatched(vec![entry(1, &session, queued)], Instant::now()),
             "worker-9".into(),
         );
@@ -404,12 +431,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_rerun_skips_the_tokens_its_client_has() {
+    async fn a_rerun_on_a_worker_that_sends_every_token_skips_those_its_client_has() {
         let (session, mut replies) = mpsc::unbounded_channel();
         let now = Instant::now();
         let mut resumed = entry(1, &session, now);
         resumed.item.delivered = 2;
-        let (mut running, _) = RunningBatch::start(dispatched(vec![resumed], now), "w".into());
+        let (mut running, batch) =
+            RunningBatch::start(dispatched(vec![resumed], now), "w".into(), false);
+        assert_eq!(batch.items[0].delivered, 2);
         running.step(step(&[(1, "a ", false)]));
         running.step(step(&[(1, "b ", false)]));
         assert!(received(&mut replies).is_empty(), "the client has these");
@@ -423,17 +452,120 @@ mod tests {
         let now = Instant::now();
         let mut resumed = entry(1, &session, now);
         resumed.item.delivered = 3;
-        let (mut running, _) = RunningBatch::start(dispatched(vec![resumed], now), "w".into());
+        let (mut running, _) =
+            RunningBatch::start(dispatched(vec![resumed], now), "w".into(), false);
         running.step(step(&[(1, "a ", false)]));
         running.step(step(&[(1, "b", true)]));
         assert_eq!(received(&mut replies), [(10, Err(Code::Internal))]);
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_rerun_on_a_worker_that_resumes_gets_only_what_its_client_lacks() {
+        let (session, mut replies) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        let mut resumed = entry(1, &session, now);
+        resumed.item.delivered = 2;
+        let (mut running, batch) = start_on(dispatched(vec![resumed], now), "w".into());
+        assert_eq!(batch.items[0].delivered, 2, "the worker is told");
+        running.step(step(&[(1, "c", true)]));
+        assert_eq!(received(&mut replies), [(10, Ok(vec!["c".into()]))]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rerun_given_nothing_past_what_its_client_has_fails_as_a_different_text() {
+        let (session, mut replies) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        let mut resumed = entry(1, &session, now);
+        resumed.item.delivered = 40;
+        let (running, _) = start_on(
+            dispatched(vec![resumed, entry(2, &session, now)], now),
+            "w".into(),
+        );
+        running.done(now);
+        let mut ended = received(&mut replies);
+        ended.sort_by_key(|(id, _)| *id);
+        assert_eq!(
+            ended,
+            [(10, Err(Code::Internal)), (20, Err(Code::Internal))]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rerun_tells_its_client_the_wait_before_its_first_batch() {
+        let (session, mut replies) = mpsc::unbounded_channel();
+        let queued = Instant::now();
+        tokio::time::advance(Duration::from_millis(30)).await;
+        let (mut running, _) = start_on(
+            dispatched(vec![entry(1, &session, queued)], Instant::now()),
+            "lost".into(),
+        );
+        running.step(step(&[(1, "a ", false)]));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let again = running.orphan(Instant::now());
+        tokio::time::advance(Duration::from_millis(70)).await;
+        let (mut running, _) = start_on(dispatched(again, Instant::now()), "w".into());
+        running.step(step(&[(1, "b", true)]));
+        let tokens: Vec<SubmitResponse> = std::iter::from_fn(|| replies.try_recv().ok())
+            .flat_map(|tagged| tagged.message.unwrap())
+            .collect();
+        assert_eq!(tokens.len(), 2);
+        let info = tokens[1].batch.as_ref().unwrap();
+        assert_eq!(info.worker_id, "w");
+        assert_eq!(
+            info.queue_time,
+            Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 30_000_000
+            }),
+            "its first wait, not the time since it was first queued"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_client_left_gets_nothing_and_is_not_run_again() {
+        let (session, mut replies) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        let leaving = entry(1, &session, now);
+        let departure = leaving.item.reply.departure();
+        let (mut running, _) = start_on(
+            dispatched(vec![leaving, entry(2, &session, now)], now),
+            "w".into(),
+        );
+        departure.leave();
+        assert_eq!(
+            running.step(step(&[(1, "a ", false), (2, "x ", false)])),
+            [1],
+            "stopped at the worker within the step"
+        );
+        assert_eq!(received(&mut replies), [(20, Ok(vec!["x ".into()]))]);
+        let again = running.orphan(Instant::now());
+        assert_eq!(again.iter().map(|e| e.id).collect::<Vec<_>>(), [2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rerun_that_its_clients_deadline_bounds_names_the_deadline() {
+        let (session, _replies) = mpsc::unbounded_channel();
+        let start_at = Instant::now();
+        let mut hurried = entry(1, &session, start_at);
+        hurried.item.deadline = Some(ClientDeadline::starting(
+            start_at,
+            TTL + Duration::from_secs(1),
+        ));
+        let (running, _) = start_on(dispatched(vec![hurried], start_at), "w".into());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let again = running.orphan(Instant::now());
+        assert_eq!(again[0].expires, start_at + TTL + Duration::from_secs(1));
+        assert_eq!(
+            again[0].item.limit,
+            Limit::ClientDeadline(TTL + Duration::from_secs(1))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_cancelled_request_gets_nothing_more() {
         let (session, mut replies) = mpsc::unbounded_channel();
         let now = Instant::now();
-        let (mut running, _) = RunningBatch::start(
+        let (mut running, _) = start_on(
             dispatched(vec![entry(1, &session, now), entry(2, &session, now)], now),
             "w".into(),
         );
@@ -451,8 +583,7 @@ mod tests {
     async fn a_request_whose_session_is_gone_is_cancelled_at_the_worker() {
         let (session, replies) = mpsc::unbounded_channel();
         let now = Instant::now();
-        let (mut running, _) =
-            RunningBatch::start(dispatched(vec![entry(1, &session, now)], now), "w".into());
+        let (mut running, _) = start_on(dispatched(vec![entry(1, &session, now)], now), "w".into());
         drop(replies);
         assert_eq!(running.step(step(&[(1, "a ", false)])), [1]);
         assert!(running.step(step(&[(1, "b", true)])).is_empty(), "gone");
@@ -464,7 +595,7 @@ mod tests {
         let start = Instant::now();
         let mut hurried = entry(1, &session, start);
         hurried.item.deadline = Some(ClientDeadline::starting(start, Duration::from_secs(1)));
-        let (running, _) = RunningBatch::start(
+        let (running, _) = start_on(
             dispatched(vec![hurried, entry(2, &session, start)], start),
             "w".into(),
         );
@@ -483,7 +614,7 @@ mod tests {
         let (session, mut replies) = mpsc::unbounded_channel();
         let (gone_session, gone_replies) = mpsc::unbounded_channel();
         let start = Instant::now();
-        let (mut running, _) = RunningBatch::start(
+        let (mut running, _) = start_on(
             dispatched(
                 vec![entry(1, &session, start), entry(2, &gone_session, start)],
                 start,
@@ -518,7 +649,7 @@ mod tests {
             start,
             TTL + Duration::from_secs(2),
         ));
-        let (running, _) = RunningBatch::start(dispatched(vec![patient], start), "w".into());
+        let (running, _) = start_on(dispatched(vec![patient], start), "w".into());
         tokio::time::advance(Duration::from_secs(5)).await;
         let orphans = running.orphan(Instant::now());
         assert_eq!(orphans[0].expires, start + TTL + Duration::from_secs(2));
@@ -530,11 +661,11 @@ mod tests {
         let now = Instant::now();
         let mut unlucky = entry(1, &session, now);
         unlucky.item.lost = MAX_LOST - 2;
-        let (running, _) = RunningBatch::start(dispatched(vec![unlucky], now), "w1".into());
+        let (running, _) = start_on(dispatched(vec![unlucky], now), "w1".into());
         let mut again = running.orphan(now);
         assert_eq!(again.len(), 1, "run again");
         assert_eq!(again[0].item.lost, MAX_LOST - 1);
-        let (running, _) = RunningBatch::start(dispatched(again.split_off(0), now), "w2".into());
+        let (running, _) = start_on(dispatched(again.split_off(0), now), "w2".into());
         assert!(running.orphan(now).is_empty(), "not again");
         let tagged = replies.try_recv().unwrap();
         let status = tagged.message.unwrap_err();
@@ -550,8 +681,7 @@ mod tests {
     async fn a_stopping_batcher_fails_the_running_requests() {
         let (session, mut replies) = mpsc::unbounded_channel();
         let now = Instant::now();
-        let (running, _) =
-            RunningBatch::start(dispatched(vec![entry(1, &session, now)], now), "w".into());
+        let (running, _) = start_on(dispatched(vec![entry(1, &session, now)], now), "w".into());
         running.fail(Error::ShuttingDown);
         assert_eq!(received(&mut replies), [(10, Err(Code::Unavailable))]);
     }

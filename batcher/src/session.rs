@@ -75,7 +75,7 @@ impl GatewaySession {
                 }
                 command = self.commands.next(), if gateway_sending => match command {
                     Some(Ok(command)) => {
-                        if let Err(status) = self.command(command) {
+                        if let Err(status) = self.guarded(command) {
                             break Err(status);
                         }
                     }
@@ -103,6 +103,24 @@ impl GatewaySession {
                 let _ = self.out.send(Err(status)).await;
             }
         }
+    }
+
+    /// Handles a command; a panic while doing so fails the request it
+    /// concerned, alone (its reply, dropped in the unwinding, says INTERNAL),
+    /// and the session goes on.
+    fn guarded(&mut self, command: SessionRequest) -> Result<(), Status> {
+        let submitted = match &command.command {
+            Some(Command::Submit(submit)) if !self.open.contains_key(&submit.id) => Some(submit.id),
+            _ => None,
+        };
+        horoscoper_runtime::panic::catch(|| self.command(command)).unwrap_or_else(|panic| {
+            tracing::error!(%panic, request = ?submitted, "a session command panicked");
+            if let Some(id) = submitted {
+                // Its end is on its way: let it through.
+                self.open.entry(id).or_insert(None);
+            }
+            Ok(())
+        })
     }
 
     fn command(&mut self, command: SessionRequest) -> Result<(), Status> {

@@ -11,6 +11,7 @@
 //! - [`net`]: both ends of a hop, with the same socket and HTTP/2 settings.
 //! - [`coalesce`]: fewer, larger writes on a connection.
 //! - [`interrupt`]: a response stream ended early with a status.
+//! - [`panic`]: a panic caught where one request's trouble must stay its own.
 //! - [`tls`]: TLS on the public port and mutual TLS between the services.
 //! - [`telemetry`]: logs and OpenTelemetry traces, set up once per process.
 //! - [`log_writer`]: log lines to stderr in batches, from a thread of their own.
@@ -28,6 +29,7 @@ pub mod interrupt;
 mod log_writer;
 pub mod metrics;
 pub mod net;
+pub mod panic;
 pub mod process;
 pub mod serve;
 pub mod signal;

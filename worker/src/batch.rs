@@ -3,7 +3,9 @@
 //! Tokens are the text split on single spaces; every token but the last keeps
 //! its trailing space, so concatenating them gives the text back. Each step
 //! emits the next token of every live request; a request ends with its own
-//! last token, and a cancelled one emits nothing more.
+//! last token, and a cancelled one emits nothing more. A request that runs
+//! again after its worker was lost starts after the tokens its client has
+//! (`BatchItem.delivered`): the batch takes only the steps still to come.
 
 use crate::{Error, choice, corpus::Corpus};
 use horoscoper_proto::mesh::{Batch, StepToken};
@@ -38,6 +40,7 @@ pub struct Lockstep {
     pub batch_id: u64,
     live: Vec<Live>,
     steps: usize,
+    whole: usize,
 }
 
 impl Lockstep {
@@ -47,6 +50,7 @@ impl Lockstep {
             return Err(Error::EmptyBatch(batch.batch_id));
         }
         let mut live: Vec<Live> = Vec::with_capacity(batch.items.len());
+        let (mut steps, mut whole) = (0, 0);
         for item in batch.items {
             if live.iter().any(|l| l.request_id == item.request_id) {
                 return Err(Error::DuplicateRequest {
@@ -55,23 +59,36 @@ impl Lockstep {
                 });
             }
             let (_, text) = choice::choose(corpus, &item.prefix);
-            live.push(Live {
-                request_id: item.request_id,
-                text,
-                next: 0,
-            });
+            whole = whole.max(token_count(&text));
+            // A text of no more tokens than its client has gives nothing:
+            // the request ends open, and its batcher says why.
+            if let Some(next) = skip(&text, item.delivered) {
+                steps = steps.max(token_count(&text) - item.delivered as usize);
+                live.push(Live {
+                    request_id: item.request_id,
+                    text,
+                    next,
+                });
+            }
         }
-        let steps = live.iter().map(|l| token_count(&l.text)).max().unwrap_or(0);
         Ok(Lockstep {
             batch_id: batch.batch_id,
             live,
             steps,
+            whole,
         })
     }
 
-    /// How many steps the batch takes: its longest text's token count.
+    /// How many steps the batch takes: the most tokens a request still lacks.
     pub fn steps(&self) -> usize {
         self.steps
+    }
+
+    /// How many steps the batch would take were every text run from its
+    /// start: its longest text's token count. A batch's pace is drawn over
+    /// these, so that a re-run's remaining steps take what they would have.
+    pub fn whole_steps(&self) -> usize {
+        self.whole
     }
 
     /// The next token of every live request; requests that emit their last
@@ -98,6 +115,16 @@ impl Lockstep {
 /// How many tokens `text` splits into.
 pub fn token_count(text: &str) -> usize {
     text.split(' ').count()
+}
+
+/// The byte offset of token `tokens` of `text` (the first not yet sent);
+/// None when the text has no token past those.
+fn skip(text: &str, tokens: u32) -> Option<usize> {
+    if tokens == 0 {
+        return Some(0);
+    }
+    let (at, _) = text.match_indices(' ').nth(tokens as usize - 1)?;
+    Some(at + 1)
 }
 
 #[cfg(test)]
@@ -184,6 +211,44 @@ mod tests {
         );
         assert!(running.cancel(100));
         assert!(running.is_done());
+    }
+
+    #[test]
+    fn a_rerun_starts_after_the_tokens_its_client_has() {
+        let corpus = corpus();
+        let mut resumed = batch(&["aries", "hello"]);
+        resumed.items[0].delivered = 3; // "The ARIES sky " of five tokens
+        let mut running = Lockstep::start(resumed, &corpus).unwrap();
+        assert_eq!((running.steps(), running.whole_steps()), (2, 5));
+        assert_eq!(texts(&running.step()), [("is ", false), ("Short ", false)]);
+        assert_eq!(texts(&running.step()), [("wide.", true), ("one.", true)]);
+        assert!(running.is_done());
+    }
+
+    #[test]
+    fn a_rerun_whose_client_has_the_whole_text_gets_nothing() {
+        let corpus = corpus();
+        for delivered in [5, 6, u32::MAX] {
+            let mut resumed = batch(&["aries", "hello"]);
+            resumed.items[0].delivered = delivered;
+            let mut running = Lockstep::start(resumed, &corpus).unwrap();
+            assert_eq!(running.steps(), 2, "the other request's");
+            assert_eq!(texts(&running.step()), [("Short ", false)]);
+        }
+        let mut alone = batch(&["aries"]);
+        alone.items[0].delivered = 5;
+        let running = Lockstep::start(alone, &corpus).unwrap();
+        assert!(running.is_done());
+        assert_eq!(running.steps(), 0);
+    }
+
+    #[test]
+    fn skip_finds_the_first_token_not_sent() {
+        assert_eq!(skip("a bb c", 0), Some(0));
+        assert_eq!(skip("a bb c", 1), Some(2));
+        assert_eq!(skip("a bb c", 2), Some(5));
+        assert_eq!(skip("a bb c", 3), None);
+        assert_eq!(skip("a", 1), None);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! `[min, max]` is split into random positive per-step delays over the
 //! longest text's word count. The steps are returned as offsets from the
 //! batch's start, so the worker sleeps until absolute deadlines and timer
-//! rounding does not add up over a hundred steps.
+//! rounding does not add up over a hundred steps. A batch that resumes
+//! requests whose clients have their first tokens takes only its remaining
+//! steps, each as long as it would have been.
 
 use rand::{Rng, RngCore};
 use std::time::Duration;
@@ -51,6 +53,22 @@ impl DelayRange {
             *last = total;
         }
         offsets
+    }
+
+    /// When each of the last `steps` of a batch of `whole` steps is due, as
+    /// offsets from the start of the first of them: the steps before them
+    /// (tokens every client has) take no time. The same as
+    /// [`DelayRange::offsets`] when `steps` is `whole`.
+    pub fn remaining(&self, whole: usize, steps: usize, rng: &mut impl RngCore) -> Vec<Duration> {
+        let offsets = self.offsets(whole.max(steps), rng);
+        let skipped = offsets.len() - steps;
+        let start = skipped
+            .checked_sub(1)
+            .map_or(Duration::ZERO, |before| offsets[before]);
+        offsets[skipped..]
+            .iter()
+            .map(|offset| *offset - start)
+            .collect()
     }
 }
 
@@ -112,6 +130,23 @@ mod tests {
     fn a_fixed_total_is_exact() {
         let offsets = range(1000, 1000).offsets(33, &mut StdRng::seed_from_u64(9));
         assert_eq!(offsets.last(), Some(&Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn the_remaining_steps_keep_their_own_lengths() {
+        let whole = range(1000, 1000).offsets(10, &mut StdRng::seed_from_u64(5));
+        let tail = range(1000, 1000).remaining(10, 3, &mut StdRng::seed_from_u64(5));
+        assert_eq!(tail.len(), 3);
+        assert_eq!(tail[0], whole[7] - whole[6]);
+        assert_eq!(tail[2], whole[9] - whole[6]);
+        assert!(tail[2] < Duration::from_millis(1000));
+        let all = range(1000, 1000).remaining(10, 10, &mut StdRng::seed_from_u64(5));
+        assert_eq!(all, whole);
+        assert!(
+            range(1000, 1000)
+                .remaining(10, 0, &mut StdRng::seed_from_u64(5))
+                .is_empty()
+        );
     }
 
     #[test]

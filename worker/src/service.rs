@@ -5,13 +5,16 @@
 //! request (and those of the steps after it that are already due: at zero
 //! delay, the whole text), applies cancellations as they arrive (a batch whose
 //! requests all left ends at once), and closes the batch with BatchDone. A
-//! worker runs one batch at a time, however many streams are open. On
-//! shutdown it finishes the batch under way, then ends its streams.
+//! request that runs again skips the tokens its client has, and their steps'
+//! time. A worker runs one batch at a time, however many streams are open.
+//! When its drain begins it says Draining on every stream, so that no
+//! batcher sends it another batch, finishes the batch under way, and ends
+//! each stream once its batcher has ended its side (or at the grace).
 
 use crate::{Error, Generation, Metrics, batch::Lockstep};
 use horoscoper_proto::deadline;
 use horoscoper_proto::mesh::{
-    BatchDone, GenerateRequest, GenerateResponse, Ready, Step, StepToken,
+    BatchDone, Draining, GenerateRequest, GenerateResponse, Ready, Step, StepToken,
     generate_request::Command, generate_response::Event, worker_service_server::WorkerService,
 };
 use horoscoper_runtime::drain::Drain;
@@ -107,14 +110,23 @@ impl Inner {
     ) -> Result<(), Status> {
         let ready = Event::Ready(Ready {
             worker_id: self.id.clone(),
+            resumes: true,
         });
         if !send(outbound, ready).await {
             return Ok(());
         }
+        let mut draining = false;
         loop {
             let command = tokio::select! {
                 biased;
-                () = self.drain.begun().cancelled() => return Ok(()),
+                () = self.drain.cut().cancelled() => return Ok(()),
+                () = self.drain.begun().cancelled(), if !draining => {
+                    draining = true;
+                    if !send(outbound, Event::Draining(Draining {})).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 message = inbound.message() => message?,
             };
             match command.map(|request| request.command) {
@@ -124,7 +136,14 @@ impl Inner {
                     let deadlines = request_deadlines(&batch, Instant::now());
                     let running = Lockstep::start(batch, &self.generation.corpus)?;
                     match self
-                        .run_batch(running, spans, deadlines, &mut inbound, outbound)
+                        .run_batch(
+                            running,
+                            spans,
+                            deadlines,
+                            &mut draining,
+                            &mut inbound,
+                            outbound,
+                        )
                         .await?
                     {
                         BatchEnd::Batch => {}
@@ -143,6 +162,7 @@ impl Inner {
         mut running: Lockstep,
         mut spans: HashMap<u64, Span>,
         deadlines: Vec<(Instant, u64)>,
+        draining: &mut bool,
         inbound: &mut Streaming<GenerateRequest>,
         outbound: &Outbound,
     ) -> Result<BatchEnd, Status> {
@@ -152,7 +172,9 @@ impl Inner {
                 .rng
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            self.generation.delays.offsets(running.steps(), &mut *rng)
+            self.generation
+                .delays
+                .remaining(running.whole_steps(), running.steps(), &mut *rng)
         };
         let batch_id = running.batch_id;
         let start = Instant::now();
@@ -186,6 +208,12 @@ impl Inner {
                     () = &mut due => break,
                     () = self.drain.cut().cancelled() => {
                         return Err(Error::Cut { batch_id }.into());
+                    }
+                    () = self.drain.begun().cancelled(), if !*draining => {
+                        *draining = true;
+                        if !send(outbound, Event::Draining(Draining {})).await {
+                            return Ok(BatchEnd::Stream);
+                        }
                     }
                 }
             }

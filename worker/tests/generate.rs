@@ -14,6 +14,8 @@ use tonic::{Code, Streaming};
 struct Session {
     down: mpsc::Sender<GenerateRequest>,
     up: Streaming<GenerateResponse>,
+    /// Cancelled, the worker begins its drain.
+    stop: CancellationToken,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -66,10 +68,14 @@ async fn session(delay_ms: u64) -> Session {
     let mut session = Session {
         down,
         up,
+        stop: stop.clone(),
         _stop: stop.drop_guard(),
     };
     match session.next().await {
-        Event::Ready(ready) => assert_eq!(ready.worker_id, "w-test"),
+        Event::Ready(ready) => {
+            assert_eq!(ready.worker_id, "w-test");
+            assert!(ready.resumes, "it skips what a re-run's client has");
+        }
         other => panic!("expected Ready first, got {other:?}"),
     }
     session
@@ -128,6 +134,7 @@ async fn run_batch(s: &mut Session, prefixes: &[&str]) -> usize {
                 break;
             }
             Event::Ready(_) => panic!("Ready twice"),
+            Event::Draining(_) => panic!("not draining"),
         }
     }
     for (prefix, text) in prefixes.iter().zip(&texts) {
@@ -218,4 +225,58 @@ async fn an_empty_batch_is_invalid() {
     let status = s.up.message().await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(status.message(), "batch 3 has no requests");
+}
+
+#[tokio::test]
+async fn a_rerun_gets_only_the_tokens_its_client_lacks() {
+    let mut s = session(0).await;
+    let text = expected("hello");
+    let words: Vec<&str> = text.split(' ').collect();
+    let Command::Batch(mut resumed) = batch(4, &["hello", "aries"]) else {
+        unreachable!()
+    };
+    resumed.items[0].delivered = words.len() as u32 - 2;
+    resumed.items[1].delivered = 1_000_000; // more than its whole text
+    s.send(Command::Batch(resumed)).await;
+    let Event::Step(step) = s.next().await else {
+        panic!("expected a step")
+    };
+    let tokens: Vec<(u64, &str)> = step
+        .tokens
+        .iter()
+        .map(|t| (t.request_id, t.text.as_str()))
+        .collect();
+    let tail = format!("{} ", words[words.len() - 2]);
+    assert_eq!(
+        tokens,
+        [(1, tail.as_str()), (1, words[words.len() - 1])],
+        "the last two words of the first, nothing for the second"
+    );
+    assert!(matches!(s.next().await, Event::Done(done) if done.batch_id == 4));
+}
+
+#[tokio::test]
+async fn a_draining_worker_says_so_finishes_its_batch_and_ends_when_the_batcher_does() {
+    let mut s = session(600).await;
+    s.send(batch(1, &["hello"])).await;
+    assert!(matches!(s.next().await, Event::Step(_)));
+    s.stop.cancel();
+    // Steps of the running batch go on; Draining comes among them, once.
+    let mut draining = 0;
+    loop {
+        match s.next().await {
+            Event::Step(_) => {}
+            Event::Draining(_) => draining += 1,
+            Event::Done(done) => {
+                assert_eq!(done.batch_id, 1);
+                break;
+            }
+            Event::Ready(_) => panic!("Ready twice"),
+        }
+    }
+    assert_eq!(draining, 1);
+    // The stream stays open until the batcher ends its side.
+    let Session { down, mut up, .. } = s;
+    drop(down);
+    assert!(up.message().await.unwrap().is_none(), "ended with OK");
 }
