@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{batcher_with, client, expected_text, gateway, infer, text, worker};
+use common::{batcher_with, client, expected_text, gateway, infer, occupy, start, text, worker};
 use horoscoper_batcher::{BatchingArgs, Config, Metrics, Resolver};
 use std::{
     collections::BTreeMap,
@@ -156,4 +156,102 @@ async fn a_failed_lookup_keeps_the_known_workers() {
         text(&infer(&client, "still here").await.unwrap()),
         expected_text("still here")
     );
+}
+
+/// Waits, at most `within`, until `done` holds.
+async fn until(within: Duration, what: &str, done: impl Fn() -> bool) {
+    let waited = tokio::time::timeout(within, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "{what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retiring_worker_hears_departures_and_an_address_back_in_time_keeps_one_connection() {
+    // Batches of 20 s: whatever ends sooner was ended by a departure.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _worker = worker(
+        listener,
+        &[
+            "--min-delay-ms",
+            "20000",
+            "--max-delay-ms",
+            "20000",
+            "--worker-id",
+            "a",
+        ],
+    )
+    .await;
+    let addresses = Arc::new(Mutex::new(vec![addr]));
+    let resolving = addresses.clone();
+    let resolver = Resolver::new(Arc::new(move |_host, _port| {
+        let found = resolving.lock().unwrap().clone();
+        Box::pin(async move { Ok(found) })
+    }));
+    let batching = BatchingArgs {
+        batch_size: 1,
+        batch_window_ms: 0,
+        request_ttl_ms: 60_000,
+        max_requests: 1024,
+    }
+    .validate()
+    .unwrap();
+    let metrics = Metrics::default();
+    let mut config = Config::new(
+        vec![
+            format!("http://worker.test:{}", addr.port())
+                .parse()
+                .unwrap(),
+        ],
+        batching,
+        metrics.clone(),
+    );
+    config.resolver = resolver;
+    config.resolve_interval = Duration::from_millis(50);
+    let batcher = batcher_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), config).await;
+    let gateway = gateway(&batcher.url()).await;
+    let client = client(gateway.addr).await;
+    let set = |found: Vec<SocketAddr>| *addresses.lock().unwrap() = found;
+
+    // 1. The address goes away mid-batch, then the client leaves: the
+    // departure reaches the retiring worker, the emptied batch ends at once,
+    // and the connection with it.
+    let running = occupy(&client).await;
+    set(vec![]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metrics.workers.get(), 1, "retiring, its batch still runs");
+    drop(running);
+    until(
+        Duration::from_secs(10),
+        "the retired worker's emptied batch ended and it left",
+        || metrics.workers.get() == 0,
+    )
+    .await;
+
+    // 2. The address comes back, goes away mid-batch, and comes back before
+    // the batch ends: the same connection takes batches again, no second one.
+    set(vec![addr]);
+    until(Duration::from_secs(10), "the address joined again", || {
+        metrics.workers.get() == 1
+    })
+    .await;
+    let running = occupy(&client).await;
+    set(vec![]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    set(vec![addr]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metrics.workers.get(), 1, "one connection to the worker");
+    let mut next = start(&client, "after the return").await.unwrap();
+    drop(running);
+    let first = tokio::time::timeout(Duration::from_secs(10), next.message())
+        .await
+        .expect("the connection takes batches again")
+        .unwrap()
+        .unwrap();
+    assert!(!first.text.is_empty());
+    assert_eq!(metrics.workers.get(), 1);
 }

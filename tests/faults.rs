@@ -311,18 +311,33 @@ async fn a_worker_killed_mid_batch_hands_its_requests_to_another_and_clients_see
     flight.all_started().await;
     // A few tokens in, so that the requests that run again must skip them.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    fault_tx.send_replace(Some(Instant::now()));
+    let killed = Instant::now();
+    fault_tx.send_replace(Some(killed));
     w1.signal("KILL");
     let ends = flight.ends().await;
+    let took = killed.elapsed();
 
+    // What w2 generated: its own batch whole, and of the 4 run again only
+    // the tokens their clients lacked (the worker neither sends the others
+    // nor waits for their steps).
+    let texts: usize = ends
+        .iter()
+        .map(|(prefix, _)| expected_text(prefix).split(' ').count())
+        .sum();
+    let w2_metrics = http_get(loopback(w2_port), "/metrics").await.body;
+    let generated = common::sample(&w2_metrics, "horoscoper_tokens_total").unwrap() as usize;
     row(
         "worker killed (SIGKILL) mid-batch, another worker up",
-        "its 4 requests ran again on the other worker, skipping the tokens already sent",
+        &format!(
+            "its 4 requests ran again on the other worker from where their clients were: it generated {generated} tokens where the 8 texts have {texts}; all ended {} ms after the kill (batches of 2000 ms, the other worker's own batch first)",
+            took.as_millis()
+        ),
         &ends,
         0,
         0,
     );
     let mut batches = BTreeMap::new();
+    let mut own = 0;
     for (prefix, end) in &ends {
         match end {
             End::Whole(batch) => {
@@ -335,10 +350,22 @@ async fn a_worker_killed_mid_batch_hands_its_requests_to_another_and_clients_see
             other => panic!("{prefix}: {other:?}"),
         }
     }
+    let first_batch = *batches.keys().next().unwrap();
+    for (prefix, end) in &ends {
+        if let End::Whole(batch) = end
+            && batch.batch_id == first_batch
+        {
+            own += expected_text(prefix).split(' ').count();
+        }
+    }
     assert_eq!(
         batches.len(),
         2,
         "w2's own batch, untouched, then the one run again: {batches:?}"
+    );
+    assert!(
+        own < generated && generated < texts,
+        "w2 generated its own {own} tokens and only part of the rest: {generated} of {texts}"
     );
     let metrics = http_get(loopback(metrics_port), "/metrics").await.body;
     assert_eq!(
@@ -534,6 +561,55 @@ async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
     assert!(status.success(), "{status:?}");
     all_whole(&first, Some("w1"));
     all_whole(&second, Some("w2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_worker_told_to_stop_is_not_lost_and_what_waits_runs_on_its_replacement() {
+    let folder = logs("only-worker-drain");
+    let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
+    let w1 = worker(&folder, "w1", w1_port, 1500).await;
+    let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
+    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
+    let client = client(loopback(gateway_port)).await;
+    let (_fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut first = fly(&client, 4, fault.clone());
+    first.all_started().await;
+
+    let health = watch_health(w1_port, "").await;
+    let signalled = Instant::now();
+    w1.notify("TERM");
+    turns_not_serving(health).await;
+    // Sent while the only worker drains: they wait for another.
+    let second = fly(&client, 4, fault);
+    let (status, took) = exits(w1, signalled).await;
+    let _w2 = worker(&folder, "w2", w2_port, 1500).await;
+    let (first, second) = (first.ends().await, second.ends().await);
+
+    let mut all: Vec<_> = first
+        .iter()
+        .chain(&second)
+        .map(|(p, e)| (p.clone(), clone_end(e)))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    row(
+        "the only worker sent SIGTERM mid-batch, its replacement up after it exits",
+        &format!(
+            "its batch finished on it and it took no other; not counted as lost (0 run again); exited 0 after {} ms; the 4 sent meanwhile waited in the queue and ran on the replacement, whole",
+            took.as_millis()
+        ),
+        &all,
+        0,
+        0,
+    );
+    assert!(status.success(), "{status:?}");
+    all_whole(&first, Some("w1"));
+    all_whole(&second, Some("w2"));
+    let metrics = http_get(loopback(metrics_port), "/metrics").await.body;
+    assert_eq!(
+        common::sample(&metrics, "horoscoper_redispatched_total").unwrap(),
+        0.0,
+        "a draining worker is not a lost one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
