@@ -14,6 +14,7 @@
 //! - `metrics`: the batcher's Prometheus metrics.
 //! - `config`: command-line flags and the validated configuration.
 //! - `error`: the crate's error type and its gRPC status.
+//! - [`fuzzing`] (feature `fuzzing`): a session driven from memory.
 //!
 //! [`run`] serves the batcher on a listener until the shutdown future resolves.
 
@@ -23,6 +24,8 @@ mod connection;
 mod discovery;
 mod dispatcher;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod metrics;
 mod queue;
 mod request;

@@ -15,18 +15,19 @@ use horoscoper_proto::{
 use prost::Message as _;
 use std::collections::HashMap;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt as _;
-use tonic::{Status, Streaming};
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::Status;
 
 /// Most replies in one message, and roughly most bytes: far below the
 /// message size limit, and a message that is sent while more wait.
 const MAX_REPLIES: usize = 1024;
 const MAX_REPLY_BYTES: usize = 256 * 1024;
 
-/// The batcher's side of one gateway's session.
-pub struct GatewaySession {
+/// The batcher's side of one gateway's session, reading its commands from
+/// `S`: the gRPC request stream, or any other (the fuzz target's).
+pub struct GatewaySession<S> {
     admission: Admission,
-    commands: Streaming<SessionRequest>,
+    commands: S,
     out: mpsc::Sender<Result<SessionResponse, Status>>,
     /// Every request of the session sends here, tagged with its id.
     reply_to: mpsc::UnboundedSender<Tagged>,
@@ -37,12 +38,15 @@ pub struct GatewaySession {
     open: HashMap<u64, Option<Admitted>>,
 }
 
-impl GatewaySession {
+impl<S> GatewaySession<S>
+where
+    S: Stream<Item = Result<SessionRequest, Status>> + Unpin,
+{
     pub fn new(
         admission: Admission,
-        commands: Streaming<SessionRequest>,
+        commands: S,
         out: mpsc::Sender<Result<SessionResponse, Status>>,
-    ) -> GatewaySession {
+    ) -> GatewaySession<S> {
         let (reply_to, replies) = mpsc::unbounded_channel();
         GatewaySession {
             admission,
