@@ -162,14 +162,22 @@ struct Routes {
 }
 
 impl BatcherSession {
+    /// The routes, even after a panic while they were held: ending the
+    /// session's requests with a status must still work then.
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn has_ended(&self) -> bool {
-        self.routes.lock().expect("routes lock").ended
+        self.routes().ended
     }
 
     /// A new request's id, with its replies sent to `route`; `None` once
     /// the session has ended.
     fn route(&self, route: Arc<Route>) -> Option<u64> {
-        let mut routes = self.routes.lock().expect("routes lock");
+        let mut routes = self.routes();
         if routes.ended {
             return None;
         }
@@ -180,11 +188,20 @@ impl BatcherSession {
     }
 
     /// Each reply to the request it belongs to; a request's last ends it.
-    /// A reply to a request no longer open (its client left) is dropped.
+    /// A reply to a request no longer open (its client left) is dropped. A
+    /// reply that cannot be read (a panic in decoding it) ends its request
+    /// alone with INTERNAL.
     fn deliver(&self, response: SessionResponse) {
-        let mut routes = self.routes.lock().expect("routes lock");
+        let mut routes = self.routes();
         for reply in response.replies {
-            let (id, messages) = reply::decode(reply);
+            let id = reply.id;
+            let messages = horoscoper_runtime::panic::catch(|| reply::decode(reply).1)
+                .unwrap_or_else(|panic| {
+                    tracing::error!(%panic, "a reply from the batcher could not be read");
+                    Err(Status::internal(format!(
+                        "the gateway could not read the batcher's reply: {panic}"
+                    )))
+                });
             let last = reply::ends(&messages);
             if let Some(route) = routes.open.get(&id) {
                 route.push(messages);
@@ -197,7 +214,7 @@ impl BatcherSession {
 
     /// The client of request `id` left: withdraw it, unless it has ended.
     fn leave(&self, id: u64) {
-        let mut routes = self.routes.lock().expect("routes lock");
+        let mut routes = self.routes();
         if routes.open.remove(&id).is_some() && !routes.ended {
             let _ = self.commands.send(SessionRequest {
                 command: Some(Command::Leave(Leave { id })),
@@ -208,7 +225,7 @@ impl BatcherSession {
     /// The session is over: every request still open on it ends with
     /// `status`, and new requests go to a new session.
     fn end(&self, status: &Status) {
-        let mut routes = self.routes.lock().expect("routes lock");
+        let mut routes = self.routes();
         routes.ended = true;
         for (_, route) in routes.open.drain() {
             route.push(Err(status.clone()));
@@ -223,28 +240,41 @@ async fn run(
     commands: UnboundedReceiverStream<SessionRequest>,
     url: Arc<str>,
 ) {
-    let error = match client.session(commands).await {
-        Err(status) => refused(status, &url),
-        Ok(response) => {
-            let mut replies = response.into_inner();
-            loop {
-                match replies.message().await {
-                    Ok(Some(response)) => session.deliver(response),
-                    // It drained (or it was told to) and had no request of
-                    // ours open: any sent since were never taken.
-                    Ok(None) => {
-                        break Error::BatcherUnavailable {
-                            url: url.to_string(),
-                            message: "it closed the session: it is shutting down".into(),
-                        };
-                    }
-                    Err(status) => break broke(status, &url),
+    let routed = horoscoper_runtime::panic::caught(async {
+        let mut replies = match client.session(commands).await {
+            Err(status) => return refused(status, &url),
+            Ok(response) => response.into_inner(),
+        };
+        loop {
+            match replies.message().await {
+                Ok(Some(response)) => session.deliver(response),
+                // It drained (or it was told to) and had no request of ours
+                // open: any sent since were never taken.
+                Ok(None) => {
+                    break Error::BatcherUnavailable {
+                        url: url.to_string(),
+                        message: "it closed the session: it is shutting down".into(),
+                    };
                 }
+                Err(status) => break broke(status, &url),
             }
         }
+    })
+    .await;
+    // Whatever ended it, even a panic, its open requests end with a status.
+    let status = match routed {
+        Ok(error) => {
+            tracing::debug!(%error, "batcher session ended");
+            Status::from(error)
+        }
+        Err(panic) => {
+            tracing::error!(%panic, "the batcher session panicked");
+            Status::internal(format!(
+                "the gateway's session with the batcher failed: {panic}"
+            ))
+        }
     };
-    tracing::debug!(%error, "batcher session ended");
-    session.end(&Status::from(error));
+    session.end(&status);
 }
 
 /// One request's tokens from the batcher, or the status that ended them.
