@@ -15,6 +15,15 @@ use std::{
 };
 use tokio::net::TcpListener;
 
+/// A resolver that finds whatever `addresses` holds at each lookup.
+fn resolving(addresses: &Arc<Mutex<Vec<SocketAddr>>>) -> Resolver {
+    let addresses = addresses.clone();
+    Resolver::new(Arc::new(move |_host, _port| {
+        let found = addresses.lock().unwrap().clone();
+        Box::pin(async move { Ok(found) })
+    }))
+}
+
 /// Sends `count` requests at once; how many each worker served.
 async fn served_by(
     client: &horoscoper_proto::v1::horoscoper_client::HoroscoperClient<tonic::transport::Channel>,
@@ -55,12 +64,7 @@ async fn workers_join_and_leave_as_their_name_resolves() {
 
     // "workers.test" resolves to whatever `addresses` holds.
     let addresses = Arc::new(Mutex::new(vec![a]));
-    let resolving = addresses.clone();
-    let resolver = Resolver::new(Arc::new(move |host, _port| {
-        assert_eq!(host, "workers.test");
-        let found = resolving.lock().unwrap().clone();
-        Box::pin(async move { Ok(found) })
-    }));
+    let resolver = resolving(&addresses);
     let batching = BatchingArgs {
         batch_size: 1,
         batch_window_ms: 0,
@@ -187,11 +191,7 @@ async fn a_retiring_worker_hears_departures_and_an_address_back_in_time_keeps_on
     )
     .await;
     let addresses = Arc::new(Mutex::new(vec![addr]));
-    let resolving = addresses.clone();
-    let resolver = Resolver::new(Arc::new(move |_host, _port| {
-        let found = resolving.lock().unwrap().clone();
-        Box::pin(async move { Ok(found) })
-    }));
+    let resolver = resolving(&addresses);
     let batching = BatchingArgs {
         batch_size: 1,
         batch_window_ms: 0,

@@ -542,12 +542,7 @@ async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
     let (status, took) = exits(w1, signalled).await;
     let (first, second) = (first.ends().await, second.ends().await);
 
-    let mut all: Vec<_> = first
-        .iter()
-        .chain(&second)
-        .map(|(p, e)| (p.clone(), clone_end(e)))
-        .collect();
-    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let all = merged(&first, &second);
     row(
         "worker sent SIGTERM mid-batch (grace 25 s)",
         &format!(
@@ -585,12 +580,7 @@ async fn the_only_worker_told_to_stop_is_not_lost_and_what_waits_runs_on_its_rep
     let _w2 = worker(&folder, "w2", w2_port, 1500).await;
     let (first, second) = (first.ends().await, second.ends().await);
 
-    let mut all: Vec<_> = first
-        .iter()
-        .chain(&second)
-        .map(|(p, e)| (p.clone(), clone_end(e)))
-        .collect();
-    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let all = merged(&first, &second);
     row(
         "the only worker sent SIGTERM mid-batch, its replacement up after it exits",
         &format!(
@@ -763,6 +753,17 @@ async fn a_gateway_told_to_stop_finishes_its_streams_or_cuts_them_at_the_grace()
             other => panic!("{prefix}: {other:?}"),
         }
     }
+}
+
+/// Two flights' ends as one, by prefix.
+fn merged(first: &[(String, End)], second: &[(String, End)]) -> Vec<(String, End)> {
+    let mut all: Vec<_> = first
+        .iter()
+        .chain(second)
+        .map(|(p, e)| (p.clone(), clone_end(e)))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
 }
 
 fn clone_end(end: &End) -> End {
