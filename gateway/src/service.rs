@@ -190,9 +190,8 @@ impl Gateway {
             time_left,
         };
         // It shares its session with every other request: one that would not
-        // fit fails here, alone. (Its id, chosen by the session, takes at
-        // most 11 bytes more.)
-        let bytes = submit.encoded_len() + 11;
+        // fit fails here, alone. Its id is chosen by the session, later.
+        let bytes = submit.encoded_len() + limits::MAX_ID_BYTES;
         if bytes > limits::MAX_ITEM_BYTES {
             return Err(Error::RequestTooLarge { bytes });
         }
