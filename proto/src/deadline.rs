@@ -89,7 +89,7 @@ pub fn parse(value: &str) -> Option<Duration> {
 }
 
 #[cfg(test)]
-mod extreme_tests {
+mod tests {
     use super::*;
 
     #[test]
@@ -110,11 +110,6 @@ mod extreme_tests {
         assert_eq!(far.limit, MAX);
         assert_eq!(far.time_left(now).seconds, MAX.as_secs() as i64);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn parses_every_unit() {

@@ -52,7 +52,7 @@ const TRACESTATE: &str = "tracestate";
 /// `tracestate` within [`MAX_TRACESTATE_CHARS`]: as it is if it fits;
 /// otherwise without its members over 128 characters, then without members
 /// from its end until it fits.
-pub fn trim_tracestate(state: &str) -> String {
+fn trim_tracestate(state: &str) -> String {
     if state.len() <= MAX_TRACESTATE_CHARS {
         return state.to_owned();
     }
