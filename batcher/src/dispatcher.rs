@@ -71,6 +71,16 @@ fn half_served(request: &Pending) -> Option<&crate::request::Orphaned> {
     request.orphaned.as_ref().filter(|_| request.delivered > 0)
 }
 
+/// Since when a request has waited in the queue: since it was queued, or
+/// for one run again, since its worker was lost.
+fn waiting_since(entry: &Entry<Pending>) -> Instant {
+    entry
+        .item
+        .orphaned
+        .as_ref()
+        .map_or(entry.enqueued, |orphaned| orphaned.since)
+}
+
 enum Command {
     Enqueue(Box<Entry<Pending>>),
     Cancel(u64),
@@ -285,18 +295,10 @@ impl Task {
             }
         }
         for mut entry in self.queue.take_expired(now) {
-            // A request run again is told of its wait since its worker was lost.
-            let error = match &entry.item.orphaned {
-                Some(orphaned) => Error::Expired {
-                    waited: now - orphaned.since,
-                    limit: entry.item.limit,
-                    lost: Some(orphaned.worker_id.clone()),
-                },
-                None => Error::Expired {
-                    waited: now - entry.enqueued,
-                    limit: entry.item.limit,
-                    lost: None,
-                },
+            let error = Error::Expired {
+                waited: now - waiting_since(&entry),
+                limit: entry.item.limit,
+                lost: entry.item.orphaned.as_ref().map(|o| o.worker_id.clone()),
             };
             entry
                 .item
@@ -338,14 +340,9 @@ impl Task {
             );
             for entry in &mut requests {
                 trace::link(&span, &entry.item.span);
-                let queued = entry
-                    .item
-                    .orphaned
-                    .as_ref()
-                    .map_or(entry.enqueued, |orphaned| orphaned.since);
                 self.metrics
                     .queue_wait
-                    .observe((now - queued).as_secs_f64());
+                    .observe((now - waiting_since(entry)).as_secs_f64());
                 entry.item.queued = tracing::Span::none(); // its time queued ends here
             }
             span.in_scope(|| tracing::debug!("batch dispatched"));
