@@ -121,8 +121,7 @@ impl Inner {
                 biased;
                 () = self.drain.cut().cancelled() => return Ok(()),
                 () = self.drain.begun().cancelled(), if !draining => {
-                    draining = true;
-                    if !send(outbound, Event::Draining(Draining {})).await {
+                    if !say_draining(outbound, &mut draining).await {
                         return Ok(());
                     }
                     continue;
@@ -210,8 +209,7 @@ impl Inner {
                         return Err(Error::Cut { batch_id }.into());
                     }
                     () = self.drain.begun().cancelled(), if !*draining => {
-                        *draining = true;
-                        if !send(outbound, Event::Draining(Draining {})).await {
+                        if !say_draining(outbound, draining).await {
                             return Ok(BatchEnd::Stream);
                         }
                     }
@@ -330,6 +328,13 @@ async fn due(at: Instant) {
     if at > Instant::now() {
         tokio::time::sleep_until(at).await;
     }
+}
+
+/// Tells the batcher, once, that this worker drains; false when the batcher
+/// has gone.
+async fn say_draining(outbound: &Outbound, draining: &mut bool) -> bool {
+    *draining = true;
+    send(outbound, Event::Draining(Draining {})).await
 }
 
 /// Sends an event; false when the batcher has gone.
