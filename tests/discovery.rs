@@ -24,6 +24,29 @@ fn resolving(addresses: &Arc<Mutex<Vec<SocketAddr>>>) -> Resolver {
     }))
 }
 
+/// A batcher that finds its workers at `url` through `resolver`, every
+/// `interval`, with batches of `batch_size` and a time to live of `ttl_ms`.
+fn found_by(
+    url: &str,
+    resolver: Resolver,
+    interval: Duration,
+    (batch_size, ttl_ms): (usize, u64),
+    metrics: &Metrics,
+) -> Config {
+    let batching = BatchingArgs {
+        batch_size,
+        batch_window_ms: 0,
+        request_ttl_ms: ttl_ms,
+        max_requests: 1024,
+    }
+    .validate()
+    .unwrap();
+    let mut config = Config::new(vec![url.parse().unwrap()], batching, metrics.clone());
+    config.resolver = resolver;
+    config.resolve_interval = interval;
+    config
+}
+
 /// Sends `count` requests at once; how many each worker served.
 async fn served_by(
     client: &horoscoper_proto::v1::horoscoper_client::HoroscoperClient<tonic::transport::Channel>,
@@ -65,22 +88,14 @@ async fn workers_join_and_leave_as_their_name_resolves() {
     // "workers.test" resolves to whatever `addresses` holds.
     let addresses = Arc::new(Mutex::new(vec![a]));
     let resolver = resolving(&addresses);
-    let batching = BatchingArgs {
-        batch_size: 1,
-        batch_window_ms: 0,
-        request_ttl_ms: 10_000,
-        max_requests: 1024,
-    }
-    .validate()
-    .unwrap();
     let metrics = Metrics::default();
-    let mut config = Config::new(
-        vec![format!("http://workers.test:{port}").parse().unwrap()],
-        batching,
-        metrics.clone(),
+    let config = found_by(
+        &format!("http://workers.test:{port}"),
+        resolver,
+        Duration::from_millis(100),
+        (1, 10_000),
+        &metrics,
     );
-    config.resolver = resolver;
-    config.resolve_interval = Duration::from_millis(100);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let batcher = batcher_with(listener, config).await;
     let gateway = gateway(&batcher.url()).await;
@@ -132,25 +147,13 @@ async fn a_failed_lookup_keeps_the_known_workers() {
         };
         Box::pin(async move { result })
     }));
-    let batching = BatchingArgs {
-        batch_size: 4,
-        batch_window_ms: 0,
-        request_ttl_ms: 5_000,
-        max_requests: 1024,
-    }
-    .validate()
-    .unwrap();
-    let mut config = Config::new(
-        vec![
-            format!("http://worker.test:{}", addr.port())
-                .parse()
-                .unwrap(),
-        ],
-        batching,
-        Metrics::default(),
+    let config = found_by(
+        &format!("http://worker.test:{}", addr.port()),
+        resolver,
+        Duration::from_millis(50),
+        (4, 5_000),
+        &Metrics::default(),
     );
-    config.resolver = resolver;
-    config.resolve_interval = Duration::from_millis(50);
     let batcher = batcher_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), config).await;
     let gateway = gateway(&batcher.url()).await;
     let client = client(gateway.addr).await;
@@ -192,26 +195,14 @@ async fn a_retiring_worker_hears_departures_and_an_address_back_in_time_keeps_on
     .await;
     let addresses = Arc::new(Mutex::new(vec![addr]));
     let resolver = resolving(&addresses);
-    let batching = BatchingArgs {
-        batch_size: 1,
-        batch_window_ms: 0,
-        request_ttl_ms: 60_000,
-        max_requests: 1024,
-    }
-    .validate()
-    .unwrap();
     let metrics = Metrics::default();
-    let mut config = Config::new(
-        vec![
-            format!("http://worker.test:{}", addr.port())
-                .parse()
-                .unwrap(),
-        ],
-        batching,
-        metrics.clone(),
+    let config = found_by(
+        &format!("http://worker.test:{}", addr.port()),
+        resolver,
+        Duration::from_millis(50),
+        (1, 60_000),
+        &metrics,
     );
-    config.resolver = resolver;
-    config.resolve_interval = Duration::from_millis(50);
     let batcher = batcher_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), config).await;
     let gateway = gateway(&batcher.url()).await;
     let client = client(gateway.addr).await;
