@@ -9,69 +9,18 @@
 //! keeps the addresses the name had.
 
 use crate::{connection::Connection, dispatcher::Dispatcher};
-use horoscoper_runtime::tls::MeshTls;
+use horoscoper_runtime::{
+    resolve::{Resolver, endpoint},
+    tls::MeshTls,
+};
 use std::{
     collections::{BTreeSet, HashMap},
-    fmt,
-    future::Future,
-    io,
-    net::{IpAddr, SocketAddr},
-    pin::Pin,
-    sync::Arc,
+    net::SocketAddr,
     time::Duration,
 };
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::transport::{Endpoint, Uri};
-
-/// Looks a host up: its addresses, for a port.
-pub type Lookup = Arc<
-    dyn Fn(String, u16) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>
-        + Send
-        + Sync,
->;
-
-/// How worker names are resolved: by the system's resolver (DNS, /etc/hosts),
-/// or by a function (tests).
-#[derive(Clone)]
-pub struct Resolver(Lookup);
-
-impl Resolver {
-    /// A resolver backed by `lookup`.
-    pub fn new(lookup: Lookup) -> Resolver {
-        Resolver(lookup)
-    }
-
-    async fn resolve(&self, url: &Uri) -> io::Result<BTreeSet<SocketAddr>> {
-        let host = horoscoper_runtime::net::host(url);
-        let port = url.port_u16().unwrap_or(80);
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(BTreeSet::from([SocketAddr::new(ip, port)]));
-        }
-        Ok((self.0)(host.to_string(), port)
-            .await?
-            .into_iter()
-            .collect())
-    }
-}
-
-impl Default for Resolver {
-    fn default() -> Resolver {
-        Resolver(Arc::new(|host, port| {
-            Box::pin(async move {
-                Ok(tokio::net::lookup_host((host.as_str(), port))
-                    .await?
-                    .collect())
-            })
-        }))
-    }
-}
-
-impl fmt::Debug for Resolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Resolver")
-    }
-}
+use tonic::transport::Uri;
 
 /// The task that keeps one connection per resolved worker address.
 pub struct Discovery {
@@ -162,27 +111,5 @@ impl Discovery {
                 () = tokio::time::sleep(self.interval) => {}
             }
         }
-    }
-}
-
-/// The endpoint of one address of a worker URL: same scheme, the address in
-/// place of the name; with TLS, the worker's certificate is checked against
-/// the name.
-fn endpoint(
-    url: &Uri,
-    addr: SocketAddr,
-    tls: Option<&MeshTls>,
-) -> Result<Endpoint, tonic::transport::Error> {
-    let scheme = url.scheme_str().unwrap_or("http");
-    let uri: Uri = format!("{scheme}://{addr}")
-        .parse()
-        .expect("a scheme and an address make a URI");
-    let endpoint = horoscoper_runtime::net::endpoint(uri);
-    match tls {
-        Some(tls) => {
-            let name = horoscoper_runtime::net::host(url);
-            endpoint.tls_config(tls.client(name))
-        }
-        None => Ok(endpoint),
     }
 }

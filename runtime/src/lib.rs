@@ -9,6 +9,7 @@
 //! - [`drain`]: NOT_SERVING, refuse, finish, cut after a grace period.
 //! - [`signal`]: Ctrl-C or SIGTERM.
 //! - [`net`]: both ends of a hop, with the same socket and HTTP/2 settings.
+//! - [`resolve`]: a name looked up to every address behind it.
 //! - [`coalesce`]: fewer, larger writes on a connection.
 //! - [`interrupt`]: a response stream ended early with a status.
 //! - [`panic`]: a panic caught where one request's trouble must stay its own.
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod net;
 pub mod panic;
 pub mod process;
+pub mod resolve;
 pub mod serve;
 pub mod signal;
 mod span_ids;

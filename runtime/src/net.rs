@@ -4,7 +4,7 @@
 //! size, reset-stream floods, and every message size.
 
 use crate::coalesce::Coalesced;
-use std::{io, time::Duration};
+use std::{io, net::SocketAddr, time::Duration};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Endpoint, Server, Uri, server::TcpIncoming};
@@ -85,6 +85,19 @@ pub fn is_transport_error(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
+/// The id a service shows when none is given: its listen address, or, when
+/// it listens on every interface (a container, a pod), its host name and
+/// port, so that replicas behind one name tell apart.
+pub fn service_id(local_addr: SocketAddr) -> String {
+    if !local_addr.ip().is_unspecified() {
+        return local_addr.to_string();
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(name) if !name.trim().is_empty() => format!("{}:{}", name.trim(), local_addr.port()),
+        _ => local_addr.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +116,22 @@ mod tests {
         )));
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         assert!(is_transport_error(&tonic::Status::from_error(Box::new(io))));
+    }
+
+    #[test]
+    fn a_service_on_every_interface_is_named_after_its_host() {
+        assert_eq!(
+            service_id("127.0.0.1:50051".parse().unwrap()),
+            "127.0.0.1:50051"
+        );
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(
+            service_id("0.0.0.0:50051".parse().unwrap()),
+            format!("{}:50051", host.trim())
+        );
+        assert_eq!(
+            service_id("[::]:7".parse().unwrap()),
+            format!("{}:7", host.trim())
+        );
     }
 }
