@@ -16,9 +16,10 @@ pub const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// before it is sent and when it arrives, so that one request that does not
 /// fit fails alone rather than breaking the stream it shares.
 pub const MAX_ITEM_BYTES: usize = 7 * 1024;
-/// The most a `SubmitRequest`'s session id takes encoded (its tag and a
-/// 10-byte varint): what a request sized before its id is chosen allows for.
-pub const MAX_ID_BYTES: usize = 11;
+/// The most a `SubmitRequest`'s session id (its tag and a 10-byte varint)
+/// and its count of delivered tokens (a tag and a 5-byte varint) take
+/// encoded: what a request sized before they are set allows for.
+pub const MAX_ID_BYTES: usize = 11 + 6;
 /// Largest `GenerateResponse` (one step, a token for each of up to 4096
 /// requests) or `SessionResponse` (the replies a session sends at once).
 pub const MAX_STEP_BYTES: usize = 4 * 1024 * 1024;
