@@ -7,6 +7,7 @@
 //! - `choice`: which horoscope a prefix gets (blake3; the rule is in the README).
 //! - `schedule`: how a batch's total time is split into per-step delays.
 //! - `batch`: one batch's requests and the tokens each step emits.
+//! - `offers`: the one place for a batch, offered to one batcher at a time.
 //! - `service`: the `WorkerService.Generate` stream that runs batches.
 //! - `metrics`: the worker's Prometheus metrics.
 //! - `config`: command-line flags and the validated configuration.
@@ -20,6 +21,7 @@ mod config;
 mod corpus;
 mod error;
 mod metrics;
+mod offers;
 mod schedule;
 mod service;
 
@@ -35,7 +37,7 @@ use horoscoper_proto::{
     mesh::{self, worker_service_server::WorkerServiceServer},
 };
 use horoscoper_runtime::{StartError, drain::Drain, net, serve::Port};
-use std::{future::Future, net::SocketAddr};
+use std::future::Future;
 use tokio::net::TcpListener;
 
 /// Serves the worker on `listener` until `shutdown` resolves, then drains:
@@ -50,7 +52,7 @@ pub async fn run(
     let worker_id = config
         .worker_id
         .clone()
-        .unwrap_or_else(|| default_id(local_addr));
+        .unwrap_or_else(|| net::service_id(local_addr));
     tracing::info!(%worker_id, "worker starting");
     let drain = Drain::start(shutdown, config.drain_grace);
     let worker = service::Worker::new(
@@ -74,38 +76,3 @@ pub async fn run(
 /// Concurrent streams per connection to a worker: each batcher opens one
 /// Generate stream per worker address.
 const WORKER_MAX_STREAMS: u32 = 16;
-
-/// The id a worker shows when none is given: its listen address, or, when
-/// it listens on every interface (a container, a pod), its host name and
-/// port, so that replicas behind one name tell apart.
-fn default_id(local_addr: SocketAddr) -> String {
-    if !local_addr.ip().is_unspecified() {
-        return local_addr.to_string();
-    }
-    match std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        Ok(name) if !name.trim().is_empty() => format!("{}:{}", name.trim(), local_addr.port()),
-        _ => local_addr.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_worker_on_every_interface_is_named_after_its_host() {
-        assert_eq!(
-            default_id("127.0.0.1:50051".parse().unwrap()),
-            "127.0.0.1:50051"
-        );
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-        assert_eq!(
-            default_id("0.0.0.0:50051".parse().unwrap()),
-            format!("{}:50051", host.trim())
-        );
-        assert_eq!(
-            default_id("[::]:7".parse().unwrap()),
-            format!("{}:7", host.trim())
-        );
-    }
-}

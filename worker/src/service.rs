@@ -6,15 +6,21 @@
 //! delay, the whole text), applies cancellations as they arrive (a batch whose
 //! requests all left ends at once), and closes the batch with BatchDone. A
 //! request that runs again skips the tokens its client has, and their steps'
-//! time. A worker runs one batch at a time, however many streams are open.
+//! time. A worker runs one batch at a time, however many streams are open:
+//! it offers itself to one batcher at a time (see [`crate::offers`]), and a
+//! batcher from before offers waits for the running batch to end.
 //! When its drain begins it says Draining on every stream, so that no
 //! batcher sends it another batch, finishes the batch under way, and ends
 //! each stream once its batcher has ended its side (or at the grace).
 
-use crate::{Error, Generation, Metrics, batch::Lockstep};
+use crate::{
+    Error, Generation, Metrics,
+    batch::Lockstep,
+    offers::{Call, Offers, Place, Seat},
+};
 use horoscoper_proto::deadline;
 use horoscoper_proto::mesh::{
-    BatchDone, Draining, GenerateRequest, GenerateResponse, Ready, Step, StepToken,
+    BatchDone, Draining, GenerateRequest, GenerateResponse, Offer, Ready, Recall, Step, StepToken,
     generate_request::Command, generate_response::Event, worker_service_server::WorkerService,
 };
 use horoscoper_runtime::drain::Drain;
@@ -41,8 +47,10 @@ struct Inner {
     generation: Generation,
     metrics: Metrics,
     rng: Mutex<StdRng>,
-    /// Held while a batch runs: one batch at a time per worker.
-    busy: tokio::sync::Mutex<()>,
+    /// The one place for a batch, and the batchers' claims on it.
+    offers: Offers,
+    /// When the worker started: free since then, until its first batch.
+    started: Instant,
     drain: Drain,
 }
 
@@ -61,7 +69,8 @@ impl Worker {
                 generation,
                 metrics,
                 rng: Mutex::new(rng),
-                busy: tokio::sync::Mutex::new(()),
+                offers: Offers::default(),
+                started: Instant::now(),
                 drain,
             }),
         }
@@ -111,35 +120,58 @@ impl Inner {
         let ready = Event::Ready(Ready {
             worker_id: self.id.clone(),
             resumes: true,
+            offers: true,
         });
         if !send(outbound, ready).await {
             return Ok(());
         }
-        let mut draining = false;
+        let mut stream = StreamState {
+            draining: false,
+            seat: None,
+        };
         loop {
             let command = tokio::select! {
                 biased;
                 () = self.drain.cut().cancelled() => return Ok(()),
-                () = self.drain.begun().cancelled(), if !draining => {
-                    if !say_draining(outbound, &mut draining).await {
+                () = self.drain.begun().cancelled(), if !stream.draining => {
+                    if !self.say_draining(outbound, &mut stream).await {
                         return Ok(());
                     }
                     continue;
                 }
                 message = inbound.message() => message?,
+                call = called(stream.seat.as_ref()) => {
+                    let event = match call {
+                        Call::Offer => Event::Offer(Offer {
+                            idle: prost_types::Duration::try_from(self.offers.idle(self.started)).ok(),
+                        }),
+                        Call::Recall => Event::Recall(Recall {}),
+                    };
+                    if !send(outbound, event).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
             };
             match command.map(|request| request.command) {
                 None => return Ok(()),
                 Some(Some(Command::Batch(batch))) => {
+                    // Taken on this stream's offer; from a batcher that does
+                    // not offer, once the running batch has ended.
+                    let place = match stream.seat.as_ref().and_then(Seat::take) {
+                        Some(place) => place,
+                        None => self.offers.wait_for_place().await,
+                    };
                     let spans = request_spans(&batch, &self.id);
                     let deadlines = request_deadlines(&batch, Instant::now());
                     let running = Lockstep::start(batch, &self.generation.corpus)?;
                     match self
                         .run_batch(
                             running,
+                            place,
                             spans,
                             deadlines,
-                            &mut draining,
+                            &mut stream,
                             &mut inbound,
                             outbound,
                         )
@@ -149,23 +181,23 @@ impl Inner {
                         BatchEnd::Stream => return Ok(()),
                     }
                 }
-                // The batch it names has already ended.
-                Some(Some(Command::Cancel(_))) => {}
+                Some(Some(command)) => stream.between_batches(command, &self.offers),
                 Some(None) => return Err(Error::NoCommand.into()),
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_batch(
         &self,
         mut running: Lockstep,
+        _place: Place,
         mut spans: HashMap<u64, Span>,
         deadlines: Vec<(Instant, u64)>,
-        draining: &mut bool,
+        stream: &mut StreamState,
         inbound: &mut Streaming<GenerateRequest>,
         outbound: &Outbound,
     ) -> Result<BatchEnd, Status> {
-        let _busy = self.busy.lock().await;
         let offsets = {
             let mut rng = self
                 .rng
@@ -202,14 +234,15 @@ impl Inner {
                         Some(Some(Command::Batch(batch))) => {
                             return Err(Error::Busy { running: batch_id, new: batch.batch_id }.into());
                         }
+                        Some(Some(command)) => stream.between_batches(command, &self.offers),
                         Some(None) => return Err(Error::NoCommand.into()),
                     },
                     () = &mut due => break,
                     () = self.drain.cut().cancelled() => {
                         return Err(Error::Cut { batch_id }.into());
                     }
-                    () = self.drain.begun().cancelled(), if !*draining => {
-                        if !say_draining(outbound, draining).await {
+                    () = self.drain.begun().cancelled(), if !stream.draining => {
+                        if !self.say_draining(outbound, stream).await {
                             return Ok(BatchEnd::Stream);
                         }
                     }
@@ -260,6 +293,14 @@ impl Inner {
             }
         }
         self.finish(batch_id, outbound).await
+    }
+
+    /// Tells the batcher, once, that this worker drains, and makes no new
+    /// offer; false when the batcher has gone.
+    async fn say_draining(&self, outbound: &Outbound, stream: &mut StreamState) -> bool {
+        stream.draining = true;
+        self.offers.close();
+        send(outbound, Event::Draining(Draining {})).await
     }
 
     async fn finish(&self, batch_id: u64, outbound: &Outbound) -> Result<BatchEnd, Status> {
@@ -330,11 +371,40 @@ async fn due(at: Instant) {
     }
 }
 
-/// Tells the batcher, once, that this worker drains; false when the batcher
-/// has gone.
-async fn say_draining(outbound: &Outbound, draining: &mut bool) -> bool {
-    *draining = true;
-    send(outbound, Event::Draining(Draining {})).await
+/// One stream's state across its batches.
+struct StreamState {
+    /// The worker said Draining on it.
+    draining: bool,
+    /// Its batcher's part in the offers, once it sent a Demand.
+    seat: Option<Seat>,
+}
+
+impl StreamState {
+    /// A command other than a batch or its cancellation.
+    fn between_batches(&mut self, command: Command, offers: &Offers) {
+        match command {
+            Command::Demand(demand) => self
+                .seat
+                .get_or_insert_with(|| offers.seat())
+                .demand(demand.waiting, demand.ready),
+            Command::Pass(_) => {
+                if let Some(seat) = &self.seat {
+                    seat.pass();
+                }
+            }
+            // A batch it names has already ended; a batch has its own arm.
+            Command::Cancel(_) | Command::Batch(_) => {}
+        }
+    }
+}
+
+/// What the stream's seat is told to send next; never, for a stream
+/// without one.
+async fn called(seat: Option<&Seat>) -> Call {
+    match seat {
+        Some(seat) => seat.call().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sends an event; false when the batcher has gone.

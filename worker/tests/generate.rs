@@ -2,8 +2,9 @@
 //! tonic client as the batcher drives it.
 
 use horoscoper_proto::mesh::{
-    Batch, BatchItem, Cancel, GenerateRequest, GenerateResponse, generate_request::Command,
-    generate_response::Event, worker_service_client::WorkerServiceClient,
+    Batch, BatchItem, Cancel, Demand, GenerateRequest, GenerateResponse, Pass,
+    generate_request::Command, generate_response::Event,
+    worker_service_client::WorkerServiceClient,
 };
 use horoscoper_worker::{Config, GenerationArgs};
 use tokio::sync::mpsc;
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Streaming};
 
 struct Session {
+    url: String,
     down: mpsc::Sender<GenerateRequest>,
     up: Streaming<GenerateResponse>,
     /// Cancelled, the worker begins its drain.
@@ -58,7 +60,12 @@ async fn session(delay_ms: u64) -> Session {
         listener,
         stop.clone().cancelled_owned(),
     ));
-    let mut client = WorkerServiceClient::connect(url).await.unwrap();
+    open(url, stop).await
+}
+
+/// A stream to the worker at `url`, past its Ready.
+async fn open(url: String, stop: CancellationToken) -> Session {
+    let mut client = WorkerServiceClient::connect(url.clone()).await.unwrap();
     let (down, receiver) = mpsc::channel(8);
     let up = client
         .generate(ReceiverStream::new(receiver))
@@ -66,6 +73,7 @@ async fn session(delay_ms: u64) -> Session {
         .unwrap()
         .into_inner();
     let mut session = Session {
+        url,
         down,
         up,
         stop: stop.clone(),
@@ -75,10 +83,22 @@ async fn session(delay_ms: u64) -> Session {
         Event::Ready(ready) => {
             assert_eq!(ready.worker_id, "w-test");
             assert!(ready.resumes, "it skips what a re-run's client has");
+            assert!(ready.offers, "it is shared by offers");
         }
         other => panic!("expected Ready first, got {other:?}"),
     }
     session
+}
+
+impl Session {
+    /// A second stream to the same worker, as from another batcher.
+    async fn another(&self) -> Session {
+        open(self.url.clone(), self.stop.clone()).await
+    }
+}
+
+fn demand(waiting: u32, ready: bool) -> Command {
+    Command::Demand(Demand { waiting, ready })
 }
 
 fn batch(batch_id: u64, prefixes: &[&str]) -> Command {
@@ -133,8 +153,7 @@ async fn run_batch(s: &mut Session, prefixes: &[&str]) -> usize {
                 assert_eq!(done.batch_id, 7);
                 break;
             }
-            Event::Ready(_) => panic!("Ready twice"),
-            Event::Draining(_) => panic!("not draining"),
+            other => panic!("unexpected {other:?}"),
         }
     }
     for (prefix, text) in prefixes.iter().zip(&texts) {
@@ -271,7 +290,7 @@ async fn a_draining_worker_says_so_finishes_its_batch_and_ends_when_the_batcher_
                 assert_eq!(done.batch_id, 1);
                 break;
             }
-            Event::Ready(_) => panic!("Ready twice"),
+            other => panic!("unexpected {other:?}"),
         }
     }
     assert_eq!(draining, 1);
@@ -279,4 +298,43 @@ async fn a_draining_worker_says_so_finishes_its_batch_and_ends_when_the_batcher_
     let Session { down, mut up, .. } = s;
     drop(down);
     assert!(up.message().await.unwrap().is_none(), "ended with OK");
+}
+
+#[tokio::test]
+async fn two_batchers_share_a_worker_by_offers_and_it_is_never_booked_twice() {
+    let mut a = session(300).await;
+    let mut b = a.another().await;
+    // Only `a` wants it: it gets the offer.
+    a.send(demand(2, true)).await;
+    assert!(matches!(a.next().await, Event::Offer(_)));
+    a.send(batch(1, &["Aries", "Leo"])).await;
+    // `b` has more ready, but the worker is booked: no offer until the
+    // batch ends.
+    b.send(demand(9, true)).await;
+    let offered_midway =
+        tokio::time::timeout(std::time::Duration::from_millis(100), b.next()).await;
+    assert!(
+        offered_midway.is_err(),
+        "offered while busy: {offered_midway:?}"
+    );
+    loop {
+        if let Event::Done(done) = a.next().await {
+            assert_eq!(done.batch_id, 1);
+            break;
+        }
+    }
+    assert!(matches!(b.next().await, Event::Offer(_)));
+    // `b` passes (its queue emptied meanwhile): the offer moves to `a`,
+    // which still wants the worker.
+    a.send(demand(1, false)).await;
+    b.send(Command::Pass(Pass {})).await;
+    assert!(matches!(a.next().await, Event::Offer(_)));
+    // `b` turns ready while `a`'s offer waits on its window: `a` is asked
+    // for its answer now, passes, and the worker goes to `b`.
+    b.send(demand(4, true)).await;
+    assert!(matches!(a.next().await, Event::Recall(_)));
+    a.send(Command::Pass(Pass {})).await;
+    assert!(matches!(b.next().await, Event::Offer(_)));
+    b.send(batch(2, &["Virgo"])).await;
+    assert!(matches!(b.next().await, Event::Step(step) if step.batch_id == 2));
 }

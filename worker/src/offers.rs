@@ -1,0 +1,412 @@
+//! The worker's one place for a batch, shared by every batcher's stream.
+//!
+//! A batcher that knows offers sends a Demand (how much it has waiting, and
+//! whether a batch is ready); its stream holds a [`Seat`]. While the worker
+//! is free it offers itself to one seat at a time: one that is ready before
+//! one that waits on a window, the most waiting first, the least recently
+//! offered on a tie. A seat that passes is not offered again until its
+//! demand changes. When another seat becomes ready while the offer waits on
+//! a window, the holder is asked to recall it. A batch taken on an offer
+//! holds the place until it ends, so a worker is never booked twice.
+//!
+//! A batcher that sends no Demand (one from before offers) gets the place
+//! the old way: its batch waits until the running one has ended.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+use tokio::{
+    sync::{Notify, OwnedMutexGuard},
+    time::Instant,
+};
+
+/// What a seat is told to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// Send an Offer.
+    Offer,
+    /// Send a Recall.
+    Recall,
+}
+
+/// The worker's place for a batch and the seats that want it.
+#[derive(Clone, Default)]
+pub struct Offers {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Held while a batch runs, or while an offer waits for its answer.
+    place: Arc<tokio::sync::Mutex<()>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    seats: HashMap<u64, SeatState>,
+    next_seat: u64,
+    /// The seat the worker is offered to, with the place it holds for it.
+    offer: Option<(u64, OwnedMutexGuard<()>)>,
+    /// Counts offers made, to rotate among equal seats.
+    turn: u64,
+    /// The worker drains: no new offer.
+    closed: bool,
+    /// When the last batch ended (`None`: none has run).
+    free_since: Option<Instant>,
+}
+
+struct SeatState {
+    waiting: u32,
+    ready: bool,
+    /// It passed, and its demand has not changed since.
+    passed: bool,
+    last_offer: u64,
+    /// What it has been told and not yet done.
+    call: Option<Call>,
+    /// A Recall was asked of it for the current offer.
+    recalled: bool,
+    wake: Arc<Notify>,
+}
+
+impl Offers {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A seat for a stream whose batcher sent its first Demand.
+    pub fn seat(&self) -> Seat {
+        let wake = Arc::new(Notify::new());
+        let mut state = self.state();
+        let id = state.next_seat;
+        state.next_seat += 1;
+        state.seats.insert(
+            id,
+            SeatState {
+                waiting: 0,
+                ready: false,
+                passed: false,
+                last_offer: 0,
+                call: None,
+                recalled: false,
+                wake: wake.clone(),
+            },
+        );
+        Seat {
+            offers: self.clone(),
+            id,
+            wake,
+        }
+    }
+
+    /// The place, the old way: once no batch runs and no offer waits.
+    pub async fn wait_for_place(&self) -> Place {
+        let guard = self.shared.place.clone().lock_owned().await;
+        Place {
+            offers: self.clone(),
+            guard: Some(guard),
+        }
+    }
+
+    /// How long the worker has been free, at most since `started`.
+    pub fn idle(&self, started: Instant) -> std::time::Duration {
+        let since = self.state().free_since.unwrap_or(started);
+        since.elapsed()
+    }
+
+    /// No new offer: the worker drains.
+    pub fn close(&self) {
+        self.state().closed = true;
+    }
+
+    /// Makes an offer if the worker is free and a seat wants it, or asks the
+    /// holder of an offer that waits on a window to recall it.
+    fn choose(&self) {
+        let mut state = self.state();
+        let state = &mut *state;
+        if state.closed {
+            return;
+        }
+        if let Some((holder, _)) = &state.offer {
+            let holder = *holder;
+            let waits_on_window = state.seats.get(&holder).is_some_and(|seat| !seat.ready);
+            let other_ready = state
+                .seats
+                .iter()
+                .any(|(id, seat)| *id != holder && seat.wants() && seat.ready);
+            if waits_on_window
+                && other_ready
+                && let Some(seat) = state.seats.get_mut(&holder)
+                && !seat.recalled
+            {
+                seat.recalled = true;
+                seat.call = Some(Call::Recall);
+                seat.wake.notify_one();
+            }
+            return;
+        }
+        let Some((&id, _)) = state
+            .seats
+            .iter()
+            .filter(|(_, seat)| seat.wants())
+            .max_by_key(|(_, seat)| (seat.ready, seat.waiting, std::cmp::Reverse(seat.last_offer)))
+        else {
+            return;
+        };
+        let Ok(place) = self.shared.place.clone().try_lock_owned() else {
+            // A batch runs; its end chooses again.
+            return;
+        };
+        state.turn += 1;
+        let seat = state.seats.get_mut(&id).expect("chosen from the seats");
+        seat.last_offer = state.turn;
+        seat.call = Some(Call::Offer);
+        seat.recalled = false;
+        seat.wake.notify_one();
+        state.offer = Some((id, place));
+    }
+}
+
+impl SeatState {
+    fn wants(&self) -> bool {
+        self.waiting > 0 && !self.passed
+    }
+}
+
+/// One batcher stream's part in the offers. Dropped (the stream ended), it
+/// lets go of any offer it holds.
+pub struct Seat {
+    offers: Offers,
+    id: u64,
+    wake: Arc<Notify>,
+}
+
+impl Seat {
+    /// The batcher's new demand.
+    pub fn demand(&self, waiting: u32, ready: bool) {
+        {
+            let mut state = self.offers.state();
+            if let Some(seat) = state.seats.get_mut(&self.id) {
+                seat.passed = false;
+                seat.waiting = waiting;
+                seat.ready = ready;
+            }
+        }
+        self.offers.choose();
+    }
+
+    /// What to send next, once there is something.
+    pub async fn call(&self) -> Call {
+        loop {
+            let notified = self.wake.notified();
+            if let Some(call) = self.take_call() {
+                return call;
+            }
+            notified.await;
+        }
+    }
+
+    fn take_call(&self) -> Option<Call> {
+        self.offers
+            .state()
+            .seats
+            .get_mut(&self.id)
+            .and_then(|seat| seat.call.take())
+    }
+
+    /// Whether this seat holds the worker's offer.
+    #[cfg(test)]
+    fn holds_offer(&self) -> bool {
+        self.offers
+            .state()
+            .offer
+            .as_ref()
+            .is_some_and(|(id, _)| *id == self.id)
+    }
+
+    /// The batcher answered the offer with a batch: the place is the
+    /// batch's until it ends. `None` when this seat holds no offer.
+    pub fn take(&self) -> Option<Place> {
+        let mut state = self.offers.state();
+        if state.offer.as_ref().is_none_or(|(id, _)| *id != self.id) {
+            return None;
+        }
+        let (_, guard) = state.offer.take().expect("checked above");
+        if let Some(seat) = state.seats.get_mut(&self.id) {
+            seat.call = None;
+        }
+        Some(Place {
+            offers: self.offers.clone(),
+            guard: Some(guard),
+        })
+    }
+
+    /// The batcher passed: the worker offers itself elsewhere, and not here
+    /// again until this batcher's demand changes. A pass with no offer held
+    /// (it crossed nothing) changes nothing.
+    pub fn pass(&self) {
+        {
+            let mut state = self.offers.state();
+            if state.offer.as_ref().is_none_or(|(id, _)| *id != self.id) {
+                return;
+            }
+            state.offer = None;
+            if let Some(seat) = state.seats.get_mut(&self.id) {
+                seat.passed = true;
+                seat.call = None;
+            }
+        }
+        self.offers.choose();
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        {
+            let mut state = self.offers.state();
+            state.seats.remove(&self.id);
+            if state.offer.as_ref().is_some_and(|(id, _)| *id == self.id) {
+                state.offer = None;
+            }
+        }
+        self.offers.choose();
+    }
+}
+
+/// The worker's place, held by a running batch; when it is dropped the
+/// worker offers itself again.
+pub struct Place {
+    offers: Offers,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.offers.state().free_since = Some(Instant::now());
+        self.guard.take();
+        self.offers.choose();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(seat: &Seat) -> Option<Call> {
+        seat.take_call()
+    }
+
+    #[tokio::test]
+    async fn a_free_worker_offers_itself_to_the_ready_seat_with_the_most_waiting() {
+        let offers = Offers::default();
+        let (a, b, c) = (offers.seat(), offers.seat(), offers.seat());
+        a.demand(8, false);
+        // `a` waits on a window: offered, for want of better.
+        assert_eq!(pending(&a), Some(Call::Offer));
+        b.demand(2, true);
+        // `b` is ready: `a` is asked to recall, once.
+        assert_eq!(pending(&a), Some(Call::Recall));
+        c.demand(5, true);
+        assert_eq!(pending(&a), None);
+        a.pass();
+        // Ready first, then the most waiting.
+        assert_eq!(pending(&c), Some(Call::Offer));
+        assert_eq!(pending(&b), None);
+        assert!(c.holds_offer());
+    }
+
+    #[tokio::test]
+    async fn a_taken_offer_books_the_worker_until_its_batch_ends() {
+        let offers = Offers::default();
+        let (a, b) = (offers.seat(), offers.seat());
+        a.demand(4, true);
+        b.demand(4, true);
+        let first = if pending(&a) == Some(Call::Offer) {
+            &a
+        } else {
+            &b
+        };
+        let second = if std::ptr::eq(first, &a) { &b } else { &a };
+        let place = first.take().expect("it holds the offer");
+        second.demand(9, true);
+        assert_eq!(pending(second), None, "no offer while a batch runs");
+        assert!(
+            second.take().is_none(),
+            "a batch without an offer is not one"
+        );
+        drop(place);
+        assert_eq!(pending(second), Some(Call::Offer));
+    }
+
+    #[tokio::test]
+    async fn a_seat_that_passed_is_offered_again_only_when_its_demand_changes() {
+        let offers = Offers::default();
+        let a = offers.seat();
+        a.demand(1, false);
+        assert_eq!(pending(&a), Some(Call::Offer));
+        a.pass();
+        assert_eq!(pending(&a), None);
+        a.demand(2, false);
+        assert_eq!(pending(&a), Some(Call::Offer));
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_holding_the_offer_frees_the_worker() {
+        let offers = Offers::default();
+        let (a, b) = (offers.seat(), offers.seat());
+        a.demand(3, true);
+        assert_eq!(pending(&a), Some(Call::Offer));
+        b.demand(1, true);
+        drop(a);
+        assert_eq!(pending(&b), Some(Call::Offer));
+    }
+
+    #[tokio::test]
+    async fn equal_seats_take_turns() {
+        let offers = Offers::default();
+        let (a, b) = (offers.seat(), offers.seat());
+        a.demand(4, true);
+        b.demand(4, true);
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let seat = if a.holds_offer() { &a } else { &b };
+            order.push(std::ptr::eq(seat, &a));
+            drop(seat.take());
+            seat.demand(4, true);
+        }
+        assert_eq!(order, [true, false, true, false]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_the_old_way_waits_for_the_offered_place() {
+        let offers = Offers::default();
+        let a = offers.seat();
+        a.demand(1, true);
+        let place = a.take().expect("offered");
+        let waiting = tokio::spawn({
+            let offers = offers.clone();
+            async move { offers.wait_for_place().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(place);
+        let old = waiting.await.expect("the old way gets the place");
+        a.demand(2, true);
+        assert_eq!(pending(&a), None, "the old way's batch holds it");
+        drop(old);
+        assert_eq!(pending(&a), Some(Call::Offer));
+    }
+
+    #[tokio::test]
+    async fn a_draining_worker_offers_nothing() {
+        let offers = Offers::default();
+        offers.close();
+        let a = offers.seat();
+        a.demand(4, true);
+        assert_eq!(pending(&a), None);
+    }
+}
