@@ -37,11 +37,19 @@ pub struct Admission {
     next_request_id: Arc<AtomicU64>,
     /// Once it begins, new requests are refused.
     drain: Drain,
+    /// This batcher's id, in its spans and its load reports.
+    batcher_id: Arc<str>,
 }
 
 impl Admission {
-    pub fn new(dispatcher: Dispatcher, batching: Batching, drain: Drain) -> Admission {
+    pub fn new(
+        dispatcher: Dispatcher,
+        batching: Batching,
+        drain: Drain,
+        batcher_id: Arc<str>,
+    ) -> Admission {
         Admission {
+            batcher_id,
             drain,
             dispatcher,
             time_to_live: batching.time_to_live,
@@ -49,6 +57,10 @@ impl Admission {
             max_requests: batching.max_requests,
             next_request_id: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    pub fn batcher_id(&self) -> &Arc<str> {
+        &self.batcher_id
     }
 
     pub fn drain(&self) -> &Drain {
@@ -89,6 +101,7 @@ impl Admission {
             id: _,
             trace_context,
             time_left,
+            delivered,
         } = submit;
         let client_deadline = deadline::left(time_left);
         let limit = Limit::new(self.time_to_live, client_deadline);
@@ -98,6 +111,8 @@ impl Admission {
             otel.kind = "server",
             request_id = %log_id,
             trace_id = tracing::field::Empty,
+            batcher = &*self.batcher_id,
+            delivered,
         );
         trace::set_parent_from_map(&span, &trace_context);
         span.record("trace_id", trace::trace_id(&span));
@@ -120,7 +135,7 @@ impl Admission {
                 log_id,
                 span: span.clone(),
                 queued,
-                delivered: 0,
+                delivered,
                 first_wait: None,
                 orphaned: None,
                 lost: 0,

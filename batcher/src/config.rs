@@ -1,7 +1,7 @@
 //! The batcher's command-line flags (each also an environment variable) and
 //! the validated configuration [`crate::run`] takes.
 
-use crate::{Metrics, discovery::Resolver, queue::Policy};
+use crate::{Metrics, Resolver, queue::Policy};
 use horoscoper_runtime::{
     StartError,
     args::{ProcessArgs, ServiceArgs},
@@ -35,6 +35,11 @@ pub struct Args {
     /// addresses join, vanished ones are drained.
     #[arg(long, env = "HOROSCOPER_RESOLVE_INTERVAL_MS", default_value_t = 5000)]
     pub resolve_interval_ms: u64,
+    /// Id in the batcher's load reports, traces and metrics (default: the
+    /// listen address, or the host name and port when listening on 0.0.0.0
+    /// or [::]).
+    #[arg(long, env = "HOROSCOPER_BATCHER_ID")]
+    pub batcher_id: Option<String>,
     #[command(flatten)]
     pub batching: BatchingArgs,
     #[command(flatten)]
@@ -119,6 +124,9 @@ pub struct Batching {
 /// Everything [`crate::run`] needs.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Its id; `None`: the listen address, or the host name and port when
+    /// listening on every interface.
+    pub batcher_id: Option<String>,
     /// Worker URLs; a name may resolve to several workers.
     pub workers: Vec<Uri>,
     /// How often worker names are resolved again.
@@ -138,6 +146,7 @@ impl Config {
     /// A configuration for these workers with the defaults for the rest.
     pub fn new(workers: Vec<Uri>, batching: Batching, metrics: Metrics) -> Config {
         Config {
+            batcher_id: None,
             workers,
             resolve_interval: Duration::from_secs(5),
             resolver: Resolver::default(),
@@ -165,6 +174,7 @@ impl Args {
             .collect::<Result<_, _>>()?;
         let mut config = Config::new(workers, self.batching.validate()?, Metrics::default());
         config.resolve_interval = Duration::from_millis(self.resolve_interval_ms);
+        config.batcher_id = self.batcher_id;
         config.drain_grace = self.service.process.drain_grace();
         config.mesh_tls = self.service.mesh_tls.load()?;
         let wanted = if config.mesh_tls.is_some() {

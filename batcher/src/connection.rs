@@ -3,6 +3,11 @@
 //! it to the worker, and feeds the worker's steps to the running batch's
 //! table ([`crate::running`]), which routes each token to its request.
 //!
+//! A worker shared by offers is free for this batcher only on its Offer: the
+//! connection sends it this batcher's Demand whenever it changes, hands each
+//! offer to the dispatcher, and passes on the dispatcher's answer (a batch,
+//! or a pass); a Recall asks the dispatcher for its answer at once.
+//!
 //! A worker that says Draining, or whose address discovery retires, takes no
 //! new batch from that moment; its running batch goes on, departures still
 //! reach it, and the stream ends with the batch. Neither is a lost worker.
@@ -124,15 +129,16 @@ impl Connection {
             Ok(response) => response.into_inner(),
             Err(status) => return StreamEnd::Lost(format!("Generate refused: {status}")),
         };
-        let (worker_id, resumes): (Arc<str>, bool) = match up.message().await {
+        let ready = match up.message().await {
             Ok(Some(GenerateResponse {
                 event: Some(Event::Ready(ready)),
-            })) => (ready.worker_id.into(), ready.resumes),
+            })) => ready,
             Ok(other) => return StreamEnd::Lost(format!("expected Ready first, got {other:?}")),
             Err(status) => return StreamEnd::Lost(format!("stream failed before Ready: {status}")),
         };
         *backoff = FIRST_BACKOFF;
-        tracing::info!(worker = %url, %worker_id, "worker connected");
+        let worker_id: Arc<str> = ready.worker_id.into();
+        tracing::info!(worker = %url, %worker_id, offers = ready.offers, "worker connected");
 
         let (commands, mut receiver) = mpsc::unbounded_channel();
         let mut retire = self.retire.clone();
@@ -140,7 +146,9 @@ impl Connection {
             index: self.index,
             url,
             worker_id,
-            resumes,
+            resumes: ready.resumes,
+            demand: ready.offers.then(|| self.dispatcher.demand()),
+            connected: Instant::now(),
             commands,
             down,
             running: None,
@@ -148,17 +156,22 @@ impl Connection {
             draining: false,
             dispatcher: &self.dispatcher,
         };
-        stream.ready();
         // A panic while handling one message is that message's trouble: the
         // stream counts as lost, and its batch runs again elsewhere.
-        let serve =
-            horoscoper_runtime::panic::caught(stream.serve(&mut up, &mut receiver, &mut retire));
+        let serve = horoscoper_runtime::panic::caught(async {
+            stream.ready().await?;
+            Err(stream.serve(&mut up, &mut receiver, &mut retire).await)
+        });
         let ended = tokio::select! {
             () = self.stop.cancelled() => StreamEnd::Stopped,
-            ended = serve => ended.unwrap_or_else(|panic| {
-                tracing::error!(worker = %url, %panic, "the worker's stream panicked; ending it");
-                StreamEnd::Lost(format!("the batcher panicked: {panic}"))
-            }),
+            ended = serve => match ended {
+                Ok(Ok(())) => unreachable!("serving ends only with how it ended"),
+                Ok(Err(ended)) => ended,
+                Err(panic) => {
+                    tracing::error!(worker = %url, %panic, "the worker's stream panicked; ending it");
+                    StreamEnd::Lost(format!("the batcher panicked: {panic}"))
+                }
+            },
         };
 
         // Nothing that reached this connection may be lost: a batch cut short
@@ -216,6 +229,17 @@ async fn goodbye(stream: GenerateStream<'_>, mut up: Streaming<GenerateResponse>
     let _ = tokio::time::timeout(GOODBYE, drained).await;
 }
 
+/// Resolves when this batcher's demand changes; never, for a worker that
+/// does not offer.
+async fn changed(
+    demand: Option<&mut watch::Receiver<mesh::Demand>>,
+) -> Result<(), watch::error::RecvError> {
+    match demand {
+        Some(demand) => demand.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One open Generate stream.
 struct GenerateStream<'a> {
     index: usize,
@@ -223,6 +247,10 @@ struct GenerateStream<'a> {
     worker_id: Arc<str>,
     /// The worker skips the tokens a re-run's client has.
     resumes: bool,
+    /// This batcher's demand, for a worker shared by offers.
+    demand: Option<watch::Receiver<mesh::Demand>>,
+    /// When the stream was set up.
+    connected: Instant,
     commands: mpsc::UnboundedSender<ToWorker>,
     down: mpsc::Sender<GenerateRequest>,
     running: Option<RunningBatch>,
@@ -240,17 +268,37 @@ impl GenerateStream<'_> {
         !self.retired && !self.draining
     }
 
-    /// Says the worker is free, if it takes batches.
-    fn ready(&self) {
+    /// The stream is up: a worker shared by offers is told this batcher's
+    /// demand; one that is not is free now.
+    async fn ready(&mut self) -> Result<(), StreamEnd> {
+        self.dispatcher.connected(self.index, self.commands.clone());
+        if let Some(demand) = &mut self.demand {
+            let demand = *demand.borrow_and_update();
+            self.send(Command::Demand(demand)).await
+        } else {
+            self.free(false, Duration::ZERO);
+            Ok(())
+        }
+    }
+
+    /// Says the worker is free (for `idle` already), if it takes batches.
+    fn free(&self, offered: bool, idle: Duration) {
         if !self.takes_batches() {
             return;
         }
+        let now = Instant::now();
         self.dispatcher.free(Slot {
             index: self.index,
             worker_id: self.worker_id.clone(),
             commands: self.commands.clone(),
-            since: Instant::now(),
+            since: now.checked_sub(idle).unwrap_or(now),
+            offered,
         });
+    }
+
+    /// Whether the worker waits for offers to be answered.
+    fn offers(&self) -> bool {
+        self.demand.is_some()
     }
 
     async fn serve(
@@ -260,6 +308,7 @@ impl GenerateStream<'_> {
         retire: &mut watch::Receiver<bool>,
     ) -> StreamEnd {
         let mut discovery = true;
+        let mut demand = self.demand.clone();
         loop {
             if self.running.is_none() {
                 if self.draining {
@@ -277,6 +326,16 @@ impl GenerateStream<'_> {
                     }
                     let retired = *retire.borrow_and_update();
                     self.set_retired(retired);
+                }
+                changed = changed(demand.as_mut()) => {
+                    if changed.is_err() {
+                        demand = None; // the batcher is stopping
+                        continue;
+                    }
+                    let now = *demand.as_mut().expect("it changed").borrow_and_update();
+                    if let Err(ended) = self.send(Command::Demand(now)).await {
+                        return ended;
+                    }
                 }
                 command = receiver.recv() => {
                     let Some(command) = command else {
@@ -312,8 +371,9 @@ impl GenerateStream<'_> {
             self.dispatcher.retiring(self.index);
         } else if !before && self.takes_batches() {
             tracing::info!(worker = %self.url, "worker address resolved again; it takes batches again");
-            if self.running.is_none() {
-                self.ready();
+            // One that offers is free again on its next offer.
+            if self.running.is_none() && !self.offers() {
+                self.free(false, Duration::ZERO);
             }
         }
     }
@@ -321,6 +381,7 @@ impl GenerateStream<'_> {
     async fn command(&mut self, command: ToWorker) -> Result<(), StreamEnd> {
         match command {
             ToWorker::Dispatch(batch) => self.start(batch).await,
+            ToWorker::Pass => self.send(Command::Pass(mesh::Pass {})).await,
             ToWorker::Cancel(request_id) => {
                 let Some(running) = &mut self.running else {
                     return Ok(());
@@ -341,6 +402,11 @@ impl GenerateStream<'_> {
     async fn start(&mut self, batch: Dispatched) -> Result<(), StreamEnd> {
         if !self.takes_batches() {
             self.dispatcher.requeue(batch.requests);
+            self.dispatcher.idle(self.index);
+            // The offer it answered is still owed an answer.
+            if self.offers() {
+                return self.send(Command::Pass(mesh::Pass {})).await;
+            }
             return Ok(());
         }
         if let Some(running) = &self.running {
@@ -365,6 +431,7 @@ impl GenerateStream<'_> {
                 match self.running.take() {
                     Some(running) if running.batch_id() == done.batch_id => {
                         running.done(Instant::now());
+                        self.dispatcher.idle(self.index);
                     }
                     other => {
                         self.running = other;
@@ -374,7 +441,32 @@ impl GenerateStream<'_> {
                         )));
                     }
                 }
-                self.ready();
+                // One that offers is free again on its next offer.
+                if !self.offers() {
+                    self.free(false, Duration::ZERO);
+                }
+                Ok(())
+            }
+            Event::Offer(_) if !self.offers() => {
+                Err(self.protocol_error("an Offer from a worker whose Ready did not say offers"))
+            }
+            Event::Offer(offer) => {
+                if self.running.is_some() {
+                    return Err(self.protocol_error("an Offer while a batch runs"));
+                }
+                if self.takes_batches() {
+                    // How long it was free, at most since it connected.
+                    let idle = horoscoper_proto::deadline::left(offer.idle)
+                        .unwrap_or_default()
+                        .min(self.connected.elapsed());
+                    self.free(true, idle);
+                    Ok(())
+                } else {
+                    self.send(Command::Pass(mesh::Pass {})).await
+                }
+            }
+            Event::Recall(_) => {
+                self.dispatcher.recall(self.index);
                 Ok(())
             }
             Event::Draining(_) => {

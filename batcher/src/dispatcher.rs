@@ -7,6 +7,13 @@
 //! to free workers for as long as the batching rule allows: no free worker
 //! idles while a dispatchable batch waits.
 //!
+//! A worker shared by several batchers is free here only while this batcher
+//! holds its offer (see `WorkerService.Generate` in the mesh proto). The
+//! task publishes its demand for such workers (what waits that no offer it
+//! holds will take, and whether a batch is ready) and answers an offer it
+//! has no use for with a pass at once. It also publishes how many requests
+//! wait, which its sessions report to the gateways.
+//!
 //! Requests whose worker was lost mid-batch come back to the head of the
 //! queue and run again on another worker. While no worker at all is
 //! connected, those whose clients already have tokens wait
@@ -14,17 +21,22 @@
 //! wait out their time to live like any queued request.
 
 use crate::{
-    Error, Metrics,
+    Error,
+    metrics::Meters,
     queue::{Entry, Policy, Queue, Reason},
     request::Pending,
 };
+use horoscoper_proto::mesh;
 use horoscoper_runtime::trace;
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
     time::Duration,
 };
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 /// A worker connection that is ready for a batch.
@@ -36,6 +48,9 @@ pub struct Slot {
     pub commands: mpsc::UnboundedSender<ToWorker>,
     /// Since when the worker has been free.
     pub since: Instant,
+    /// The worker is free on its offer (it is shared by offers), which is
+    /// answered with a batch or a pass.
+    pub offered: bool,
 }
 
 /// What the dispatcher tells a worker connection.
@@ -45,6 +60,8 @@ pub enum ToWorker {
     Dispatch(Dispatched),
     /// The client of this request has left.
     Cancel(u64),
+    /// No batch for the worker's offer.
+    Pass,
 }
 
 /// A sealed batch on its way to a worker.
@@ -84,34 +101,63 @@ fn waiting_since(entry: &Entry<Pending>) -> Instant {
 enum Command {
     Enqueue(Box<Entry<Pending>>),
     Cancel(u64),
+    Connected(usize, mpsc::UnboundedSender<ToWorker>),
     Free(Slot),
+    Idle(usize),
     Retiring(usize),
+    Recall(usize),
     Gone(usize),
     Requeue(Vec<Entry<Pending>>),
     Redispatch(Vec<Entry<Pending>>),
 }
 
+/// Most requests a Demand counts, in batches: past it, a worker can tell
+/// no more than "plenty" and every change would be a message to each.
+const DEMAND_CAP_BATCHES: usize = 4;
+
 /// The cheap handle to the dispatcher task.
 #[derive(Clone, Debug)]
 pub struct Dispatcher {
     commands: mpsc::UnboundedSender<Command>,
+    demand: watch::Receiver<mesh::Demand>,
+    queued: watch::Receiver<u32>,
 }
 
 impl Dispatcher {
     /// Starts the task; it runs until `stop` is cancelled, then fails what is
     /// still queued with UNAVAILABLE.
-    pub fn spawn(policy: Policy, metrics: Metrics, stop: CancellationToken) -> Dispatcher {
+    pub fn spawn(policy: Policy, metrics: Meters, stop: CancellationToken) -> Dispatcher {
         let (commands, receiver) = mpsc::unbounded_channel();
+        let (demand, demand_receiver) = watch::channel(mesh::Demand::default());
+        let (queued, queued_receiver) = watch::channel(0);
         let task = Task {
+            policy,
+            demand,
+            queued,
             queue: Queue::new(policy),
             free: VecDeque::new(),
             connections: HashMap::new(),
+            running: HashSet::new(),
             no_worker_since: None,
             next_batch_id: 1,
             metrics,
         };
         tokio::spawn(task.run(receiver, stop));
-        Dispatcher { commands }
+        Dispatcher {
+            commands,
+            demand: demand_receiver,
+            queued: queued_receiver,
+        }
+    }
+
+    /// This batcher's demand for workers that offer themselves.
+    pub fn demand(&self) -> watch::Receiver<mesh::Demand> {
+        self.demand.clone()
+    }
+
+    /// How many requests wait in the queue.
+    pub fn queued(&self) -> watch::Receiver<u32> {
+        self.queued.clone()
     }
 
     /// Queues a request; gives it back when the dispatcher has stopped.
@@ -129,6 +175,17 @@ impl Dispatcher {
         let _ = self.commands.send(Command::Cancel(id));
     }
 
+    /// A worker is connected (free or not): it counts among the workers,
+    /// and hears of departures.
+    pub fn connected(&self, index: usize, commands: mpsc::UnboundedSender<ToWorker>) {
+        let _ = self.commands.send(Command::Connected(index, commands));
+    }
+
+    /// A worker's batch from this batcher has ended.
+    pub fn idle(&self, index: usize) {
+        let _ = self.commands.send(Command::Idle(index));
+    }
+
     /// A worker is ready for a batch.
     pub fn free(&self, slot: Slot) {
         let _ = self.commands.send(Command::Free(slot));
@@ -138,6 +195,11 @@ impl Dispatcher {
     /// resolved); cancellations still reach its running batch.
     pub fn retiring(&self, index: usize) {
         let _ = self.commands.send(Command::Retiring(index));
+    }
+
+    /// The worker wants the answer to its offer now.
+    pub fn recall(&self, index: usize) {
+        let _ = self.commands.send(Command::Recall(index));
     }
 
     /// A worker that was ready has disconnected.
@@ -167,16 +229,21 @@ impl Dispatcher {
 }
 
 struct Task {
+    policy: Policy,
+    demand: watch::Sender<mesh::Demand>,
+    queued: watch::Sender<u32>,
     queue: Queue<Pending>,
     /// Free workers, longest free first.
     free: VecDeque<Slot>,
     /// The command channel of every connection whose worker is up, free or
     /// busy, by index: for cancellations, and the worker gauges.
     connections: HashMap<usize, mpsc::UnboundedSender<ToWorker>>,
+    /// The connections running a batch of this batcher.
+    running: HashSet<usize>,
     /// Since when no worker has been connected, once one was.
     no_worker_since: Option<Instant>,
     next_batch_id: u64,
-    metrics: Metrics,
+    metrics: Meters,
 }
 
 impl Task {
@@ -189,14 +256,19 @@ impl Task {
             let now = Instant::now();
             self.expire(now);
             self.dispatch(now);
+            self.pass_unneeded_offers();
+            self.publish(now);
             self.metrics.queue_length.set(self.queue.len() as i64);
             self.metrics.workers.set(self.connections.len() as i64);
-            self.metrics
-                .workers_busy
-                .set((self.connections.len() - self.free.len()) as i64);
+            self.metrics.workers_busy.set(self.running.len() as i64);
+            // Also when the head's window closes while no worker is free:
+            // the demand turns ready, and a worker may offer itself.
             let wake = earliest(
                 self.queue.next_wake(!self.free.is_empty()),
-                self.orphans_give_up(),
+                earliest(
+                    self.orphans_give_up(),
+                    self.queue.window_closes().filter(|at| *at > now),
+                ),
             );
             tokio::select! {
                 biased;
@@ -215,8 +287,13 @@ impl Task {
                 Command::Requeue(entries) | Command::Redispatch(entries) => {
                     entries.into_iter().for_each(|e| self.queue.push(e))
                 }
-                Command::Cancel(_) | Command::Free(_) | Command::Retiring(_) | Command::Gone(_) => {
-                }
+                Command::Cancel(_)
+                | Command::Connected(..)
+                | Command::Free(_)
+                | Command::Idle(_)
+                | Command::Retiring(_)
+                | Command::Recall(_)
+                | Command::Gone(_) => {}
             }
         }
         fail_all(self.queue.drain(), Error::ShuttingDown);
@@ -237,21 +314,79 @@ impl Task {
                     }
                 }
             }
+            Command::Connected(index, commands) => {
+                self.no_worker_since = None;
+                self.connections.insert(index, commands);
+            }
+            Command::Idle(index) => {
+                self.running.remove(&index);
+            }
             Command::Free(slot) => {
+                self.running.remove(&slot.index);
                 self.no_worker_since = None;
                 self.connections.insert(slot.index, slot.commands.clone());
                 self.free.retain(|free| free.index != slot.index);
                 let at = self.free.partition_point(|free| free.since <= slot.since);
                 self.free.insert(at, slot);
             }
-            Command::Retiring(index) => self.free.retain(|free| free.index != index),
+            Command::Retiring(index) | Command::Recall(index) => self.unfree(index),
             Command::Gone(index) => {
+                self.running.remove(&index);
                 if self.connections.remove(&index).is_some() && self.connections.is_empty() {
                     self.no_worker_since = Some(Instant::now());
                 }
                 self.free.retain(|free| free.index != index);
             }
         }
+    }
+
+    /// Takes a worker off the free list; its offer, if it made one, is
+    /// passed.
+    fn unfree(&mut self, index: usize) {
+        if let Some(at) = self.free.iter().position(|free| free.index == index) {
+            let slot = self.free.remove(at).expect("found in the free list");
+            if slot.offered {
+                let _ = slot.commands.send(ToWorker::Pass);
+            }
+        }
+    }
+
+    /// Passes the offers that no batch the queue could fill will take, the
+    /// latest first, so that those workers serve another batcher.
+    fn pass_unneeded_offers(&mut self) {
+        let needed = self.queue.len().div_ceil(self.policy.batch_size);
+        let mut held = self.free.iter().filter(|free| free.offered).count();
+        while held > needed {
+            let Some(at) = self.free.iter().rposition(|free| free.offered) else {
+                break;
+            };
+            let slot = self.free.remove(at).expect("found in the free list");
+            let _ = slot.commands.send(ToWorker::Pass);
+            held -= 1;
+        }
+    }
+
+    /// Publishes the queue's length, and the demand for workers that offer:
+    /// what waits beyond the offers held, and whether a batch could go now.
+    fn publish(&self, now: Instant) {
+        let queued = u32::try_from(self.queue.len()).unwrap_or(u32::MAX);
+        self.queued
+            .send_if_modified(|was| std::mem::replace(was, queued) != queued);
+        let held = self.free.iter().filter(|free| free.offered).count();
+        let waiting = self
+            .queue
+            .len()
+            .saturating_sub(held * self.policy.batch_size)
+            .min(DEMAND_CAP_BATCHES * self.policy.batch_size);
+        let demand = mesh::Demand {
+            waiting: u32::try_from(waiting).unwrap_or(u32::MAX),
+            ready: waiting > 0 && self.queue.ready(now, now).is_some(),
+        };
+        self.demand.send_if_modified(|was| {
+            let changed = *was != demand;
+            *was = demand;
+            changed
+        });
     }
 
     /// Requests handed back (a batch a worker could not take, a lost worker's
@@ -355,7 +490,9 @@ impl Task {
                 requests,
                 span,
             };
+            self.running.insert(slot.index);
             if let Err(error) = slot.commands.send(ToWorker::Dispatch(batch)) {
+                self.running.remove(&slot.index);
                 // The connection went away while free: the batch goes back.
                 if let ToWorker::Dispatch(batch) = error.0 {
                     batch.requests.into_iter().for_each(|e| self.queue.push(e));
@@ -390,7 +527,10 @@ pub fn fail_all(requests: Vec<Entry<Pending>>, error: Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{Limit, Reply};
+    use crate::{
+        Metrics,
+        request::{Limit, Reply},
+    };
     use std::time::Duration;
     use tonic::Code;
 
@@ -413,7 +553,7 @@ mod tests {
                 window: WINDOW,
             };
             Harness {
-                dispatcher: Dispatcher::spawn(policy, Metrics::default(), stop.clone()),
+                dispatcher: Dispatcher::spawn(policy, Metrics::default().of("test"), stop.clone()),
                 stop,
                 next_id: 1,
             }
@@ -466,7 +606,21 @@ mod tests {
                 worker_id: format!("worker-{index}").into(),
                 commands,
                 since: Instant::now(),
+                offered: false,
             });
+        }
+
+        /// A worker shared by offers offers itself.
+        fn offer(&self, index: usize) -> mpsc::UnboundedReceiver<ToWorker> {
+            let (commands, receiver) = mpsc::unbounded_channel();
+            self.dispatcher.free(Slot {
+                index,
+                worker_id: format!("worker-{index}").into(),
+                commands,
+                since: Instant::now(),
+                offered: true,
+            });
+            receiver
         }
     }
 
@@ -803,6 +957,53 @@ mod tests {
         tokio::time::advance(WINDOW * 2).await;
         settle().await;
         assert!(retiring.try_recv().is_err(), "no new batch");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_offer_is_passed_at_once_when_nothing_waits_and_held_while_a_batch_fills() {
+        let mut h = Harness::new(4);
+        let demand = h.dispatcher.demand();
+        let mut idle = h.offer(0);
+        assert!(matches!(idle.recv().await, Some(ToWorker::Pass)));
+        let _requests = h.requests(3);
+        settle().await;
+        assert_eq!(
+            *demand.borrow(),
+            mesh::Demand {
+                waiting: 3,
+                ready: false
+            }
+        );
+        assert_eq!(*h.dispatcher.queued().borrow(), 3);
+        // The head's window closes with no worker free: the demand turns
+        // ready, and a worker that offers now takes the batch at once.
+        tokio::time::sleep(WINDOW).await;
+        settle().await;
+        assert!(demand.borrow().ready);
+        let t0 = Instant::now();
+        let mut worker = h.offer(1);
+        let batch = batch(&mut worker).await;
+        assert_eq!((ids(&batch), batch.reason), (vec![1, 2, 3], Reason::Window));
+        assert_eq!(Instant::now(), t0);
+        settle().await;
+        assert_eq!(*demand.borrow(), mesh::Demand::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn offers_beyond_what_the_queue_fills_are_passed_and_a_recall_is_answered() {
+        let mut h = Harness::new(4);
+        let _requests = h.requests(2);
+        let (mut first, mut second) = (h.offer(0), h.offer(1));
+        settle().await;
+        // Two requests fill one batch: the later offer is passed, the
+        // earlier held for the window, and the demand counts nothing more.
+        assert!(matches!(second.recv().await, Some(ToWorker::Pass)));
+        assert!(first.try_recv().is_err());
+        assert_eq!(h.dispatcher.demand().borrow().waiting, 0);
+        // Another batcher is ready: the worker recalls its offer.
+        h.dispatcher.recall(0);
+        assert!(matches!(first.recv().await, Some(ToWorker::Pass)));
+        assert_eq!(h.dispatcher.demand().borrow().waiting, 2);
     }
 
     #[tokio::test(start_paused = true)]

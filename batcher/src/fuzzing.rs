@@ -21,9 +21,10 @@ pub async fn session(
     commands: Vec<SessionRequest>,
 ) -> Vec<Result<SessionResponse, Status>> {
     let stop = CancellationToken::new();
-    let dispatcher = Dispatcher::spawn(batching.policy, Metrics::default(), stop.clone());
+    let dispatcher =
+        Dispatcher::spawn(batching.policy, Metrics::default().of("fuzz"), stop.clone());
     let drain = Drain::start(std::future::pending(), Duration::from_secs(1));
-    let admission = Admission::new(dispatcher, batching, drain);
+    let admission = Admission::new(dispatcher, batching, drain, "fuzz".into());
     let (out, mut replies) = mpsc::channel(16);
     let commands = tokio_stream::iter(commands.into_iter().map(Ok));
     tokio::spawn(GatewaySession::new(admission, commands, out).run());

@@ -34,9 +34,9 @@ mod service;
 mod session;
 
 pub use config::{Args, Batching, BatchingArgs, Config};
-pub use discovery::{Lookup, Resolver};
 pub use error::Error;
-pub use metrics::Metrics;
+pub use horoscoper_runtime::resolve::{Lookup, Resolver};
+pub use metrics::{Meters, Metrics};
 
 use horoscoper_proto::{
     limits,
@@ -61,9 +61,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let local_addr = listener.local_addr().map_err(StartError::Listen)?;
+    let batcher_id: std::sync::Arc<str> = config
+        .batcher_id
+        .clone()
+        .unwrap_or_else(|| net::service_id(local_addr))
+        .into();
     let stop = CancellationToken::new();
-    let dispatcher =
-        dispatcher::Dispatcher::spawn(config.batching.policy, config.metrics, stop.clone());
+    let dispatcher = dispatcher::Dispatcher::spawn(
+        config.batching.policy,
+        config.metrics.of(&batcher_id),
+        stop.clone(),
+    );
     let connections = TaskTracker::new();
     let discovery = discovery::Discovery {
         urls: config.workers.clone(),
@@ -74,7 +83,7 @@ pub async fn run(
         stop: stop.clone(),
         connections: connections.clone(),
     };
-    tracing::info!(workers = config.workers.len(), "batcher starting");
+    tracing::info!(%batcher_id, workers = config.workers.len(), "batcher starting");
     tokio::spawn(discovery.run());
 
     // Past the grace period, `stop` ends what is still queued or running
@@ -89,7 +98,12 @@ pub async fn run(
             }
         }
     });
-    let admission = admission::Admission::new(dispatcher, config.batching, drain.clone());
+    let admission = admission::Admission::new(
+        dispatcher,
+        config.batching,
+        drain.clone(),
+        batcher_id.clone(),
+    );
     let api = BatcherServiceServer::new(service::Batcher::new(admission))
         .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
         .max_encoding_message_size(limits::MAX_STEP_BYTES);

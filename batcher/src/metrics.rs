@@ -1,4 +1,6 @@
-//! The batcher's Prometheus metrics.
+//! The batcher's Prometheus metrics. Each carries the batcher's id in the
+//! label `batcher`, so that several batchers (in one process, or scraped
+//! into one Prometheus) show apart; [`Metrics::of`] gives one batcher's.
 
 use crate::queue::Reason;
 use prometheus_client::{
@@ -12,9 +14,17 @@ use prometheus_client::{
     registry::Registry,
 };
 
-/// The label of `horoscoper_batches`: why the batch was dispatched.
+/// The label every batcher metric carries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatcherLabel {
+    batcher: String,
+}
+
+/// The labels of `horoscoper_batches`: the batcher, and why the batch was
+/// dispatched.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BatchLabels {
+    batcher: String,
     reason: Reason,
 }
 
@@ -24,42 +34,87 @@ impl EncodeLabelValue for Reason {
     }
 }
 
-/// The queue, the batches and the workers, as the batcher sees them.
+type Histograms = Family<BatcherLabel, Histogram, fn() -> Histogram>;
+
+/// Every batcher's metrics, as registered.
 #[derive(Clone, Debug)]
 pub struct Metrics {
+    queue_length: Family<BatcherLabel, Gauge>,
+    queue_wait: Histograms,
+    batch_size: Histograms,
+    batches: Family<BatchLabels, Counter>,
+    workers: Family<BatcherLabel, Gauge>,
+    workers_busy: Family<BatcherLabel, Gauge>,
+    redispatched: Family<BatcherLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            queue_length: Family::default(),
+            queue_wait: Family::new_with_constructor(|| {
+                Histogram::new(horoscoper_runtime::metrics::duration_buckets())
+            }),
+            batch_size: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1.0, 2.0, 11))
+            }),
+            batches: Family::default(),
+            workers: Family::default(),
+            workers_busy: Family::default(),
+            redispatched: Family::default(),
+        }
+    }
+}
+
+/// One batcher's metrics: the queue, the batches and the workers, as it
+/// sees them.
+#[derive(Clone, Debug)]
+pub struct Meters {
     pub queue_length: Gauge,
     pub queue_wait: Histogram,
     pub batch_size: Histogram,
-    batches: Family<BatchLabels, Counter>,
+    batches: [Counter; Reason::ALL.len()],
     pub workers: Gauge,
     pub workers_busy: Gauge,
     /// Requests run again because their worker was lost mid-batch.
     pub redispatched: Counter,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let batches = Family::<BatchLabels, Counter>::default();
-        // Every reason is exported from the start, at zero.
-        for reason in Reason::ALL {
-            let _ = batches.get_or_create(&BatchLabels { reason });
-        }
-        Metrics {
-            queue_length: Gauge::default(),
-            queue_wait: Histogram::new(horoscoper_runtime::metrics::duration_buckets()),
-            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
-            batches,
-            workers: Gauge::default(),
-            workers_busy: Gauge::default(),
-            redispatched: Counter::default(),
-        }
+impl Meters {
+    /// Counts a dispatched batch.
+    pub fn batch(&self, reason: Reason) {
+        let at = Reason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("every reason is in ALL");
+        self.batches[at].inc();
     }
 }
 
 impl Metrics {
-    /// Counts a dispatched batch.
-    pub fn batch(&self, reason: Reason) {
-        self.batches.get_or_create(&BatchLabels { reason }).inc();
+    /// The metrics of the batcher `batcher`, every series exported from
+    /// the start (at zero).
+    pub fn of(&self, batcher: &str) -> Meters {
+        let label = BatcherLabel {
+            batcher: batcher.to_string(),
+        };
+        let batches = Reason::ALL.map(|reason| {
+            self.batches
+                .get_or_create(&BatchLabels {
+                    batcher: batcher.to_string(),
+                    reason,
+                })
+                .clone()
+        });
+        Meters {
+            queue_length: self.queue_length.get_or_create(&label).clone(),
+            queue_wait: self.queue_wait.get_or_create(&label).clone(),
+            batch_size: self.batch_size.get_or_create(&label).clone(),
+            batches,
+            workers: self.workers.get_or_create(&label).clone(),
+            workers_busy: self.workers_busy.get_or_create(&label).clone(),
+            redispatched: self.redispatched.get_or_create(&label).clone(),
+        }
     }
 
     /// Registers the metrics under their `horoscoper_` names.

@@ -112,6 +112,11 @@ impl<T> Queue<T> {
         Some(head.enqueued + self.policy.window)
     }
 
+    /// When the head's window closes (it may have passed).
+    pub fn window_closes(&self) -> Option<Instant> {
+        self.head_deadline()
+    }
+
     /// Whether a batch should go now to a worker free since `free_since`, and
     /// why. Call [`Queue::take_expired`] first.
     pub fn ready(&self, now: Instant, free_since: Instant) -> Option<Reason> {

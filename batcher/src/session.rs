@@ -3,18 +3,23 @@
 //! message. The session ends when the gateway leaves (its open requests are
 //! cancelled), or once it has no open request and either the gateway has
 //! closed its side or the batcher is draining.
+//!
+//! The session also tells the gateway the batcher's load (its queue, and
+//! whether it drains) in its first message and whenever it changes, on a
+//! message of replies when one is going, else on its own: gateways weigh it
+//! to choose a batcher, and send a draining one nothing new.
 
 use crate::{
     admission::{Admission, Admitted},
     request::{Reply, Tagged},
 };
 use horoscoper_proto::{
-    mesh::{Leave, SessionRequest, SessionResponse, session_request::Command},
+    mesh::{Leave, Load, SessionRequest, SessionResponse, session_request::Command},
     reply,
 };
 use prost::Message as _;
-use std::collections::HashMap;
-use tokio::sync::mpsc;
+use std::{collections::HashMap, sync::Arc};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::Status;
 
@@ -36,6 +41,13 @@ pub struct GatewaySession<S> {
     /// (`Some`), or refused with their refusal on its way (`None`). Replies
     /// to any other id (a request withdrawn) are dropped.
     open: HashMap<u64, Option<Admitted>>,
+    /// This batcher's id, in its load.
+    batcher_id: Arc<str>,
+    /// How many requests wait in the queue.
+    queued: watch::Receiver<u32>,
+    /// The load last sent, once one was.
+    load_sent: Option<(u32, bool)>,
+    draining: bool,
 }
 
 impl<S> GatewaySession<S>
@@ -49,6 +61,10 @@ where
     ) -> GatewaySession<S> {
         let (reply_to, replies) = mpsc::unbounded_channel();
         GatewaySession {
+            queued: admission.dispatcher().queued(),
+            draining: admission.drain().is_draining(),
+            batcher_id: admission.batcher_id().clone(),
+            load_sent: None,
             admission,
             commands,
             out,
@@ -60,17 +76,18 @@ where
 
     pub async fn run(mut self) {
         let drain = self.admission.drain().clone();
-        let mut draining = drain.is_draining();
         let mut gateway_sending = true;
+        let mut load_changes = true;
+        self.queued.mark_changed(); // the first message says the load
         let ended = loop {
-            if (draining || !gateway_sending) && self.open.is_empty() {
+            if (self.draining || !gateway_sending) && self.open.is_empty() {
                 break Ok(());
             }
             tokio::select! {
                 biased;
                 Some(first) = self.replies.recv() => {
                     let response = self.collect(first);
-                    if response.replies.is_empty() {
+                    if response.replies.is_empty() && response.load.is_none() {
                         continue;
                     }
                     if self.out.send(Ok(response)).await.is_err() {
@@ -92,7 +109,19 @@ where
                     Some(Err(status)) => break Err(status),
                     None => gateway_sending = false,
                 },
-                () = drain.begun().cancelled(), if !draining => draining = true,
+                () = drain.begun().cancelled(), if !self.draining => {
+                    self.draining = true;
+                    if !self.send_load().await {
+                        break Ok(());
+                    }
+                }
+                changed = self.queued.changed(), if load_changes => {
+                    if changed.is_err() {
+                        load_changes = false; // the batcher is stopping
+                    } else if !self.send_load().await {
+                        break Ok(());
+                    }
+                }
                 () = self.out.closed() => break Ok(()),
             }
         };
@@ -107,6 +136,33 @@ where
                 let _ = self.out.send(Err(status)).await;
             }
         }
+    }
+
+    /// The load, when it changed since it was last sent.
+    fn load(&mut self) -> Option<Load> {
+        let now = (*self.queued.borrow_and_update(), self.draining);
+        if self.load_sent == Some(now) {
+            return None;
+        }
+        self.load_sent = Some(now);
+        Some(Load {
+            queued: now.0,
+            draining: now.1,
+            batcher_id: self.batcher_id.to_string(),
+        })
+    }
+
+    /// Sends the load on its own, if it changed; false when the gateway is
+    /// gone.
+    async fn send_load(&mut self) -> bool {
+        let Some(load) = self.load() else {
+            return true;
+        };
+        let response = SessionResponse {
+            replies: Vec::new(),
+            load: Some(load),
+        };
+        self.out.send(Ok(response)).await.is_ok()
     }
 
     /// Handles a command; a panic while doing so fails the request it
@@ -177,6 +233,7 @@ where
             bytes += reply.encoded_len();
             replies.push(reply);
         }
-        SessionResponse { replies }
+        let load = self.load();
+        SessionResponse { replies, load }
     }
 }
