@@ -8,6 +8,7 @@ use horoscoper_runtime::{
     args::{ProcessArgs, ServiceArgs},
     metrics::SharedRegistry,
     process::{Binary, Started},
+    resolve::Resolver,
     telemetry,
     tls::{MeshTls, PublicTlsArgs},
 };
@@ -24,13 +25,20 @@ use tonic::transport::Uri;
     mut_arg("listen", |arg| arg.required(false).default_value("127.0.0.1:8080"))
 )]
 pub struct Args {
-    /// The batcher's URL.
+    /// A batcher's URL; a name with several addresses (a headless Service,
+    /// Compose replicas) is a batcher per address. Repeat the flag (or
+    /// separate with commas in the env var) for several.
     #[arg(
-        long,
+        long = "batcher",
         env = "HOROSCOPER_BATCHER",
+        value_delimiter = ',',
         default_value = "http://127.0.0.1:50052"
     )]
-    pub batcher: String,
+    pub batchers: Vec<String>,
+    /// How often the batcher name is resolved again, in milliseconds: new
+    /// addresses take requests, vanished ones take no new one.
+    #[arg(long, env = "HOROSCOPER_RESOLVE_INTERVAL_MS", default_value_t = 5000)]
+    pub resolve_interval_ms: u64,
     #[command(flatten)]
     pub access: AccessArgs,
     #[command(flatten)]
@@ -101,7 +109,11 @@ impl AccessArgs {
 /// Everything [`crate::run`] needs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub batcher: Uri,
+    /// The batchers' URLs; a host may resolve to several.
+    pub batchers: Vec<Uri>,
+    /// How often the batcher name is resolved again.
+    pub resolve_interval: Duration,
+    pub resolver: Resolver,
     pub metrics: Metrics,
     /// What `/metrics` on the main port shows: the gateway's metrics, and in
     /// the one-process mesh every service's. `None`: no `/metrics` there.
@@ -118,37 +130,21 @@ pub struct Config {
 impl Args {
     /// Validates the flags into a configuration.
     pub fn into_config(&self) -> Result<Config, StartError> {
-        let invalid = |why: &str| {
-            StartError::Config(format!(
-                "--batcher {:?} {why}; expected http://HOST:PORT",
-                self.batcher
-            ))
-        };
-        let batcher: Uri = self
-            .batcher
-            .trim()
-            .parse()
-            .map_err(|_| invalid("is not a URL"))?;
-        if !matches!(batcher.scheme_str(), Some("http" | "https")) {
-            return Err(invalid("has no http:// or https:// scheme"));
-        }
-        if batcher.port_u16().is_none() {
-            return Err(invalid("has no port"));
-        }
-        let wanted = if self.service.mesh_tls.mesh_tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        if batcher.scheme_str() != Some(wanted) {
-            return Err(invalid(if wanted == "https" {
-                "must be https:// with --mesh-tls-*"
-            } else {
-                "must be http:// without --mesh-tls-* (https:// needs them)"
-            }));
+        let tls = self.service.mesh_tls.mesh_tls_cert.is_some();
+        let batchers = self
+            .batchers
+            .iter()
+            .map(|url| parse_batcher_url(url, tls))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.resolve_interval_ms == 0 {
+            return Err(StartError::Config(
+                "--resolve-interval-ms must be at least 1".into(),
+            ));
         }
         Ok(Config {
-            batcher,
+            batchers,
+            resolve_interval: Duration::from_millis(self.resolve_interval_ms),
+            resolver: Resolver::default(),
             metrics: Metrics::default(),
             registry: None,
             drain_grace: self.service.process.drain_grace(),
@@ -157,6 +153,31 @@ impl Args {
             mesh_tls: self.service.mesh_tls.load()?,
         })
     }
+}
+
+/// A batcher URL: `http://HOST:PORT`, or https with mesh TLS.
+fn parse_batcher_url(url: &str, tls: bool) -> Result<Uri, StartError> {
+    let invalid = |why: &str| {
+        StartError::Config(format!(
+            "--batcher {url:?} {why}; expected http://HOST:PORT"
+        ))
+    };
+    let batcher: Uri = url.trim().parse().map_err(|_| invalid("is not a URL"))?;
+    if !matches!(batcher.scheme_str(), Some("http" | "https")) {
+        return Err(invalid("has no http:// or https:// scheme"));
+    }
+    if batcher.port_u16().is_none() {
+        return Err(invalid("has no port"));
+    }
+    let wanted = if tls { "https" } else { "http" };
+    if batcher.scheme_str() != Some(wanted) {
+        return Err(invalid(if tls {
+            "must be https:// with --mesh-tls-*"
+        } else {
+            "must be http:// without --mesh-tls-* (https:// needs them)"
+        }));
+    }
+    Ok(batcher)
 }
 
 impl Binary for Args {
@@ -187,9 +208,18 @@ mod tests {
             "127.0.0.1:8080".parse().unwrap()
         );
         assert_eq!(
-            args.into_config().unwrap().batcher,
-            "http://127.0.0.1:50052"
+            args.into_config().unwrap().batchers,
+            ["http://127.0.0.1:50052"]
         );
+        let args = Args::try_parse_from([
+            "gateway",
+            "--batcher",
+            "http://10.0.0.1:1",
+            "--batcher",
+            "http://batchers:2",
+        ])
+        .unwrap();
+        assert_eq!(args.into_config().unwrap().batchers.len(), 2);
         let args = Args::try_parse_from(["gateway", "--batcher", "batcher:50052"]).unwrap();
         assert!(
             args.into_config()

@@ -5,7 +5,10 @@
 //!
 //! - `service`: `Infer`: validation, forwarding to the batcher, streaming back.
 //! - `response`: a request's tokens as the public API shows them.
-//! - `upstream`: the session with the batcher that every request travels on.
+//! - `upstream`: the batchers, found by name; which one a request goes to,
+//!   and moving requests from a lost one.
+//! - `session`: the session with one batcher that its requests travel on.
+//! - `route`: one request's way back to its client, from any batcher.
 //! - `http`: the web page and the SSE endpoint.
 //! - `metrics`: the gateway's Prometheus metrics and the per-request meter.
 //! - `expired`: calls whose deadline passed on arrival, refused at once.
@@ -20,7 +23,9 @@ mod expired;
 mod http;
 mod metrics;
 mod response;
+mod route;
 mod service;
+mod session;
 mod upstream;
 
 pub use config::{Access, AccessArgs, Args, Config};
@@ -46,26 +51,24 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    // Lazy: the gateway starts without its batcher, answers UNAVAILABLE at
-    // once while it is down, and reconnects when it is back.
-    let mut batcher = net::endpoint(config.batcher.clone());
-    if let Some(tls) = &config.mesh_tls {
-        let name = net::host(&config.batcher);
-        batcher = batcher
-            .tls_config(tls.client(name))
-            .map_err(|error| StartError::Tls(horoscoper_runtime::error_chain(&error)))?;
-    }
-    let batcher = batcher.connect_lazy();
+    // The gateway starts without its batchers, answers UNAVAILABLE at once
+    // while they are down, and reconnects when they are back.
+    let batchers = upstream::Upstream::start(upstream::Discovery {
+        urls: config.batchers.clone(),
+        interval: config.resolve_interval,
+        resolver: config.resolver.clone(),
+        tls: config.mesh_tls.clone(),
+    })
+    .await;
     let drain = Drain::start(shutdown, config.drain_grace);
     let metrics = config.metrics;
     let gateway = service::Gateway::new(
-        batcher,
-        config.batcher.to_string(),
+        batchers,
         metrics.clone(),
         drain.clone(),
         config.access.bearer_token.clone(),
     );
-    tracing::info!(batcher = %config.batcher, "gateway starting");
+    tracing::info!(batchers = ?config.batchers, "gateway starting");
     let api = HoroscoperServer::new(gateway.clone())
         .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
         .max_encoding_message_size(limits::MAX_TOKEN_BYTES);

@@ -10,7 +10,7 @@ use crate::{
 use horoscoper_proto::{
     deadline::{self, ClientDeadline},
     limits,
-    mesh::{SubmitRequest, batcher_service_client::BatcherServiceClient},
+    mesh::SubmitRequest,
     v1::{InferRequest, MAX_PREFIX_CHARS, horoscoper_server::Horoscoper},
 };
 use horoscoper_runtime::{
@@ -27,7 +27,7 @@ use std::{
 };
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status, metadata::MetadataMap, transport::Channel};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 /// The public service.
 #[derive(Clone)]
@@ -43,19 +43,13 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(
-        batcher: Channel,
-        batcher_url: String,
+        batcher: Upstream,
         metrics: Metrics,
         drain: Drain,
         bearer_token: Option<Arc<str>>,
     ) -> Gateway {
         Gateway {
-            batcher: Upstream::new(
-                BatcherServiceClient::new(batcher)
-                    .max_encoding_message_size(limits::MAX_REQUEST_BYTES)
-                    .max_decoding_message_size(limits::MAX_STEP_BYTES),
-                batcher_url,
-            ),
+            batcher,
             metrics,
             drain,
             bearer_token,
@@ -144,6 +138,7 @@ impl Gateway {
             request_id = %request_id,
             trace_id = tracing::field::Empty,
             prefix_chars = tracing::field::Empty,
+            batcher = tracing::field::Empty,
         );
         trace::set_parent_from(&span, metadata);
         span.record("trace_id", trace::trace_id(&span));
@@ -188,6 +183,7 @@ impl Gateway {
             id: 0,
             trace_context: trace::to_map(span),
             time_left,
+            delivered: 0,
         };
         // It shares its session with every other request: one that would not
         // fit fails here, alone. Its id is chosen by the session, later.
@@ -197,7 +193,7 @@ impl Gateway {
         }
         let tokens = self
             .batcher
-            .submit(submit)
+            .submit(submit, client_deadline, span.clone())
             .map(|token| token.map(response::public));
         let tokens: ResponseStream = match client_deadline {
             // A stream still running at the client's deadline ends there,

@@ -1,338 +1,409 @@
-//! The gateway's session with the batcher (`BatcherService.Session`): every
-//! request travels on one long-lived stream, tagged with an id, and the
-//! batcher's replies (many requests' tokens to a message) are routed back to
-//! each request's own stream. A request whose client leaves is withdrawn.
+//! The batchers, as the gateway's requests reach them.
 //!
-//! The session opens with the first request, and again with the first
-//! request after it ended (the batcher restarted or drained, or the
-//! connection broke). When it ends, each request still open on it ends too:
-//! UNAVAILABLE, saying whether the batcher could not be reached or was lost.
+//! Each `--batcher` URL's host is resolved at start and every
+//! `--resolve-interval-ms`; each address is a batcher of its own, with one
+//! session at a time ([`crate::session`]). A batcher that appears takes
+//! requests at once; one no longer resolved takes no new one (its open
+//! requests finish on it).
+//!
+//! Each request goes to one batcher, chosen by power of two choices: of two
+//! batchers picked at random, the one with less load (its queue, as it last
+//! reported it, and this gateway's requests open on it). A batcher that
+//! drains, or whose session failed within the last [`AVOID`], is chosen only
+//! when no other is left.
+//!
+//! When a batcher is lost (its session breaks, is refused, or closes with
+//! requests open), each of its requests moves to another batcher with the
+//! count of tokens its client already has, and goes on there where its
+//! client is: the text is deterministic, so the client sees one whole
+//! stream. A request moves at most [`MAX_MOVES`] times; with no other
+//! batcher it ends with UNAVAILABLE, as it always did with one.
 
-use crate::Error;
-use horoscoper_proto::{
-    mesh::{
-        Leave, SessionRequest, SessionResponse, SubmitRequest, SubmitResponse,
-        batcher_service_client::BatcherServiceClient, session_request::Command,
-    },
-    reply::{self, Message, Messages},
+use crate::{
+    Error,
+    route::{Route, Tokens},
+    session::{self, BatcherSession, Ended},
 };
+use horoscoper_proto::{deadline::ClientDeadline, limits, mesh::SubmitRequest};
+use horoscoper_runtime::{
+    resolve::{Resolver, endpoint},
+    tls::MeshTls,
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::{
-    collections::{HashMap, VecDeque},
-    pin::Pin,
-    sync::{Arc, Mutex},
-    task::{Context, Poll, Waker},
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard, Weak},
+    time::Duration,
 };
-use tokio::sync::mpsc;
-use tokio_stream::{Stream, wrappers::UnboundedReceiverStream};
-use tonic::{Status, transport::Channel};
+use tokio::time::Instant;
+use tonic::{
+    Status,
+    transport::{Channel, Uri},
+};
 
-/// Where one request's messages wait for its stream: its tokens, in the
-/// runs they arrived in, the status that ends it, and the stream's waker.
-/// Some 100 bytes when idle (a tokio channel, with its first block of slots,
-/// is some 800).
-#[derive(Default)]
-struct Route {
-    state: Mutex<RouteState>,
+/// Most times one request moves to another batcher.
+pub const MAX_MOVES: u32 = 3;
+
+/// How long a batcher whose session failed is chosen only for want of
+/// another.
+pub const AVOID: Duration = Duration::from_secs(1);
+
+/// Where and how the batchers are found.
+#[derive(Clone, Debug)]
+pub struct Discovery {
+    pub urls: Vec<Uri>,
+    pub interval: Duration,
+    pub resolver: Resolver,
+    pub tls: Option<MeshTls>,
 }
 
-#[derive(Default)]
-struct RouteState {
-    /// Each reply's tokens as they were decoded, so a run of tokens is
-    /// queued without being moved one by one.
-    runs: VecDeque<std::vec::IntoIter<SubmitResponse>>,
-    /// Boxed, so that a route without one is small (a `Status` is some 180
-    /// bytes).
-    end: Option<Box<Status>>,
-    waker: Option<Waker>,
-}
-
-impl Route {
-    fn push(&self, messages: Messages) {
-        let mut state = self.state.lock().expect("route lock");
-        match messages {
-            Ok(tokens) => state.runs.push_back(tokens.into_iter()),
-            Err(status) => state.end = Some(Box::new(status)),
-        }
-        if let Some(waker) = state.waker.take() {
-            waker.wake();
-        }
-    }
-
-    /// The next token, or once none is left, the ending status.
-    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Message> {
-        let mut state = self.state.lock().expect("route lock");
-        while let Some(run) = state.runs.front_mut() {
-            match run.next() {
-                Some(token) => return Poll::Ready(Ok(token)),
-                None => {
-                    state.runs.pop_front();
-                }
-            }
-        }
-        if let Some(status) = state.end.take() {
-            return Poll::Ready(Err(*status));
-        }
-        if !state
-            .waker
-            .as_ref()
-            .is_some_and(|waker| waker.will_wake(cx.waker()))
-        {
-            state.waker = Some(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-}
-
-/// The batcher, as the gateway's requests reach it.
+/// The batchers, as the gateway's requests reach them.
 #[derive(Clone)]
 pub struct Upstream {
-    client: BatcherServiceClient<Channel>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    discovery: Discovery,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The batchers resolved last, by URL (its place in the list) and
+    /// address.
+    batchers: BTreeMap<(usize, SocketAddr), Arc<Batcher>>,
+    /// Why a name did not resolve, while it has no address.
+    unresolved: Option<String>,
+    rng: StdRng,
+}
+
+/// One batcher: its client, and the session requests go on while it lasts.
+struct Batcher {
+    /// The batcher as errors and traces name it.
     url: Arc<str>,
-    /// The session requests go on, while it lasts.
-    current: Arc<Mutex<Option<Arc<BatcherSession>>>>,
+    client: horoscoper_proto::mesh::batcher_service_client::BatcherServiceClient<Channel>,
+    current: Mutex<Option<Arc<BatcherSession>>>,
+    /// Until when it is avoided: its last session failed.
+    avoid_until: Mutex<Option<Instant>>,
 }
 
 impl Upstream {
-    pub fn new(client: BatcherServiceClient<Channel>, url: String) -> Upstream {
-        Upstream {
-            client,
-            url: url.into(),
-            current: Arc::default(),
-        }
-    }
-
-    /// Sends `request` to the batcher (its `id` is chosen here); its tokens
-    /// come back on the stream returned, which ends with its last token or
-    /// its status.
-    pub fn submit(&self, mut request: SubmitRequest) -> Tokens {
-        let route = Arc::new(Route::default());
-        let (session, id) = loop {
-            let session = self.session();
-            if let Some(id) = session.route(route.clone()) {
-                break (session, id);
-            }
-            // It ended just now: the next call opens another.
+    /// Resolves the batchers now, and again every interval for as long as
+    /// the upstream is in use.
+    pub async fn start(discovery: Discovery) -> Upstream {
+        let upstream = Upstream {
+            inner: Arc::new(Inner {
+                discovery,
+                state: Mutex::new(State {
+                    batchers: BTreeMap::new(),
+                    unresolved: None,
+                    rng: StdRng::from_os_rng(),
+                }),
+            }),
         };
-        request.id = id;
-        // Should the session have ended since, its end fails the route.
-        let _ = session.commands.send(SessionRequest {
-            command: Some(Command::Submit(request)),
-        });
-        Tokens {
-            session,
-            id,
-            route,
-            finished: false,
-        }
+        upstream.resolve().await;
+        tokio::spawn(refresh(Arc::downgrade(&upstream.inner)));
+        upstream
     }
 
-    /// The session in use, or a new one when there is none or it ended.
-    fn session(&self) -> Arc<BatcherSession> {
-        let mut current = self.current.lock().expect("session lock");
-        if let Some(session) = current.as_ref().filter(|session| !session.has_ended()) {
-            return session.clone();
-        }
-        let (commands, sent) = mpsc::unbounded_channel();
-        let session = Arc::new(BatcherSession {
-            commands,
-            routes: Mutex::default(),
-        });
-        tokio::spawn(run(
-            session.clone(),
-            self.client.clone(),
-            UnboundedReceiverStream::new(sent),
-            self.url.clone(),
-        ));
-        *current = Some(session.clone());
-        session
-    }
-}
-
-/// One session: the commands on their way up, and where replies go.
-struct BatcherSession {
-    commands: mpsc::UnboundedSender<SessionRequest>,
-    routes: Mutex<Routes>,
-}
-
-#[derive(Default)]
-struct Routes {
-    next_id: u64,
-    open: HashMap<u64, Arc<Route>>,
-    ended: bool,
-}
-
-impl BatcherSession {
-    /// The routes, even after a panic while they were held: ending the
-    /// session's requests with a status must still work then.
-    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
-        self.routes
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn has_ended(&self) -> bool {
-        self.routes().ended
-    }
-
-    /// A new request's id, with its replies sent to `route`; `None` once
-    /// the session has ended.
-    fn route(&self, route: Arc<Route>) -> Option<u64> {
-        let mut routes = self.routes();
-        if routes.ended {
-            return None;
+    /// Looks the names up; new addresses join, vanished ones leave. A
+    /// failed lookup keeps the addresses its name had.
+    async fn resolve(&self) {
+        let discovery = &self.inner.discovery;
+        let mut resolved = Vec::with_capacity(discovery.urls.len());
+        for url in &discovery.urls {
+            resolved.push(discovery.resolver.resolve(url).await);
         }
-        routes.next_id += 1;
-        let id = routes.next_id;
-        routes.open.insert(id, route);
-        Some(id)
-    }
-
-    /// Each reply to the request it belongs to; a request's last ends it.
-    /// A reply to a request no longer open (its client left) is dropped. A
-    /// reply that cannot be read (a panic in decoding it) ends its request
-    /// alone with INTERNAL.
-    fn deliver(&self, response: SessionResponse) {
-        let mut routes = self.routes();
-        for reply in response.replies {
-            let id = reply.id;
-            let messages = horoscoper_runtime::panic::catch(|| reply::decode(reply).1)
-                .unwrap_or_else(|panic| {
-                    tracing::error!(%panic, "a reply from the batcher could not be read");
-                    Err(Status::internal(format!(
-                        "the gateway could not read the batcher's reply: {panic}"
-                    )))
-                });
-            let last = reply::ends(&messages);
-            if let Some(route) = routes.open.get(&id) {
-                route.push(messages);
-                if last {
-                    routes.open.remove(&id);
+        let mut state = self.state();
+        let mut wanted = BTreeSet::new();
+        let mut unresolved = None;
+        for (at, (url, addrs)) in discovery.urls.iter().zip(resolved).enumerate() {
+            match addrs {
+                Ok(addrs) if !addrs.is_empty() => {
+                    wanted.extend(addrs.into_iter().map(|addr| (at, addr)));
                 }
-            }
-        }
-    }
-
-    /// The client of request `id` left: withdraw it, unless it has ended.
-    fn leave(&self, id: u64) {
-        let mut routes = self.routes();
-        if routes.open.remove(&id).is_some() && !routes.ended {
-            let _ = self.commands.send(SessionRequest {
-                command: Some(Command::Leave(Leave { id })),
-            });
-        }
-    }
-
-    /// The session is over: every request still open on it ends with
-    /// `status`, and new requests go to a new session.
-    fn end(&self, status: &Status) {
-        let mut routes = self.routes();
-        routes.ended = true;
-        for (_, route) in routes.open.drain() {
-            route.push(Err(status.clone()));
-        }
-    }
-}
-
-/// Opens the session, routes its replies until it ends, then ends it.
-async fn run(
-    session: Arc<BatcherSession>,
-    mut client: BatcherServiceClient<Channel>,
-    commands: UnboundedReceiverStream<SessionRequest>,
-    url: Arc<str>,
-) {
-    let routed = horoscoper_runtime::panic::caught(async {
-        let mut replies = match client.session(commands).await {
-            Err(status) => return refused(status, &url),
-            Ok(response) => response.into_inner(),
-        };
-        loop {
-            match replies.message().await {
-                Ok(Some(response)) => session.deliver(response),
-                // It drained (or it was told to) and had no request of ours
-                // open: any sent since were never taken.
-                Ok(None) => {
-                    break Error::BatcherUnavailable {
-                        url: url.to_string(),
-                        message: "it closed the session: it is shutting down".into(),
+                failed => {
+                    let why = match failed {
+                        Err(error) => format!("its name does not resolve: {error}"),
+                        Ok(_) => "its name resolves to no address".to_string(),
                     };
+                    let known: Vec<_> = state
+                        .batchers
+                        .keys()
+                        .filter(|(index, _)| *index == at)
+                        .copied()
+                        .collect();
+                    if known.is_empty() && state.unresolved.is_none() {
+                        tracing::warn!(batcher = %url, %why, "cannot resolve the batcher name");
+                    }
+                    wanted.extend(known);
+                    unresolved = Some(why);
                 }
-                Err(status) => break broke(status, &url),
             }
         }
-    })
-    .await;
-    // Whatever ended it, even a panic, its open requests end with a status.
-    let status = match routed {
-        Ok(error) => {
-            tracing::debug!(%error, "batcher session ended");
-            Status::from(error)
+        state.unresolved = unresolved;
+        state.batchers.retain(|key, batcher| {
+            let kept = wanted.contains(key);
+            if !kept {
+                tracing::info!(batcher = %batcher.url, "batcher address no longer resolved; it gets no new request");
+            }
+            kept
+        });
+        for (at, addr) in wanted {
+            if state.batchers.contains_key(&(at, addr)) {
+                continue;
+            }
+            match self.batcher(&discovery.urls[at], addr) {
+                Ok(batcher) => {
+                    tracing::info!(batcher = %batcher.url, "batcher found");
+                    state.batchers.insert((at, addr), Arc::new(batcher));
+                }
+                Err(error) => {
+                    tracing::error!(batcher = %addr, %error, "cannot set up TLS to the batcher");
+                }
+            }
         }
-        Err(panic) => {
-            tracing::error!(%panic, "the batcher session panicked");
-            Status::internal(format!(
-                "the gateway's session with the batcher failed: {panic}"
-            ))
+    }
+
+    fn batcher(&self, url: &Uri, addr: SocketAddr) -> Result<Batcher, tonic::transport::Error> {
+        let discovery = &self.inner.discovery;
+        // Lazy: a batcher that is down answers UNAVAILABLE at once, and is
+        // reconnected to when it is back.
+        let channel = endpoint(url, addr, discovery.tls.as_ref())?.connect_lazy();
+        let host = horoscoper_runtime::net::host(url);
+        let url = if host.parse::<std::net::IpAddr>().is_ok() {
+            url.to_string()
+        } else {
+            format!("{url} ({addr})")
+        };
+        Ok(Batcher {
+            url: url.into(),
+            client: horoscoper_proto::mesh::batcher_service_client::BatcherServiceClient::new(
+                channel,
+            )
+            .max_encoding_message_size(limits::MAX_REQUEST_BYTES)
+            .max_decoding_message_size(limits::MAX_STEP_BYTES),
+            current: Mutex::default(),
+            avoid_until: Mutex::default(),
+        })
+    }
+
+    /// Sends `request` to a batcher; its tokens come back on the stream
+    /// returned, which ends with its last token or its status.
+    pub fn submit(
+        &self,
+        request: SubmitRequest,
+        deadline: Option<ClientDeadline>,
+        span: tracing::Span,
+    ) -> Tokens {
+        let route = Arc::new(Route::new(request, deadline, span));
+        if let Err(error) = self.send(&route, None, 0) {
+            route.push(Err(error.into()));
         }
-    };
-    session.end(&status);
-}
+        Tokens::new(route)
+    }
 
-/// One request's tokens from the batcher, or the status that ended them.
-/// Dropped before its end (its client left), it withdraws the request.
-pub struct Tokens {
-    session: Arc<BatcherSession>,
-    id: u64,
-    route: Arc<Route>,
-    finished: bool,
-}
-
-impl Stream for Tokens {
-    type Item = Message;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.finished {
-            return Poll::Ready(None);
+    /// Sends the route's request to a batcher other than `not`, saying that
+    /// its client has `delivered` tokens.
+    fn send(
+        &self,
+        route: &Arc<Route>,
+        not: Option<&Arc<Batcher>>,
+        delivered: u32,
+    ) -> Result<Arc<Batcher>, Error> {
+        loop {
+            let batcher = self.choose(not)?;
+            let session = self.session(&batcher);
+            let mut request = route.request.clone();
+            request.delivered = delivered;
+            if let Some(deadline) = route.deadline {
+                request.time_left = Some(deadline.time_left(Instant::now()));
+            }
+            route.span.record("batcher", &*batcher.url);
+            if session.submit(route, request) {
+                return Ok(batcher);
+            }
+            // It ended just now: the next turn opens another.
         }
-        let message = std::task::ready!(self.route.poll_pop(cx));
-        // A route ends with a last token or a status.
-        self.finished = reply::is_last(&message);
-        Poll::Ready(Some(message))
+    }
+
+    /// The batcher for a new request: the less loaded of two picked at
+    /// random, among those that take requests; any other than `not` when
+    /// none does.
+    fn choose(&self, not: Option<&Arc<Batcher>>) -> Result<Arc<Batcher>, Error> {
+        let mut state = self.state();
+        let state = &mut *state;
+        let now = Instant::now();
+        let others: Vec<&Arc<Batcher>> = state
+            .batchers
+            .values()
+            .filter(|batcher| not.is_none_or(|not| !Arc::ptr_eq(batcher, not)))
+            .collect();
+        let welcoming: Vec<&Arc<Batcher>> = others
+            .iter()
+            .copied()
+            .filter(|batcher| batcher.welcomes(now))
+            .collect();
+        let pool = if welcoming.is_empty() {
+            &others
+        } else {
+            &welcoming
+        };
+        let chosen = match pool.len() {
+            0 => None,
+            1 => Some(pool[0]),
+            n => {
+                let a = state.rng.random_range(0..n);
+                let b = (a + state.rng.random_range(1..n)) % n;
+                Some(if pool[b].load() < pool[a].load() {
+                    pool[b]
+                } else {
+                    pool[a]
+                })
+            }
+        };
+        match chosen {
+            Some(batcher) => Ok(batcher.clone()),
+            None => Err(Error::BatcherUnavailable {
+                url: self
+                    .inner
+                    .discovery
+                    .urls
+                    .iter()
+                    .map(Uri::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                message: match (&state.unresolved, not) {
+                    (Some(why), _) => why.clone(),
+                    (None, Some(_)) => "no other batcher is known".into(),
+                    (None, None) => "no batcher is known".into(),
+                },
+            }),
+        }
+    }
+
+    /// The batcher's session in use, or a new one when there is none or it
+    /// ended.
+    fn session(&self, batcher: &Arc<Batcher>) -> Arc<BatcherSession> {
+        let mut current = batcher
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(session) = current.as_ref().filter(|session| !session.has_ended()) {
+            return session.clone();
+        }
+        let (session, commands) = BatcherSession::new();
+        let upstream = self.clone();
+        let ran = session::run(
+            session.clone(),
+            batcher.client.clone(),
+            commands,
+            batcher.url.clone(),
+        );
+        let batcher_ = batcher.clone();
+        tokio::spawn(async move {
+            let (routes, ended) = ran.await;
+            upstream.ended(&batcher_, routes, ended);
+        });
+        *current = Some(session.clone());
+        session
+    }
+
+    /// A session ended with `routes` open on it: each moves to another
+    /// batcher when this one is gone, or ends with the status.
+    fn ended(&self, batcher: &Arc<Batcher>, routes: Vec<Arc<Route>>, ended: Ended) {
+        let error = match ended {
+            Ended::Failed(status) => {
+                tracing::debug!(batcher = %batcher.url, %status, "batcher session failed");
+                for route in routes {
+                    route.push(Err(status.clone()));
+                }
+                return;
+            }
+            Ended::Batcher(error) => error,
+        };
+        tracing::debug!(batcher = %batcher.url, %error, "batcher session ended");
+        *batcher
+            .avoid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now() + AVOID);
+        let status = Status::from(error);
+        for route in routes {
+            if let Err(status) = self.moved(batcher, &route, &status) {
+                route.push(Err(status));
+            }
+        }
+    }
+
+    /// Moves a route from a lost batcher to another, if it may go and
+    /// another is there; the status that ends it otherwise.
+    fn moved(&self, from: &Arc<Batcher>, route: &Arc<Route>, lost: &Status) -> Result<(), Status> {
+        // Only where another batcher is known: with one, as it ever was.
+        self.choose(Some(from)).map_err(|_| lost.clone())?;
+        let delivered = route.may_move(MAX_MOVES).ok_or_else(|| lost.clone())?;
+        let to = self
+            .send(route, Some(from), delivered)
+            .map_err(|_| lost.clone())?;
+        route.span.in_scope(|| {
+            tracing::info!(
+                from = %from.url,
+                to = %to.url,
+                delivered,
+                reason = lost.message(),
+                "request moved to another batcher"
+            );
+        });
+        Ok(())
     }
 }
 
-impl Drop for Tokens {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.session.leave(self.id);
-        }
+impl Batcher {
+    /// What a request sent here would join.
+    fn load(&self) -> u64 {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .filter(|session| !session.has_ended())
+            .map_or(0, |session| session.load())
+    }
+
+    /// Whether it takes new requests: it does not drain, and its last
+    /// session did not fail within [`AVOID`].
+    fn welcomes(&self, now: Instant) -> bool {
+        let draining = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|session| !session.has_ended() && session.is_draining());
+        let avoided = self
+            .avoid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|until| now < until);
+        !draining && !avoided
     }
 }
 
-/// A status that refused the session. One made here (hyper calls a call on
-/// a closing connection CANCELLED) means the batcher is unreachable.
-fn refused(status: Status, url: &str) -> Error {
-    if status.code() == tonic::Code::Unavailable
-        || horoscoper_runtime::net::is_transport_error(&status)
-    {
-        Error::BatcherUnavailable {
-            url: url.to_string(),
-            message: status.message().to_string(),
-        }
-    } else {
-        Error::Upstream(status)
-    }
-}
-
-/// A status that ends the session after it began. One the batcher sent is
-/// passed on as it is; one made here because the connection broke means the
-/// batcher is gone.
-fn broke(status: Status, url: &str) -> Error {
-    if horoscoper_runtime::net::is_transport_error(&status) {
-        Error::BatcherLost {
-            url: url.to_string(),
-            message: status.message().to_string(),
-        }
-    } else {
-        Error::Upstream(status)
+/// Resolves the batchers again every interval, while the upstream is used.
+async fn refresh(inner: Weak<Inner>) {
+    loop {
+        let Some(interval) = inner.upgrade().map(|inner| inner.discovery.interval) else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        Upstream { inner }.resolve().await;
     }
 }

@@ -1,0 +1,253 @@
+//! The gateway's session with one batcher (`BatcherService.Session`): every
+//! request sent there travels on one long-lived stream, tagged with an id,
+//! and the batcher's replies (many requests' tokens to a message) are routed
+//! back to each request's own [`Route`]. A request whose client leaves is
+//! withdrawn. The batcher's load comes on the same stream: how many requests
+//! wait in its queue, and whether it drains.
+//!
+//! A session opens with the first request sent to its batcher, and again
+//! with the first after it ended. When it ends, its open routes go back to
+//! the caller of [`run`], with why: [`crate::upstream`] moves them to another
+//! batcher, or ends them with the status.
+
+use crate::{
+    Error,
+    route::{Route, Withdraw},
+};
+use horoscoper_proto::{
+    mesh::{
+        Leave, Load, SessionRequest, SessionResponse, SubmitRequest,
+        batcher_service_client::BatcherServiceClient, session_request::Command,
+    },
+    reply,
+};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Status, transport::Channel};
+
+/// One session: the commands on their way up, where replies go, and the
+/// batcher's load as it last said it.
+pub struct BatcherSession {
+    commands: mpsc::UnboundedSender<SessionRequest>,
+    routes: Mutex<Routes>,
+    queued: AtomicU32,
+    draining: AtomicBool,
+}
+
+#[derive(Default)]
+struct Routes {
+    next_id: u64,
+    open: HashMap<u64, Arc<Route>>,
+    ended: bool,
+}
+
+/// Why a session ended, for the requests still open on it.
+pub enum Ended {
+    /// The batcher could not be reached, was lost, or closed the session:
+    /// its requests may go on at another batcher.
+    Batcher(Error),
+    /// The session failed otherwise (the batcher refused it with a status,
+    /// or a panic here): its requests end with this status.
+    Failed(Status),
+}
+
+impl BatcherSession {
+    /// A session, and the commands its task (see [`run`]) sends up.
+    pub fn new() -> (Arc<BatcherSession>, UnboundedReceiverStream<SessionRequest>) {
+        let (commands, sent) = mpsc::unbounded_channel();
+        let session = Arc::new(BatcherSession {
+            commands,
+            routes: Mutex::default(),
+            queued: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+        });
+        (session, UnboundedReceiverStream::new(sent))
+    }
+
+    /// The routes, even after a panic while they were held: ending the
+    /// session's requests with a status must still work then.
+    fn routes(&self) -> MutexGuard<'_, Routes> {
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn has_ended(&self) -> bool {
+        self.routes().ended
+    }
+
+    /// Whether the batcher said it drains: it takes no new request.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// What a request sent here would join: the batcher's queue, from every
+    /// gateway, and this gateway's requests open on it.
+    pub fn load(&self) -> u64 {
+        u64::from(self.queued.load(Ordering::Relaxed)) + self.routes().open.len() as u64
+    }
+
+    /// Sends `request` with its replies to `route`, which it tells where it
+    /// is open. `false` once the session has ended.
+    pub fn submit(self: &Arc<Self>, route: &Arc<Route>, mut request: SubmitRequest) -> bool {
+        let id = {
+            let mut routes = self.routes();
+            if routes.ended {
+                return false;
+            }
+            routes.next_id += 1;
+            let id = routes.next_id;
+            routes.open.insert(id, route.clone());
+            id
+        };
+        route.opened(self.clone(), id);
+        request.id = id;
+        // Should the session have ended since, its end takes the route.
+        let _ = self.commands.send(SessionRequest {
+            command: Some(Command::Submit(request)),
+        });
+        true
+    }
+
+    /// Each reply to the request it belongs to; a request's last ends it.
+    /// A reply to a request no longer open (its client left) is dropped. A
+    /// reply that cannot be read (a panic in decoding it) ends its request
+    /// alone with INTERNAL.
+    fn deliver(&self, response: SessionResponse) {
+        if let Some(load) = response.load {
+            self.loaded(&load);
+        }
+        let mut routes = self.routes();
+        for reply in response.replies {
+            let id = reply.id;
+            let messages = horoscoper_runtime::panic::catch(|| reply::decode(reply).1)
+                .unwrap_or_else(|panic| {
+                    tracing::error!(%panic, "a reply from the batcher could not be read");
+                    Err(Status::internal(format!(
+                        "the gateway could not read the batcher's reply: {panic}"
+                    )))
+                });
+            let last = reply::ends(&messages);
+            if let Some(route) = routes.open.get(&id) {
+                route.push(messages);
+                if last {
+                    route.closed();
+                    routes.open.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn loaded(&self, load: &Load) {
+        self.queued.store(load.queued, Ordering::Relaxed);
+        if load.draining && !self.draining.swap(true, Ordering::Relaxed) {
+            tracing::info!(batcher = %load.batcher_id, "batcher draining: it gets no new request");
+        }
+    }
+
+    /// The client of request `id` left: withdraw it, unless it has ended.
+    fn leave(&self, id: u64) {
+        let mut routes = self.routes();
+        if routes.open.remove(&id).is_some() && !routes.ended {
+            let _ = self.commands.send(SessionRequest {
+                command: Some(Command::Leave(Leave { id })),
+            });
+        }
+    }
+
+    /// The session is over: new requests go to a new session, and the
+    /// requests still open on it are handed back.
+    fn end(&self) -> Vec<Arc<Route>> {
+        let mut routes = self.routes();
+        routes.ended = true;
+        routes
+            .open
+            .drain()
+            .map(|(_, route)| {
+                route.closed();
+                route
+            })
+            .collect()
+    }
+}
+
+impl Withdraw for BatcherSession {
+    fn withdraw(&self, id: u64) {
+        self.leave(id);
+    }
+}
+
+/// Opens the session, routes its replies until it ends, then ends it: its
+/// open routes come back, with why it ended.
+pub async fn run(
+    session: Arc<BatcherSession>,
+    mut client: BatcherServiceClient<Channel>,
+    commands: UnboundedReceiverStream<SessionRequest>,
+    url: Arc<str>,
+) -> (Vec<Arc<Route>>, Ended) {
+    let routed = horoscoper_runtime::panic::caught(async {
+        let mut replies = match client.session(commands).await {
+            Err(status) => return refused(status, &url),
+            Ok(response) => response.into_inner(),
+        };
+        loop {
+            match replies.message().await {
+                Ok(Some(response)) => session.deliver(response),
+                // It drained (or it was told to) and had no request of ours
+                // open: any sent since were never taken.
+                Ok(None) => {
+                    break Ended::Batcher(Error::BatcherUnavailable {
+                        url: url.to_string(),
+                        message: "it closed the session: it is shutting down".into(),
+                    });
+                }
+                Err(status) => break broke(status, &url),
+            }
+        }
+    })
+    .await;
+    // Whatever ended it, even a panic, its open requests are handed back.
+    let ended = routed.unwrap_or_else(|panic| {
+        tracing::error!(%panic, "the batcher session panicked");
+        Ended::Failed(Status::internal(format!(
+            "the gateway's session with the batcher failed: {panic}"
+        )))
+    });
+    (session.end(), ended)
+}
+
+/// A status that refused the session. One made here (hyper calls a call on
+/// a closing connection CANCELLED) means the batcher is unreachable.
+fn refused(status: Status, url: &str) -> Ended {
+    if status.code() == tonic::Code::Unavailable
+        || horoscoper_runtime::net::is_transport_error(&status)
+    {
+        Ended::Batcher(Error::BatcherUnavailable {
+            url: url.to_string(),
+            message: status.message().to_string(),
+        })
+    } else {
+        Ended::Failed(Status::from(Error::Upstream(status)))
+    }
+}
+
+/// A status that ends the session after it began. One the batcher sent is
+/// passed on as it is; one made here because the connection broke means the
+/// batcher is gone.
+fn broke(status: Status, url: &str) -> Ended {
+    if horoscoper_runtime::net::is_transport_error(&status) {
+        Ended::Batcher(Error::BatcherLost {
+            url: url.to_string(),
+            message: status.message().to_string(),
+        })
+    } else {
+        Ended::Failed(Status::from(Error::Upstream(status)))
+    }
+}
