@@ -1,12 +1,13 @@
-//! The whole Horoscoper mesh in one process: `--workers` workers, a batcher
-//! and the gateway, each on its own loopback port, with real gRPC between
-//! them. This is what `cargo run --release` starts.
+//! The whole Horoscoper mesh in one process: `--workers` workers,
+//! `--batchers` batchers (every one using every worker) and the gateway,
+//! each on its own loopback port, with real gRPC between them. This is what
+//! `cargo run --release` starts.
 //!
 //! - [`Args`]: the flags (each also an env var), gathered from the services'
 //!   own flag groups.
 //! - [`run`]: starts the services, serves until the shutdown future resolves,
 //!   then drains front to back: the gateway's open streams finish, then the
-//!   batcher stops, then the workers. `/metrics` on the gateway's port shows
+//!   batchers stop, then the workers. `/metrics` on the gateway's port shows
 //!   every service's metrics.
 
 use horoscoper_batcher::{Batching, BatchingArgs};
@@ -35,6 +36,9 @@ pub struct Args {
     /// How many workers to start.
     #[arg(long, env = "HOROSCOPER_WORKERS", default_value_t = 2)]
     pub workers: usize,
+    /// How many batchers to start; the gateway spreads requests over them.
+    #[arg(long, env = "HOROSCOPER_BATCHERS", default_value_t = 1)]
+    pub batchers: usize,
     #[command(flatten)]
     pub batching: BatchingArgs,
     #[command(flatten)]
@@ -51,11 +55,14 @@ pub struct Args {
 
 /// Most workers one process starts.
 pub const MAX_WORKERS: usize = 256;
+/// Most batchers one process starts.
+pub const MAX_BATCHERS: usize = 16;
 
 /// The mesh's configuration, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub workers: usize,
+    pub batchers: usize,
     pub batching: Batching,
     pub generation: Generation,
     /// Each service's drain grace period.
@@ -75,8 +82,15 @@ impl Args {
                 self.workers
             )));
         }
+        if !(1..=MAX_BATCHERS).contains(&self.batchers) {
+            return Err(StartError::Config(format!(
+                "--batchers is {}; it must be between 1 and {MAX_BATCHERS}",
+                self.batchers
+            )));
+        }
         Ok(Config {
             workers: self.workers,
+            batchers: self.batchers,
             batching: self.batching.validate()?,
             generation: self.generation.load()?,
             drain_grace: self.process.drain_grace(),
@@ -170,23 +184,32 @@ async fn run_with(
         ));
     }
 
-    let batcher_stop = CancellationToken::new();
-    let batcher_listener = loopback().await?;
-    let batcher_url = format!(
-        "http://{}",
-        batcher_listener.local_addr().map_err(StartError::Listen)?
-    );
-    let mut batcher_config =
-        horoscoper_batcher::Config::new(worker_urls, config.batching, metrics.batcher);
-    batcher_config.drain_grace = config.drain_grace;
-    let mut batcher = tokio::spawn(horoscoper_batcher::run(
-        batcher_config,
-        batcher_listener,
-        batcher_stop.clone().cancelled_owned(),
-    ));
-
+    let batchers_stop = CancellationToken::new();
+    let mut batchers = JoinSet::new();
+    let mut batcher_addrs = Vec::with_capacity(config.batchers);
+    for index in 0..config.batchers {
+        let listener = loopback().await?;
+        batcher_addrs.push(listener.local_addr().map_err(StartError::Listen)?);
+        let mut batcher = horoscoper_batcher::Config::new(
+            worker_urls.clone(),
+            config.batching,
+            metrics.batcher.clone(),
+        );
+        batcher.batcher_id = Some(format!("batcher-{}", index + 1));
+        batcher.drain_grace = config.drain_grace;
+        batchers.spawn(horoscoper_batcher::run(
+            batcher,
+            listener,
+            batchers_stop.clone().cancelled_owned(),
+        ));
+    }
     let gateway_config = horoscoper_gateway::Config {
-        batcher: batcher_url.parse().expect("a loopback URL"),
+        batchers: batcher_addrs
+            .iter()
+            .map(|addr| format!("http://{addr}").parse().expect("a loopback URL"))
+            .collect(),
+        resolve_interval: std::time::Duration::from_secs(5),
+        resolver: Default::default(),
         metrics: metrics.gateway,
         registry: Some(registry),
         drain_grace: config.drain_grace,
@@ -197,19 +220,17 @@ async fn run_with(
     let gateway = horoscoper_gateway::run(gateway_config, listener, shutdown);
 
     // Until the gateway is done, any other service stopping is a failure.
-    let mut batcher_done = false;
     let result = tokio::select! {
         result = gateway => result,
-        joined = &mut batcher => {
-            batcher_done = true;
-            Err(joined_error(joined.ok(), "batcher"))
-        }
+        Some(joined) = batchers.join_next() => Err(joined_error(joined.ok(), "batcher")),
         Some(joined) = workers.join_next() => Err(joined_error(joined.ok(), "worker")),
     };
 
-    batcher_stop.cancel();
-    if !batcher_done && let Ok(Err(error)) = batcher.await {
-        tracing::error!(%error, "batcher failed while draining");
+    batchers_stop.cancel();
+    while let Some(joined) = batchers.join_next().await {
+        if let Ok(Err(error)) = joined {
+            tracing::error!(%error, "batcher failed while draining");
+        }
     }
     workers_stop.cancel();
     while let Some(joined) = workers.join_next().await {
