@@ -44,8 +44,12 @@ fn found_by(
     let mut config = Config::new(vec![url.parse().unwrap()], batching, metrics.clone());
     config.resolver = resolver;
     config.resolve_interval = interval;
+    config.batcher_id = Some(BATCHER.into());
     config
 }
+
+/// The id of the batcher under test, which its metrics carry.
+const BATCHER: &str = "batcher-under-test";
 
 /// Sends `count` requests at once; how many each worker served.
 async fn served_by(
@@ -106,7 +110,11 @@ async fn workers_join_and_leave_as_their_name_resolves() {
 
     addresses.lock().unwrap().push(b);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(metrics.workers.get(), 2, "the new address joined");
+    assert_eq!(
+        metrics.of(BATCHER).workers.get(),
+        2,
+        "the new address joined"
+    );
     let both = served_by(&client, "both", 6).await;
     assert!(
         both.get("b").is_some_and(|n| *n > 0),
@@ -125,7 +133,11 @@ async fn workers_join_and_leave_as_their_name_resolves() {
     assert_eq!(during.values().sum::<usize>(), 6, "{during:?}");
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(metrics.workers.get(), 1, "the vanished address was drained");
+    assert_eq!(
+        metrics.of(BATCHER).workers.get(),
+        1,
+        "the vanished address was drained"
+    );
     let after = served_by(&client, "after", 4).await;
     assert_eq!(after, BTreeMap::from([("b".to_string(), 4)]));
 }
@@ -214,12 +226,16 @@ async fn a_retiring_worker_hears_departures_and_an_address_back_in_time_keeps_on
     let running = occupy(&client).await;
     set(vec![]);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(metrics.workers.get(), 1, "retiring, its batch still runs");
+    assert_eq!(
+        metrics.of(BATCHER).workers.get(),
+        1,
+        "retiring, its batch still runs"
+    );
     drop(running);
     until(
         Duration::from_secs(10),
         "the retired worker's emptied batch ended and it left",
-        || metrics.workers.get() == 0,
+        || metrics.of(BATCHER).workers.get() == 0,
     )
     .await;
 
@@ -227,7 +243,7 @@ async fn a_retiring_worker_hears_departures_and_an_address_back_in_time_keeps_on
     // the batch ends: the same connection takes batches again, no second one.
     set(vec![addr]);
     until(Duration::from_secs(10), "the address joined again", || {
-        metrics.workers.get() == 1
+        metrics.of(BATCHER).workers.get() == 1
     })
     .await;
     let running = occupy(&client).await;
@@ -235,7 +251,11 @@ async fn a_retiring_worker_hears_departures_and_an_address_back_in_time_keeps_on
     tokio::time::sleep(Duration::from_millis(300)).await;
     set(vec![addr]);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(metrics.workers.get(), 1, "one connection to the worker");
+    assert_eq!(
+        metrics.of(BATCHER).workers.get(),
+        1,
+        "one connection to the worker"
+    );
     let mut next = start(&client, "after the return").await.unwrap();
     drop(running);
     let first = tokio::time::timeout(Duration::from_secs(10), next.message())
@@ -244,5 +264,5 @@ async fn a_retiring_worker_hears_departures_and_an_address_back_in_time_keeps_on
         .unwrap()
         .unwrap();
     assert!(!first.text.is_empty());
-    assert_eq!(metrics.workers.get(), 1);
+    assert_eq!(metrics.of(BATCHER).workers.get(), 1);
 }

@@ -111,19 +111,21 @@ async fn batcher_with(
 }
 
 async fn gateway(folder: &Path, port: u16, batcher: u16) -> Process {
-    gateway_with(folder, port, batcher, &[]).await
+    gateway_with(folder, port, &[batcher], &[]).await
 }
 
-async fn gateway_with(folder: &Path, port: u16, batcher: u16, extra: &[&str]) -> Process {
+/// A gateway on `port` for these batcher ports.
+async fn gateway_with(folder: &Path, port: u16, batchers: &[u16], extra: &[&str]) -> Process {
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     args.extend([
         "--listen".into(),
         loopback(port).to_string(),
         "--metrics-listen".into(),
         loopback(free_port()).to_string(),
-        "--batcher".into(),
-        format!("http://{}", loopback(batcher)),
     ]);
+    for batcher in batchers {
+        args.extend(["--batcher".into(), format!("http://{}", loopback(*batcher))]);
+    }
     let process = start_logged("gateway", &args, folder.join("gateway.log"));
     reachable(loopback(port), "the gateway").await;
     process
@@ -472,6 +474,103 @@ async fn a_batcher_killed_and_restarted_fails_its_requests_and_serves_again() {
     );
 }
 
+/// How many requests the gateway's log says it moved to another batcher.
+fn moved(folder: &Path) -> usize {
+    std::fs::read_to_string(folder.join("gateway.log"))
+        .unwrap()
+        .matches("request moved to another batcher")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batcher_killed_mid_batch_with_another_up_hands_its_requests_over_and_clients_see_no_error()
+ {
+    let folder = logs("batcher-killed-of-two");
+    let [
+        w1_port,
+        w2_port,
+        b1_port,
+        b1_metrics,
+        b2_port,
+        b2_metrics,
+        gateway_port,
+    ] = ports();
+    let _w1 = worker(&folder, "w1", w1_port, 2000).await;
+    let _w2 = worker(&folder, "w2", w2_port, 2000).await;
+    let b1 = batcher(&folder, b1_port, b1_metrics, &[w1_port, w2_port], 1).await;
+    let _b2 = batcher(&folder, b2_port, b2_metrics, &[w1_port, w2_port], 2).await;
+    let _gateway = gateway_with(&folder, gateway_port, &[b1_port, b2_port], &[]).await;
+    let client = client(loopback(gateway_port)).await;
+
+    let (fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut flight = fly(&client, 8, fault);
+    flight.all_started().await;
+    let held = http_get(loopback(b1_metrics), "/metrics").await.body;
+    let held = common::sample(&held, "horoscoper_batch_size_sum").unwrap_or_default();
+    let killed = Instant::now();
+    fault_tx.send_replace(Some(killed));
+    b1.signal("KILL");
+    let ends = flight.ends().await;
+    let took = killed.elapsed();
+    let moved = moved(&folder);
+    row(
+        "one of 2 batchers killed (SIGKILL) mid-batch",
+        &format!(
+            "the gateway moved its {moved} requests to the other batcher with the tokens their clients had; all 8 ended whole and identical {} ms after the kill",
+            took.as_millis()
+        ),
+        &ends,
+        0,
+        0,
+    );
+    all_whole(&ends, None);
+    assert!(held > 0.0, "the killed batcher held requests");
+    assert_eq!(moved as f64, held, "every request it held moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batcher_told_to_stop_with_another_up_gets_no_new_request_and_finishes_its_own() {
+    let folder = logs("batcher-drain-of-two");
+    let [
+        w1_port,
+        w2_port,
+        b1_port,
+        b1_metrics,
+        b2_port,
+        b2_metrics,
+        gateway_port,
+    ] = ports();
+    let _w1 = worker(&folder, "w1", w1_port, 1500).await;
+    let _w2 = worker(&folder, "w2", w2_port, 1500).await;
+    let b1 = batcher(&folder, b1_port, b1_metrics, &[w1_port, w2_port], 1).await;
+    let _b2 = batcher(&folder, b2_port, b2_metrics, &[w1_port, w2_port], 2).await;
+    let _gateway = gateway_with(&folder, gateway_port, &[b1_port, b2_port], &[]).await;
+    let client = client(loopback(gateway_port)).await;
+    let (_fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut flight = fly(&client, 6, fault.clone());
+    flight.all_started().await;
+
+    let signalled = Instant::now();
+    b1.notify("TERM");
+    // Every request sent while it drains goes to the other batcher.
+    let during = fly(&client, 4, fault);
+    let (status, took) = exits(b1, signalled).await;
+    let ends = merged(&flight.ends().await, &during.ends().await);
+    let moved = moved(&folder);
+    row(
+        "one of 2 batchers sent SIGTERM with 6 requests running, 4 more sent as it drains",
+        &format!(
+            "the 4 new ones went to the other batcher ({moved} moved); all 10 ended whole; it exited 0 after {} ms",
+            took.as_millis()
+        ),
+        &ends,
+        0,
+        0,
+    );
+    assert!(status.success(), "{status:?}");
+    all_whole(&ends, None);
+}
+
 /// Watches `service`'s health on `port` from before the drain: the statuses
 /// it goes through arrive on the returned channel.
 async fn watch_health(port: u16, service: &str) -> mpsc::UnboundedReceiver<ServingStatus> {
@@ -722,7 +821,7 @@ async fn a_gateway_told_to_stop_finishes_its_streams_or_cuts_them_at_the_grace()
     let gateway_process = gateway_with(
         &folder,
         gateway_port,
-        batcher_port,
+        &[batcher_port],
         &["--drain-grace-ms", "300"],
     )
     .await;

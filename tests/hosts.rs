@@ -1,11 +1,13 @@
-//! Across hosts: the gateway, the batcher, three workers and a DNS server each
-//! on an address of its own (network namespaces joined by a bridge), the
-//! release binaries as separate processes. The batcher knows its workers only
-//! as `http://worker:50051`, a name the DNS server answers with several
-//! addresses. While closed-loop clients keep requests flowing, a third worker
-//! is added to the name and later the first one is removed: no request is
-//! lost, every text is whole, the added worker receives batches and the
-//! removed one is drained.
+//! Across hosts: two gateways, three batchers, four workers and a DNS server
+//! each on an address of its own (network namespaces joined by a bridge), the
+//! release binaries as separate processes. The gateways know the batchers
+//! only as `http://batcher:50052`, and the batchers the workers only as
+//! `http://worker:50051`: names the DNS server answers with several
+//! addresses. While closed-loop clients on both gateways keep requests
+//! flowing, a fourth worker is added to the name, the first one is removed,
+//! and then a batcher and a worker are killed (SIGKILL): no request is lost
+//! or fails, every text is whole, the added worker receives batches, the
+//! removed one is drained, and every batcher served.
 //!
 //! Needs root, `ip` and `dnsmasq`, so it is ignored by a plain `cargo test`;
 //! `just test-hosts` runs it.
@@ -119,26 +121,35 @@ fn batches(outcomes: &[Outcome], from: Instant, to: Instant) -> BTreeMap<String,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root, ip and dnsmasq: run by `just test-hosts`"]
-async fn workers_join_and_leave_by_dns_while_requests_flow_and_none_is_lost() {
+async fn the_mesh_scales_and_loses_a_batcher_and_a_worker_by_dns_while_requests_flow_and_none_is_lost()
+ {
     let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hosts");
     std::fs::create_dir_all(&logs).unwrap();
     let log = |name: &str| logs.join(format!("{name}.log"));
 
     let mut network = Network::new();
     let dns_host = network.host("dns", 2, ip(2));
-    let gateway_host = network.host("gateway", 10, ip(2));
-    let batcher_host = network.host("batcher", 11, ip(2));
-    let worker_hosts: Vec<_> = (1..=3)
+    let gateway_hosts: Vec<_> = (1..=2)
+        .map(|n| network.host(&format!("g{n}"), 9 + n, ip(2)))
+        .collect();
+    let batcher_hosts: Vec<_> = (1..=3)
+        .map(|n| network.host(&format!("b{n}"), 12 + n, ip(2)))
+        .collect();
+    let worker_hosts: Vec<_> = (1..=4)
         .map(|n| network.host(&format!("w{n}"), 20 + n, ip(2)))
         .collect();
     let worker_ip = |n: usize| worker_hosts[n - 1].addr;
+    let batcher_ip = |n: usize| batcher_hosts[n - 1].addr;
 
-    let records = |workers: &[usize]| {
-        let mut records = vec![("batcher", batcher_host.addr)];
+    let records = |batchers: &[usize], workers: &[usize]| {
+        let mut records: Vec<_> = batchers
+            .iter()
+            .map(|&n| ("batcher", batcher_ip(n)))
+            .collect();
         records.extend(workers.iter().map(|&n| ("worker", worker_ip(n))));
         records
     };
-    let dns = Dns::start(&dns_host, &logs, &records(&[1, 2]));
+    let dns = Dns::start(&dns_host, &logs, &records(&[1, 2, 3], &[1, 2, 3]));
 
     let mut workers: Vec<Option<Process>> = worker_hosts
         .iter()
@@ -163,41 +174,64 @@ async fn workers_join_and_leave_by_dns_while_requests_flow_and_none_is_lost() {
             ))
         })
         .collect();
-    for n in 1..=3 {
+    for n in 1..=4 {
         reachable(SocketAddr::from((worker_ip(n), 50051)), "a worker").await;
     }
-    let batcher = batcher_host.start(
-        &binary("batcher"),
-        &[
-            "--listen",
-            &format!("{}:50052", batcher_host.addr),
-            "--metrics-listen",
-            &format!("{}:9102", batcher_host.addr),
-            "--worker",
-            "http://worker:50051",
-            "--resolve-interval-ms",
-            "200",
-            "--batch-size",
-            "4",
-            "--batch-window-ms",
-            "50",
-        ],
-        &log("batcher"),
-    );
-    let gateway_addr = SocketAddr::from((gateway_host.addr, 8080));
-    let gateway = gateway_host.start(
-        &binary("gateway"),
-        &[
-            "--listen",
-            &gateway_addr.to_string(),
-            "--metrics-listen",
-            &format!("{}:9103", gateway_host.addr),
-            "--batcher",
-            "http://batcher:50052",
-        ],
-        &log("gateway"),
-    );
-    reachable(gateway_addr, "the gateway").await;
+    let mut batchers: Vec<Option<Process>> = batcher_hosts
+        .iter()
+        .enumerate()
+        .map(|(at, host)| {
+            let name = format!("b{}", at + 1);
+            Some(host.start(
+                &binary("batcher"),
+                &[
+                    "--listen",
+                    &format!("{}:50052", host.addr),
+                    "--metrics-listen",
+                    &format!("{}:9102", host.addr),
+                    "--batcher-id",
+                    &name,
+                    "--worker",
+                    "http://worker:50051",
+                    "--resolve-interval-ms",
+                    "200",
+                    "--batch-size",
+                    "4",
+                    "--batch-window-ms",
+                    "50",
+                ],
+                &log(&name),
+            ))
+        })
+        .collect();
+    for n in 1..=3 {
+        reachable(SocketAddr::from((batcher_ip(n), 50052)), "a batcher").await;
+    }
+    let gateways: Vec<(SocketAddr, Process)> = gateway_hosts
+        .iter()
+        .enumerate()
+        .map(|(at, host)| {
+            let addr = SocketAddr::from((host.addr, 8080));
+            let process = host.start(
+                &binary("gateway"),
+                &[
+                    "--listen",
+                    &addr.to_string(),
+                    "--metrics-listen",
+                    &format!("{}:9103", host.addr),
+                    "--batcher",
+                    "http://batcher:50052",
+                    "--resolve-interval-ms",
+                    "200",
+                ],
+                &log(&format!("g{}", at + 1)),
+            );
+            (addr, process)
+        })
+        .collect();
+    for (addr, _) in &gateways {
+        reachable(*addr, "a gateway").await;
+    }
 
     let running = Arc::new(AtomicBool::new(true));
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -205,7 +239,7 @@ async fn workers_join_and_leave_by_dns_while_requests_flow_and_none_is_lost() {
     let began = Instant::now();
     for me in 0..CLIENTS {
         clients.spawn(closed_loop(
-            gateway_addr,
+            gateways[me % gateways.len()].0,
             me,
             running.clone(),
             tally.clone(),
@@ -213,10 +247,10 @@ async fn workers_join_and_leave_by_dns_while_requests_flow_and_none_is_lost() {
     }
 
     tokio::time::sleep(PHASE).await;
-    dns.set(&records(&[1, 2, 3]));
+    dns.set(&records(&[1, 2, 3], &[1, 2, 3, 4]));
     let added = Instant::now();
     tokio::time::sleep(PHASE).await;
-    dns.set(&records(&[2, 3]));
+    dns.set(&records(&[1, 2, 3], &[2, 3, 4]));
     let removed = Instant::now();
     tokio::time::sleep(PHASE).await;
     // w1 has drained by now (no name, no new batch, its last batch long
@@ -225,6 +259,14 @@ async fn workers_join_and_leave_by_dns_while_requests_flow_and_none_is_lost() {
     let w1_exit = tokio::task::spawn_blocking(move || w1.stop())
         .await
         .unwrap();
+    // Every batcher has served by now; b1 is about to go.
+    let served_before_kill = batches_served(batcher_ip(1)).await;
+    // A batcher and a worker lost mid-batch, then gone from DNS as a
+    // pod's record would be.
+    batchers[0].take().unwrap().signal("KILL");
+    workers[1].take().unwrap().signal("KILL");
+    let killed = Instant::now();
+    dns.set(&records(&[2, 3], &[3, 4]));
     tokio::time::sleep(PHASE).await;
 
     running.store(false, Ordering::Relaxed);
@@ -232,8 +274,12 @@ async fn workers_join_and_leave_by_dns_while_requests_flow_and_none_is_lost() {
         joined.expect("a client task");
     }
     let ended = Instant::now();
-    drop(gateway);
-    drop(batcher);
+    let served_after = [
+        batches_served(batcher_ip(2)).await,
+        batches_served(batcher_ip(3)).await,
+    ];
+    drop(gateways);
+    drop(batchers);
     drop(workers);
 
     let tally = tally.lock().unwrap();
@@ -243,35 +289,55 @@ async fn workers_join_and_leave_by_dns_while_requests_flow_and_none_is_lost() {
     let settle = Duration::from_secs(1);
     let before_add = batches(&tally.completed, began, added);
     let after_add = batches(&tally.completed, added + settle, removed);
-    let after_remove = batches(&tally.completed, removed + settle, ended);
+    let after_remove = batches(&tally.completed, removed + settle, killed);
+    let after_kill = batches(&tally.completed, killed + settle, ended);
     eprintln!(
-        "hosts: {CLIENTS} clients, {} sent, {} completed, {} failed, {} lost, in {:.1} s",
+        "hosts: {CLIENTS} clients on 2 gateways, 3 batchers, {} sent, {} completed, {} failed, {} lost, in {:.1} s",
         tally.sent,
         tally.completed.len(),
         tally.failed.len(),
         tally.lost,
         (ended - began).as_secs_f64()
     );
-    eprintln!("hosts: batches per worker, workers w1 w2        : {before_add:?}");
-    eprintln!("hosts: batches per worker, after w3 was added   : {after_add:?}");
+    eprintln!("hosts: batches per worker, workers w1 w2 w3     : {before_add:?}");
+    eprintln!("hosts: batches per worker, after w4 was added   : {after_add:?}");
     eprintln!("hosts: batches per worker, after w1 was removed : {after_remove:?}");
+    eprintln!("hosts: batches per worker, after b1, w2 killed  : {after_kill:?}");
+    eprintln!(
+        "hosts: batches per batcher: b1 {served_before_kill} before it was killed; b2, b3 {served_after:?} in all"
+    );
 
     assert_eq!(tally.lost, 0, "streams that never ended");
     assert!(tally.failed.is_empty(), "failed: {:#?}", tally.failed);
     assert_eq!(tally.sent, tally.completed.len());
     assert!(w1_exit.success(), "w1 exits cleanly: {w1_exit:?}");
     assert!(
-        !before_add.contains_key("w3"),
-        "w3 was not in DNS yet: {before_add:?}"
+        !before_add.contains_key("w4"),
+        "w4 was not in DNS yet: {before_add:?}"
     );
     assert!(before_add.contains_key("w1") && before_add.contains_key("w2"));
     assert!(
-        after_add.get("w3").is_some_and(|&n| n > 0),
-        "w3 joined: {after_add:?}"
+        after_add.get("w4").is_some_and(|&n| n > 0),
+        "w4 joined: {after_add:?}"
     );
     assert!(
         !after_remove.contains_key("w1"),
         "w1 was drained: {after_remove:?}"
     );
-    assert!(after_remove.contains_key("w2") && after_remove.contains_key("w3"));
+    assert!(
+        !after_kill.contains_key("w2")
+            && after_kill.contains_key("w3")
+            && after_kill.contains_key("w4"),
+        "w2 was lost, the others served: {after_kill:?}"
+    );
+    assert!(served_before_kill > 0.0, "b1 served before it was killed");
+    assert!(
+        served_after.iter().all(|&n| n > 0.0),
+        "every batcher served: {served_after:?}"
+    );
+}
+
+/// How many batches the batcher at `ip` has dispatched.
+async fn batches_served(ip: std::net::Ipv4Addr) -> f64 {
+    common::metric(SocketAddr::from((ip, 9102)), "horoscoper_batch_size_count").await
 }

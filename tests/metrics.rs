@@ -3,22 +3,27 @@
 
 mod common;
 
-use common::{ONE_SLOW_WORKER, client, expected_text, http_get, infer, mesh, occupy};
+use common::{
+    ONE_SLOW_WORKER, client, expected_text, http_get, infer, mesh, occupy, without_batcher,
+};
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-/// Every sample of the exposition, by name with its labels as written.
+/// Every sample of the exposition, by name with its labels as written but
+/// the batcher's (summed over the batchers).
 async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
     let response = http_get(addr, "/metrics").await;
     assert_eq!(response.status, 200);
-    response
+    let mut samples = HashMap::new();
+    for line in response
         .body
         .lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| {
-            let (name, value) = line.rsplit_once(' ').unwrap();
-            (name.to_string(), value.parse().unwrap())
-        })
-        .collect()
+    {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap();
+        *samples.entry(without_batcher(name)).or_default() += value;
+    }
+    samples
 }
 
 fn value(samples: &HashMap<String, f64>, name: &str) -> f64 {
@@ -61,6 +66,11 @@ async fn counts_requests_batches_and_tokens_of_a_known_workload() {
     }
     infer(&client, &"x".repeat(1025)).await.unwrap_err();
 
+    let exposition = http_get(mesh.addr, "/metrics").await.body;
+    assert!(
+        exposition.contains(r#"horoscoper_batch_size_count{batcher="batcher-1"} 5"#),
+        "the batcher's metrics carry its id:\n{exposition}"
+    );
     let samples = scrape(mesh.addr).await;
     let tokens: usize = prefixes
         .iter()

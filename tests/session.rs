@@ -157,6 +157,10 @@ async fn a_malformed_command_ends_the_session_with_invalid_argument() {
     let (batcher, _worker) = batcher_and_worker(&[]).await;
 
     let (commands, mut replies) = open(batcher.addr).await;
+    // The session opens with the batcher's load, for the gateway to weigh.
+    let first = replies.message().await.unwrap().expect("a first message");
+    let load = first.load.expect("the first message says the load");
+    assert!(first.replies.is_empty() && !load.draining && !load.batcher_id.is_empty());
     commands.send(SessionRequest { command: None }).unwrap();
     let status = replies.message().await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");

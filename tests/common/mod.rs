@@ -234,13 +234,32 @@ fn dechunk(mut rest: &str) -> String {
 /// The value of `series` (a name, with its labels if it has any) in a
 /// Prometheus text exposition.
 pub fn sample(exposition: &str, series: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (without_batcher(name) == series).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .reduce(|a, b| a + b)
+}
+
+/// A series' name without its `batcher` label: what a test of one batcher
+/// (or of the sum over several) asks for.
+pub fn without_batcher(name: &str) -> String {
+    let Some((metric, labels)) = name.split_once('{') else {
+        return name.to_string();
+    };
+    let labels: Vec<&str> = labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter(|label| !label.is_empty() && !label.starts_with("batcher="))
+        .collect();
+    if labels.is_empty() {
+        metric.to_string()
+    } else {
+        format!("{metric}{{{}}}", labels.join(","))
+    }
 }
 
 /// The value of `series` at `addr`'s `/metrics`; panics when it is missing.
