@@ -9,6 +9,10 @@ jaeger_version := "1.76.0"
 # Built or fetched once from the registries, then reused across runs and clones.
 cache := env_var_or_default("XDG_CACHE_HOME", env_var("HOME") + "/.cache") + "/horoscoper"
 jaeger_bin := cache + "/jaeger-" + jaeger_version
+# Prometheus 3.x's Go module version, and its build: static scrape targets
+# only (`remove_all_sd`), which builds in a fraction of the time.
+prometheus_version := "0.316.0"
+prometheus_bin := cache + "/prometheus-" + prometheus_version
 # The validators of deploy/: Docker Compose itself (its `config` checks a file
 # against the Compose specification), kustomize, kubeconform, and the
 # Kubernetes JSON schemas that PyPI's kubernetes-validate ships.
@@ -160,6 +164,7 @@ test: setup lint check-generated check-deploy
     @sort target/tmp/faults/table.md
     just bench-smoke
     just test-jaeger
+    just test-prometheus
     just test-hosts
     just fuzz
     just test-clients
@@ -192,6 +197,28 @@ test-jaeger: jaeger
     mkdir -p {{logs}}
     cargo build --release --workspace
     JAEGER_BIN={{jaeger_bin}} cargo test --release --test jaeger -- --ignored 2>&1 | tee {{logs}}/jaeger.log
+
+# Build Prometheus from the Go module proxy into the cache, unless it is there
+# already.
+[doc("Build Prometheus from the Go module proxy into the cache, once")]
+prometheus:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x "{{prometheus_bin}}" ]; then
+        echo "building Prometheus (module {{prometheus_version}}) from the Go module proxy (once; a few minutes)"
+        src=$(go mod download -json github.com/prometheus/prometheus@v{{prometheus_version}} | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+        mkdir -p "$(dirname "{{prometheus_bin}}")"
+        (cd "$src" && GOWORK=off GOFLAGS=-mod=mod go build -tags remove_all_sd -o "{{prometheus_bin}}.partial" ./cmd/prometheus)
+        mv "{{prometheus_bin}}.partial" "{{prometheus_bin}}"
+    fi
+    echo "prometheus: {{prometheus_bin}}"
+
+# Every dashboard panel's query, evaluated by a real Prometheus scraping the
+# mesh with two batchers, returns a series.
+test-prometheus: prometheus
+    mkdir -p {{logs}}
+    cargo build --release --workspace
+    PROMETHEUS_BIN={{prometheus_bin}} cargo test --release --test prometheus -- --ignored --nocapture 2>&1 | tee {{logs}}/prometheus.log
 
 # Fuzz every request decode path and the corpus loader for SECONDS each
 # (cargo-fuzz and libFuzzer, with debug assertions; the code is safe Rust, so
@@ -255,7 +282,7 @@ summary:
     set -euo pipefail
     cd {{logs}}
     awk '
-        FILENAME ~ /^(cargo|jaeger|hosts)\.log$/ && /^test result:/ { p += $4; f += $6 }
+        FILENAME ~ /^(cargo|jaeger|prometheus|hosts)\.log$/ && /^test result:/ { p += $4; f += $6 }
         FILENAME ~ /^(typescript|browser)\.log$/ && /^# pass / { p += $3 }
         FILENAME ~ /^(typescript|browser)\.log$/ && /^# fail / { f += $3 }
         FILENAME == "python.log" && / (passed|failed)/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
@@ -264,4 +291,4 @@ summary:
         FILENAME == "fuzz.log" && /, no crash$/ { p++ }
         FILENAME == "bench.log" && /^bench: every request ended whole/ { p++ }
         END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }
-    ' cargo.log bench.log jaeger.log hosts.log fuzz.log typescript.log browser.log python.log go.log
+    ' cargo.log bench.log jaeger.log prometheus.log hosts.log fuzz.log typescript.log browser.log python.log go.log
