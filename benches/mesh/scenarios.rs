@@ -82,6 +82,9 @@ impl Bench {
         if only(5) {
             self.workers().await;
         }
+        if only(6) {
+            self.batchers().await;
+        }
         let mut page = String::from("# Horoscoper bench\n\n");
         page.push_str(&machine::describe());
         if self.quick {
@@ -339,6 +342,7 @@ impl Bench {
         ] {
             let setup = MeshSetup {
                 workers: 2,
+                batchers: 1,
                 batch_size: 4,
                 batch_window_ms: 250,
                 min_delay_ms: min,
@@ -409,6 +413,7 @@ impl Bench {
         let clients = self.streams;
         let setup = MeshSetup {
             workers: 4,
+            batchers: 1,
             batch_size: clients.div_ceil(4),
             batch_window_ms: 250,
             min_delay_ms: 500,
@@ -542,6 +547,109 @@ impl Bench {
             )
         });
     }
+    /// Scenario 6: one, two and three batchers sharing 2 workers: tokens
+    /// per second at zero delay, and at 1 s and default batches how full
+    /// the batches are, how close to the ceiling, and the time to first
+    /// token.
+    async fn batchers(&mut self) {
+        eprintln!("6. batchers");
+        let mut throughput = String::new();
+        let mut filling = String::new();
+        let mut fill_points: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
+        for batchers in [1, 2, 3] {
+            let mut setup = MeshSetup::zero_delay(2, THROUGHPUT_BATCH);
+            setup.batchers = batchers;
+            let mesh = Mesh::start(&setup, &self.logs("6-batchers")).await;
+            let outcome = self
+                .load(
+                    format!("mesh, {batchers} batchers"),
+                    SWEEP_CLIENTS,
+                    1.0,
+                    4.0,
+                )
+                .run(mesh.addr, &mut |_| {})
+                .await;
+            self.failed += outcome.error_count();
+            let _ = writeln!(
+                throughput,
+                "| {batchers} | {} | {:.0} | {} | {} |",
+                fmt_count(outcome.tokens_per_second()),
+                outcome.requests_per_second(),
+                Latencies::new(outcome.whole.clone()).cell(),
+                outcome.error_count()
+            );
+        }
+        for (delays, (min, max), window) in
+            [("1 s", (1000, 1000), 30.0), ("0.5–3 s", (500, 3000), 40.0)]
+        {
+            let mut points = Vec::new();
+            for batchers in [1, 2, 3] {
+                let setup = MeshSetup {
+                    workers: 2,
+                    batchers,
+                    batch_size: 4,
+                    batch_window_ms: 250,
+                    min_delay_ms: min,
+                    max_delay_ms: max,
+                };
+                let mesh = Mesh::start(&setup, &self.logs("6-batchers")).await;
+                let outcome = self
+                    .load(
+                        format!("batching, {batchers} batchers, {delays}"),
+                        8,
+                        4.0,
+                        window,
+                    )
+                    .run(mesh.addr, &mut |_| {})
+                    .await;
+                self.failed += outcome.error_count();
+                let (sum, count) = batch_sizes(&mesh.batchers).await;
+                let mean = if count > 0.0 { sum / count } else { 0.0 };
+                let ceiling = 2.0 * 4.0 / ((min + max) as f64 / 2e3);
+                let efficiency = outcome.client_rate / ceiling;
+                let _ = writeln!(
+                    filling,
+                    "| {delays} | {batchers} | {mean:.2} | {:.3} | **{efficiency:.3}** | {} | {} |",
+                    outcome.client_rate,
+                    Latencies::new(outcome.ttft.clone()).cell(),
+                    outcome.error_count()
+                );
+                if batchers == 2 && min == max {
+                    self.target(
+                        "6. batching efficiency, 1 s batches, 2 batchers",
+                        format!("{efficiency:.3}"),
+                        "≥ 0.97",
+                        efficiency >= 0.97 && outcome.error_count() == 0,
+                    );
+                }
+                points.push((batchers as f64, mean));
+            }
+            fill_points.push((delays, points));
+        }
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let _ = write!(
+            self.report,
+            "\n## 6. Several batchers\n\nK batchers, each using both workers (a worker offers itself \
+             to one batcher at a time); the gateway sends each request to one of them by power of \
+             two choices. All on {cores} cores.\n\nZero delay, --batch-size {THROUGHPUT_BATCH}, \
+             --batch-window-ms 0, {SWEEP_CLIENTS} clients:\n\n\
+             | batchers | tokens/s | requests/s | whole response p50 / p99 / max | errors |\n\
+             |---|---|---|---|---|\n{throughput}\n\
+             2 workers × --batch-size 4, --batch-window-ms 250, 8 closed-loop clients (scenario 3's \
+             load); mean batch size from the batchers' own histograms, efficiency against the \
+             ceiling workers × batch size ÷ mean batch time:\n\n\
+             | batches | batchers | mean batch size | completed req/s | efficiency | first token p50 / p99 / max | errors |\n\
+             |---|---|---|---|---|---|---|\n{filling}"
+        );
+        self.plot("batch-fill-batchers.svg", |path| {
+            plot::lines(
+                path,
+                "Mean batch size against batchers (2 workers × batch 4, 8 clients)",
+                ("batchers", "mean batch size"),
+                &fill_points,
+            )
+        });
+    }
 }
 
 /// CPU µs per request of each process, for a table cell: `12 + 34 + 5`.
@@ -550,4 +658,27 @@ fn cpu_cells(each: &[f64]) -> String {
         .map(|us| format!("{us:.0}"))
         .collect::<Vec<_>>()
         .join(" + ")
+}
+
+/// The batch sizes the batchers at `addrs` dispatched: their sum and count.
+async fn batch_sizes(addrs: &[std::net::SocketAddr]) -> (f64, f64) {
+    let mut sum = 0.0;
+    let mut count = 0.0;
+    for addr in addrs {
+        let Ok(body) = crate::services::metrics(*addr).await else {
+            continue;
+        };
+        for line in body.lines().filter(|line| !line.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let value: f64 = value.parse().unwrap_or(0.0);
+            if name.starts_with("horoscoper_batch_size_sum") {
+                sum += value;
+            } else if name.starts_with("horoscoper_batch_size_count") {
+                count += value;
+            }
+        }
+    }
+    (sum, count)
 }

@@ -15,6 +15,8 @@ use std::{
 #[derive(Clone, Debug)]
 pub struct MeshSetup {
     pub workers: usize,
+    /// Batchers, each using every worker.
+    pub batchers: usize,
     pub batch_size: usize,
     pub batch_window_ms: u64,
     pub min_delay_ms: u64,
@@ -26,6 +28,7 @@ impl MeshSetup {
     pub fn zero_delay(workers: usize, batch_size: usize) -> MeshSetup {
         MeshSetup {
             workers,
+            batchers: 1,
             batch_size,
             batch_window_ms: 0,
             min_delay_ms: 0,
@@ -36,8 +39,9 @@ impl MeshSetup {
     /// The flags, as a reader of the table would type them.
     pub fn describe(&self) -> String {
         format!(
-            "{} workers, --batch-size {} --batch-window-ms {} --min-delay-ms {} --max-delay-ms {}",
+            "{} workers, {} batcher(s), --batch-size {} --batch-window-ms {} --min-delay-ms {} --max-delay-ms {}",
             self.workers,
+            self.batchers,
             self.batch_size,
             self.batch_window_ms,
             self.min_delay_ms,
@@ -183,6 +187,8 @@ fn wrapper(name: &str) -> Option<String> {
 /// The gateway, batcher and workers of one scenario.
 pub struct Mesh {
     pub addr: SocketAddr,
+    /// Each batcher's address (its `/metrics` too).
+    pub batchers: Vec<SocketAddr>,
     /// Front to back, so dropping them drains the gateway first.
     pub services: Vec<Service>,
 }
@@ -213,11 +219,20 @@ impl Mesh {
             workers.push(worker);
             worker_urls.push(format!("http://{addr}"));
         }
-        let (batcher, batcher_addr) =
-            Service::listening("batcher", &binary("batcher"), logs, |listen| {
+        let mut batchers = Vec::new();
+        let mut batcher_addrs = Vec::new();
+        for i in 0..setup.batchers.max(1) {
+            let name = if setup.batchers > 1 {
+                format!("batcher-{}", i + 1)
+            } else {
+                "batcher".to_string()
+            };
+            let (batcher, addr) = Service::listening(&name, &binary("batcher"), logs, |listen| {
                 let mut args = common_flags(listen);
                 args.extend(ONE_THREAD.map(String::from));
                 args.extend([
+                    "--batcher-id".into(),
+                    name.clone(),
                     "--batch-size".into(),
                     setup.batch_size.to_string(),
                     "--batch-window-ms".into(),
@@ -229,17 +244,27 @@ impl Mesh {
                 args
             })
             .await;
+            batchers.push(batcher);
+            batcher_addrs.push(addr);
+        }
         let (gateway, addr) = Service::listening("gateway", &binary("gateway"), logs, |listen| {
             let mut args = common_flags(listen);
-            args.extend(["--batcher".into(), format!("http://{batcher_addr}")]);
+            for batcher in &batcher_addrs {
+                args.extend(["--batcher".into(), format!("http://{batcher}")]);
+            }
             args
         })
         .await;
-        let mut services = vec![gateway, batcher];
+        let mut services = vec![gateway];
+        services.extend(batchers);
         services.extend(workers);
-        // The batcher connects to its workers in the background.
+        // The batchers connect to their workers in the background.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        Mesh { addr, services }
+        Mesh {
+            addr,
+            batchers: batcher_addrs,
+            services,
+        }
     }
 }
 
@@ -282,4 +307,35 @@ async fn reachable(addr: SocketAddr, service: &mut Service) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{} at {addr} never accepted connections", service.name);
+}
+
+/// The `/metrics` exposition of the service at `addr` (HTTP/1.1).
+pub async fn metrics(addr: SocketAddr) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Ok(body.to_string());
+    }
+    // Each chunk: its size in hex on a line, then that many bytes.
+    let mut rest = body;
+    let mut whole = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || after.len() < size {
+            break;
+        }
+        whole.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    Ok(whole)
 }
