@@ -27,7 +27,10 @@ const RATE_INTERVAL: &str = "15s";
 
 /// Every panel's queries in the dashboards, with the panel's title.
 fn dashboard_queries() -> Vec<(String, String)> {
-    let folder = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/dashboards"));
+    let folder = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/dashboards"
+    ));
     let mut queries = Vec::new();
     for file in std::fs::read_dir(folder).unwrap() {
         let dashboard: Value =
@@ -67,7 +70,10 @@ async fn query(prometheus: SocketAddr, expr: &str) -> Result<Vec<Value>, String>
     if body["status"] != "success" {
         return Err(response.body);
     }
-    Ok(body["data"]["result"].as_array().cloned().unwrap_or_default())
+    Ok(body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
 }
 
 fn config(folder: &Path, mesh: SocketAddr) -> PathBuf {
@@ -150,7 +156,11 @@ async fn every_dashboard_query_returns_a_series_in_a_real_prometheus() {
             empty.push(format!("{title:?}: {expr}"));
         }
         if expr.contains("by (batcher)") {
-            assert_eq!(series.len(), 2, "{title:?}, one line per batcher: {series:?}");
+            assert_eq!(
+                series.len(),
+                2,
+                "{title:?}, one line per batcher: {series:?}"
+            );
         }
     }
     assert!(empty.is_empty(), "queries with no series: {empty:#?}");

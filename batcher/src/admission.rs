@@ -39,6 +39,8 @@ pub struct Admission {
     drain: Drain,
     /// This batcher's id, in its spans and its load reports.
     batcher_id: Arc<str>,
+    /// Most requests in a batch, in its load reports.
+    batch_size: usize,
 }
 
 impl Admission {
@@ -50,6 +52,7 @@ impl Admission {
     ) -> Admission {
         Admission {
             batcher_id,
+            batch_size: batching.policy.batch_size,
             drain,
             dispatcher,
             time_to_live: batching.time_to_live,
@@ -57,6 +60,10 @@ impl Admission {
             max_requests: batching.max_requests,
             next_request_id: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
     }
 
     pub fn batcher_id(&self) -> &Arc<str> {

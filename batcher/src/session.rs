@@ -5,9 +5,10 @@
 //! closed its side or the batcher is draining.
 //!
 //! The session also tells the gateway the batcher's load (its queue, and
-//! whether it drains) in its first message and whenever it changes, on a
-//! message of replies when one is going, else on its own: gateways weigh it
-//! to choose a batcher, and send a draining one nothing new.
+//! whether it drains) in its first message and whenever it changes: on a
+//! message of replies when one is going, else on its own at most every
+//! [`LOAD_EVERY`] (a drain at once). Gateways weigh it to choose a batcher,
+//! and send a draining one nothing new.
 
 use crate::{
     admission::{Admission, Admitted},
@@ -28,6 +29,10 @@ use tonic::Status;
 const MAX_REPLIES: usize = 1024;
 const MAX_REPLY_BYTES: usize = 256 * 1024;
 
+/// Least time between two messages that carry only the load: under load
+/// the queue changes with every request, and its replies carry it anyway.
+pub const LOAD_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// The batcher's side of one gateway's session, reading its commands from
 /// `S`: the gRPC request stream, or any other (the fuzz target's).
 pub struct GatewaySession<S> {
@@ -45,8 +50,9 @@ pub struct GatewaySession<S> {
     batcher_id: Arc<str>,
     /// How many requests wait in the queue.
     queued: watch::Receiver<u32>,
-    /// The load last sent, once one was.
+    /// The load last sent, once one was, and when.
     load_sent: Option<(u32, bool)>,
+    load_sent_at: tokio::time::Instant,
     draining: bool,
 }
 
@@ -65,6 +71,7 @@ where
             draining: admission.drain().is_draining(),
             batcher_id: admission.batcher_id().clone(),
             load_sent: None,
+            load_sent_at: tokio::time::Instant::now(),
             admission,
             commands,
             out,
@@ -78,7 +85,8 @@ where
         let drain = self.admission.drain().clone();
         let mut gateway_sending = true;
         let mut load_changes = true;
-        self.queued.mark_changed(); // the first message says the load
+        // The first message says the load.
+        let mut load_due = Some(tokio::time::Instant::now());
         let ended = loop {
             if (self.draining || !gateway_sending) && self.open.is_empty() {
                 break Ok(());
@@ -115,10 +123,16 @@ where
                         break Ok(());
                     }
                 }
-                changed = self.queued.changed(), if load_changes => {
+                changed = self.queued.changed(), if load_changes && load_due.is_none() => {
                     if changed.is_err() {
                         load_changes = false; // the batcher is stopping
-                    } else if !self.send_load().await {
+                    } else {
+                        load_due = Some(self.load_sent_at + LOAD_EVERY);
+                    }
+                }
+                () = sleep_until(load_due) => {
+                    load_due = None;
+                    if !self.send_load().await {
                         break Ok(());
                     }
                 }
@@ -145,10 +159,12 @@ where
             return None;
         }
         self.load_sent = Some(now);
+        self.load_sent_at = tokio::time::Instant::now();
         Some(Load {
             queued: now.0,
             draining: now.1,
             batcher_id: self.batcher_id.to_string(),
+            batch_size: u32::try_from(self.admission.batch_size()).unwrap_or(u32::MAX),
         })
     }
 
@@ -235,5 +251,13 @@ where
         }
         let load = self.load();
         SessionResponse { replies, load }
+    }
+}
+
+/// Resolves at `at`; never, without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -37,8 +37,15 @@ use tonic::{Status, transport::Channel};
 pub struct BatcherSession {
     commands: mpsc::UnboundedSender<SessionRequest>,
     routes: Mutex<Routes>,
+    /// The batcher's queue as it last reported it, and the requests sent
+    /// here since: what its queue is now, as far as this gateway knows.
     queued: AtomicU32,
+    sent_since: AtomicU32,
+    /// Its batch size, once reported (0 until then).
+    batch_size: AtomicU32,
     draining: AtomicBool,
+    /// `Routes::ended`, to read without the lock that replies hold.
+    ended: AtomicBool,
 }
 
 #[derive(Default)]
@@ -46,6 +53,21 @@ struct Routes {
     next_id: u64,
     open: HashMap<u64, Arc<Route>>,
     ended: bool,
+}
+
+/// A batcher's queue, as a gateway knows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Queue {
+    pub queued: u32,
+    /// 0: not reported.
+    pub batch_size: u32,
+}
+
+impl Queue {
+    /// It holds a batch still filling: some requests, fewer than a batch.
+    pub fn filling(&self) -> bool {
+        self.queued > 0 && self.queued < self.batch_size
+    }
 }
 
 /// Why a session ended, for the requests still open on it.
@@ -66,7 +88,10 @@ impl BatcherSession {
             commands,
             routes: Mutex::default(),
             queued: AtomicU32::new(0),
+            sent_since: AtomicU32::new(0),
+            batch_size: AtomicU32::new(0),
             draining: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         });
         (session, UnboundedReceiverStream::new(sent))
     }
@@ -80,7 +105,7 @@ impl BatcherSession {
     }
 
     pub fn has_ended(&self) -> bool {
-        self.routes().ended
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Whether the batcher said it drains: it takes no new request.
@@ -88,10 +113,19 @@ impl BatcherSession {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// What a request sent here would join: the batcher's queue, from every
-    /// gateway, and this gateway's requests open on it.
-    pub fn load(&self) -> u64 {
-        u64::from(self.queued.load(Ordering::Relaxed)) + self.routes().open.len() as u64
+    /// What a request sent here would join: the batcher's queue (from
+    /// every gateway, as last reported, and what this one sent since), and
+    /// the batch size it fills.
+    pub fn queue(&self) -> Queue {
+        Queue {
+            queued: self.queued.load(Ordering::Relaxed) + self.sent_since.load(Ordering::Relaxed),
+            batch_size: self.batch_size.load(Ordering::Relaxed),
+        }
+    }
+
+    /// This gateway's requests open on it, queued or running.
+    pub fn open(&self) -> usize {
+        self.routes().open.len()
     }
 
     /// Sends `request` with its replies to `route`, which it tells where it
@@ -107,6 +141,7 @@ impl BatcherSession {
             routes.open.insert(id, route.clone());
             id
         };
+        self.sent_since.fetch_add(1, Ordering::Relaxed);
         route.opened(self.clone(), id);
         request.id = id;
         // Should the session have ended since, its end takes the route.
@@ -147,6 +182,8 @@ impl BatcherSession {
 
     fn loaded(&self, load: &Load) {
         self.queued.store(load.queued, Ordering::Relaxed);
+        self.sent_since.store(0, Ordering::Relaxed);
+        self.batch_size.store(load.batch_size, Ordering::Relaxed);
         if load.draining && !self.draining.swap(true, Ordering::Relaxed) {
             tracing::info!(batcher = %load.batcher_id, "batcher draining: it gets no new request");
         }
@@ -167,6 +204,7 @@ impl BatcherSession {
     fn end(&self) -> Vec<Arc<Route>> {
         let mut routes = self.routes();
         routes.ended = true;
+        self.ended.store(true, Ordering::Release);
         routes
             .open
             .drain()
@@ -249,5 +287,20 @@ fn broke(status: Status, url: &str) -> Ended {
         })
     } else {
         Ended::Failed(Status::from(Error::Upstream(status)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Queue;
+
+    #[test]
+    fn a_queue_is_filling_while_it_holds_part_of_a_batch() {
+        let queue = |queued, batch_size| Queue { queued, batch_size };
+        assert!(!queue(0, 4).filling(), "empty");
+        assert!(queue(1, 4).filling() && queue(3, 4).filling());
+        assert!(!queue(4, 4).filling(), "a whole batch waits");
+        assert!(!queue(9, 4).filling(), "more than a batch waits");
+        assert!(!queue(2, 0).filling(), "an older batcher says no batch size");
     }
 }

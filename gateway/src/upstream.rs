@@ -6,11 +6,16 @@
 //! requests at once; one no longer resolved takes no new one (its open
 //! requests finish on it).
 //!
-//! Each request goes to one batcher, chosen by power of two choices: of two
-//! batchers picked at random, the one with less load (its queue, as it last
-//! reported it, and this gateway's requests open on it). A batcher that
-//! drains, or whose session failed within the last [`AVOID`], is chosen only
-//! when no other is left.
+//! Each request goes to one batcher, chosen by power of two choices over
+//! their queues (as each last reported it, plus what this gateway sent it
+//! since): of two batchers picked at random, and the one chosen last, a
+//! batch still filling (fewer requests than a batch) comes first, the
+//! fullest; else the shortest queue, then the fewest of this gateway's
+//! requests open there. Splitting a light load evenly would leave every
+//! batcher a partial batch; filling one batch at a time keeps batches as
+//! full as with one batcher, and under load, when every queue holds a batch,
+//! it is plain power of two choices. A batcher that drains, or whose session
+//! failed within the last [`AVOID`], is chosen only when no other is left.
 //!
 //! When a batcher is lost (its session breaks, is refused, or closes with
 //! requests open), each of its requests moves to another batcher with the
@@ -22,7 +27,7 @@
 use crate::{
     Error,
     route::{Route, Tokens},
-    session::{self, BatcherSession, Ended},
+    session::{self, BatcherSession, Ended, Queue},
 };
 use horoscoper_proto::{deadline::ClientDeadline, limits, mesh::SubmitRequest};
 use horoscoper_runtime::{
@@ -75,11 +80,15 @@ struct State {
     batchers: BTreeMap<(usize, SocketAddr), Arc<Batcher>>,
     /// Why a name did not resolve, while it has no address.
     unresolved: Option<String>,
+    /// The batcher chosen last: a candidate again, to fill its batch.
+    last: Option<(usize, SocketAddr)>,
     rng: StdRng,
 }
 
 /// One batcher: its client, and the session requests go on while it lasts.
 struct Batcher {
+    /// Its URL's place in the list, and its address.
+    key: (usize, SocketAddr),
     /// The batcher as errors and traces name it.
     url: Arc<str>,
     client: horoscoper_proto::mesh::batcher_service_client::BatcherServiceClient<Channel>,
@@ -98,6 +107,7 @@ impl Upstream {
                 state: Mutex::new(State {
                     batchers: BTreeMap::new(),
                     unresolved: None,
+                    last: None,
                     rng: StdRng::from_os_rng(),
                 }),
             }),
@@ -161,7 +171,7 @@ impl Upstream {
             if state.batchers.contains_key(&(at, addr)) {
                 continue;
             }
-            match self.batcher(&discovery.urls[at], addr) {
+            match self.batcher((at, addr), &discovery.urls[at]) {
                 Ok(batcher) => {
                     tracing::info!(batcher = %batcher.url, "batcher found");
                     state.batchers.insert((at, addr), Arc::new(batcher));
@@ -173,7 +183,12 @@ impl Upstream {
         }
     }
 
-    fn batcher(&self, url: &Uri, addr: SocketAddr) -> Result<Batcher, tonic::transport::Error> {
+    fn batcher(
+        &self,
+        key: (usize, SocketAddr),
+        url: &Uri,
+    ) -> Result<Batcher, tonic::transport::Error> {
+        let addr = key.1;
         let discovery = &self.inner.discovery;
         // Lazy: a batcher that is down answers UNAVAILABLE at once, and is
         // reconnected to when it is back.
@@ -185,6 +200,7 @@ impl Upstream {
             format!("{url} ({addr})")
         };
         Ok(Batcher {
+            key,
             url: url.into(),
             client: horoscoper_proto::mesh::batcher_service_client::BatcherServiceClient::new(
                 channel,
@@ -247,11 +263,16 @@ impl Upstream {
             .values()
             .filter(|batcher| not.is_none_or(|not| !Arc::ptr_eq(batcher, not)))
             .collect();
-        let welcoming: Vec<&Arc<Batcher>> = others
-            .iter()
-            .copied()
-            .filter(|batcher| batcher.welcomes(now))
-            .collect();
+        // One is the choice, whatever it says.
+        let welcoming: Vec<&Arc<Batcher>> = if others.len() > 1 {
+            others
+                .iter()
+                .copied()
+                .filter(|batcher| batcher.welcomes(now))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let pool = if welcoming.is_empty() {
             &others
         } else {
@@ -263,13 +284,16 @@ impl Upstream {
             n => {
                 let a = state.rng.random_range(0..n);
                 let b = (a + state.rng.random_range(1..n)) % n;
-                Some(if pool[b].load() < pool[a].load() {
-                    pool[b]
-                } else {
-                    pool[a]
-                })
+                let last = pool.iter().find(|batcher| Some(batcher.key) == state.last);
+                [pool[a], pool[b]]
+                    .into_iter()
+                    .chain(last.copied())
+                    .max_by_key(|batcher| batcher.preference())
             }
         };
+        if let Some(batcher) = chosen {
+            state.last = Some(batcher.key);
+        }
         match chosen {
             Some(batcher) => Ok(batcher.clone()),
             None => Err(Error::BatcherUnavailable {
@@ -366,14 +390,26 @@ impl Upstream {
 }
 
 impl Batcher {
-    /// What a request sent here would join.
-    fn load(&self) -> u64 {
-        self.current
+    /// How much a request is wanted here, the most first: a batch filling
+    /// (the fuller the better), else a short queue, then few of this
+    /// gateway's requests open.
+    fn preference(&self) -> (bool, i64, i64) {
+        let (queue, open) = self
+            .current
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
             .filter(|session| !session.has_ended())
-            .map_or(0, |session| session.load())
+            .map_or((Queue::default(), 0), |session| {
+                (session.queue(), session.open())
+            });
+        let queued = i64::from(queue.queued);
+        let filling = queue.filling();
+        (
+            filling,
+            if filling { queued } else { -queued },
+            -(open as i64),
+        )
     }
 
     /// Whether it takes new requests: it does not drain, and its last
