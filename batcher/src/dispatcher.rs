@@ -111,8 +111,8 @@ enum Command {
     Redispatch(Vec<Entry<Pending>>),
 }
 
-/// Most requests a Demand counts, in batches: past it, a worker can tell
-/// no more than "plenty" and every change would be a message to each.
+/// Most batches a Demand counts: past it, a worker can tell no more than
+/// "plenty".
 const DEMAND_CAP_BATCHES: usize = 4;
 
 /// The cheap handle to the dispatcher task.
@@ -373,14 +373,17 @@ impl Task {
         self.queued
             .send_if_modified(|was| std::mem::replace(was, queued) != queued);
         let held = self.free.iter().filter(|free| free.offered).count();
-        let waiting = self
+        // In whole batches, so that it changes (and is a message to every
+        // worker) once a batch, not once a request.
+        let batches = self
             .queue
             .len()
             .saturating_sub(held * self.policy.batch_size)
-            .min(DEMAND_CAP_BATCHES * self.policy.batch_size);
+            .div_ceil(self.policy.batch_size)
+            .min(DEMAND_CAP_BATCHES);
         let demand = mesh::Demand {
-            waiting: u32::try_from(waiting).unwrap_or(u32::MAX),
-            ready: waiting > 0 && self.queue.ready(now, now).is_some(),
+            waiting: u32::try_from(batches).unwrap_or(u32::MAX),
+            ready: batches > 0 && self.queue.ready(now, now).is_some(),
         };
         self.demand.send_if_modified(|was| {
             let changed = *was != demand;
@@ -970,7 +973,7 @@ mod tests {
         assert_eq!(
             *demand.borrow(),
             mesh::Demand {
-                waiting: 3,
+                waiting: 1,
                 ready: false
             }
         );
@@ -1003,7 +1006,7 @@ mod tests {
         // Another batcher is ready: the worker recalls its offer.
         h.dispatcher.recall(0);
         assert!(matches!(first.recv().await, Some(ToWorker::Pass)));
-        assert_eq!(h.dispatcher.demand().borrow().waiting, 2);
+        assert_eq!(h.dispatcher.demand().borrow().waiting, 1);
     }
 
     #[tokio::test(start_paused = true)]
