@@ -482,10 +482,19 @@ fn moved(folder: &Path) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batcher_killed_mid_batch_with_another_up_hands_its_requests_over_and_clients_see_no_error()
- {
-    let folder = logs("batcher-killed-of-two");
+/// Two workers whose batches take `batch_ms`, two batchers sharing them,
+/// and a gateway spreading requests over both batchers.
+struct TwoBatchers {
+    _workers: [Process; 2],
+    /// The first batcher, for the test to break, and its metrics port.
+    b1: Process,
+    b1_metrics: u16,
+    _b2: Process,
+    _gateway: Process,
+    client: HoroscoperClient<Channel>,
+}
+
+async fn two_batchers(folder: &Path, batch_ms: u64) -> TwoBatchers {
     let [
         w1_port,
         w2_port,
@@ -495,21 +504,34 @@ async fn a_batcher_killed_mid_batch_with_another_up_hands_its_requests_over_and_
         b2_metrics,
         gateway_port,
     ] = ports();
-    let _w1 = worker(&folder, "w1", w1_port, 2000).await;
-    let _w2 = worker(&folder, "w2", w2_port, 2000).await;
-    let b1 = batcher(&folder, b1_port, b1_metrics, &[w1_port, w2_port], 1).await;
-    let _b2 = batcher(&folder, b2_port, b2_metrics, &[w1_port, w2_port], 2).await;
-    let _gateway = gateway_with(&folder, gateway_port, &[b1_port, b2_port], &[]).await;
-    let client = client(loopback(gateway_port)).await;
+    let w1 = worker(folder, "w1", w1_port, batch_ms).await;
+    let w2 = worker(folder, "w2", w2_port, batch_ms).await;
+    let b1 = batcher(folder, b1_port, b1_metrics, &[w1_port, w2_port], 1).await;
+    let b2 = batcher(folder, b2_port, b2_metrics, &[w1_port, w2_port], 2).await;
+    let gateway = gateway_with(folder, gateway_port, &[b1_port, b2_port], &[]).await;
+    TwoBatchers {
+        _workers: [w1, w2],
+        b1,
+        b1_metrics,
+        _b2: b2,
+        _gateway: gateway,
+        client: client(loopback(gateway_port)).await,
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batcher_killed_mid_batch_with_another_up_hands_its_requests_over_and_clients_see_no_error()
+ {
+    let folder = logs("batcher-killed-of-two");
+    let mesh = two_batchers(&folder, 2000).await;
     let (fault_tx, fault) = tokio::sync::watch::channel(None);
-    let mut flight = fly(&client, 8, fault);
+    let mut flight = fly(&mesh.client, 8, fault);
     flight.all_started().await;
-    let held = http_get(loopback(b1_metrics), "/metrics").await.body;
+    let held = http_get(loopback(mesh.b1_metrics), "/metrics").await.body;
     let held = common::sample(&held, "horoscoper_batch_size_sum").unwrap_or_default();
     let killed = Instant::now();
     fault_tx.send_replace(Some(killed));
-    b1.signal("KILL");
+    mesh.b1.signal("KILL");
     let ends = flight.ends().await;
     let took = killed.elapsed();
     let moved = moved(&folder);
@@ -531,30 +553,16 @@ async fn a_batcher_killed_mid_batch_with_another_up_hands_its_requests_over_and_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batcher_told_to_stop_with_another_up_gets_no_new_request_and_finishes_its_own() {
     let folder = logs("batcher-drain-of-two");
-    let [
-        w1_port,
-        w2_port,
-        b1_port,
-        b1_metrics,
-        b2_port,
-        b2_metrics,
-        gateway_port,
-    ] = ports();
-    let _w1 = worker(&folder, "w1", w1_port, 1500).await;
-    let _w2 = worker(&folder, "w2", w2_port, 1500).await;
-    let b1 = batcher(&folder, b1_port, b1_metrics, &[w1_port, w2_port], 1).await;
-    let _b2 = batcher(&folder, b2_port, b2_metrics, &[w1_port, w2_port], 2).await;
-    let _gateway = gateway_with(&folder, gateway_port, &[b1_port, b2_port], &[]).await;
-    let client = client(loopback(gateway_port)).await;
+    let mesh = two_batchers(&folder, 1500).await;
     let (_fault_tx, fault) = tokio::sync::watch::channel(None);
-    let mut flight = fly(&client, 6, fault.clone());
+    let mut flight = fly(&mesh.client, 6, fault.clone());
     flight.all_started().await;
 
     let signalled = Instant::now();
-    b1.notify("TERM");
+    mesh.b1.notify("TERM");
     // Every request sent while it drains goes to the other batcher.
-    let during = fly(&client, 4, fault);
-    let (status, took) = exits(b1, signalled).await;
+    let during = fly(&mesh.client, 4, fault);
+    let (status, took) = exits(mesh.b1, signalled).await;
     let ends = merged(&flight.ends().await, &during.ends().await);
     let moved = moved(&folder);
     row(

@@ -604,26 +604,24 @@ mod tests {
         }
 
         fn free_with(&self, index: usize, commands: mpsc::UnboundedSender<ToWorker>) {
-            self.dispatcher.free(Slot {
-                index,
-                worker_id: format!("worker-{index}").into(),
-                commands,
-                since: Instant::now(),
-                offered: false,
-            });
+            self.slot(index, commands, false);
         }
 
         /// A worker shared by offers offers itself.
         fn offer(&self, index: usize) -> mpsc::UnboundedReceiver<ToWorker> {
             let (commands, receiver) = mpsc::unbounded_channel();
+            self.slot(index, commands, true);
+            receiver
+        }
+
+        fn slot(&self, index: usize, commands: mpsc::UnboundedSender<ToWorker>, offered: bool) {
             self.dispatcher.free(Slot {
                 index,
                 worker_id: format!("worker-{index}").into(),
                 commands,
                 since: Instant::now(),
-                offered: true,
+                offered,
             });
-            receiver
         }
     }
 
