@@ -301,6 +301,9 @@ mod tests {
         assert!(queue(1, 4).filling() && queue(3, 4).filling());
         assert!(!queue(4, 4).filling(), "a whole batch waits");
         assert!(!queue(9, 4).filling(), "more than a batch waits");
-        assert!(!queue(2, 0).filling(), "an older batcher says no batch size");
+        assert!(
+            !queue(2, 0).filling(),
+            "an older batcher says no batch size"
+        );
     }
 }
