@@ -233,6 +233,21 @@ async fn check_traces(query: SocketAddr, requests: &[(String, String)], batches:
         child_of(generate, submit);
         child_of(worker, generate);
         assert_eq!(generate.tags["batch_id"], worker.tags["batch_id"]);
+        // Which batcher served it, from both sides; nothing moved here.
+        assert!(
+            infer
+                .tags
+                .get("batcher")
+                .is_some_and(|url| url.starts_with("http://")),
+            "the gateway names the batcher: {:?}",
+            infer.tags
+        );
+        assert!(
+            submit.tags.get("batcher").is_some_and(|id| !id.is_empty()),
+            "the batcher names itself: {:?}",
+            submit.tags
+        );
+        assert_eq!(submit.tags.get("delivered").map(String::as_str), Some("0"));
         batch_of_request.insert(trace_id.clone(), generate.tags["batch_id"].clone());
     }
 
