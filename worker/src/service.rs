@@ -128,6 +128,7 @@ impl Inner {
         let mut stream = StreamState {
             draining: false,
             seat: None,
+            place: None,
         };
         loop {
             let command = tokio::select! {
@@ -158,25 +159,25 @@ impl Inner {
                 Some(Some(Command::Batch(batch))) => {
                     // Taken on this stream's offer; from a batcher that does
                     // not offer, once the running batch has ended.
-                    let place = match stream.seat.as_ref().and_then(Seat::take) {
+                    stream.place = Some(match stream.seat.as_ref().and_then(Seat::take) {
                         Some(place) => place,
                         None => self.offers.wait_for_place().await,
-                    };
+                    });
                     let spans = request_spans(&batch, &self.id);
                     let deadlines = request_deadlines(&batch, Instant::now());
                     let running = Lockstep::start(batch, &self.generation.corpus)?;
-                    match self
+                    let ended = self
                         .run_batch(
                             running,
-                            place,
                             spans,
                             deadlines,
                             &mut stream,
                             &mut inbound,
                             outbound,
                         )
-                        .await?
-                    {
+                        .await;
+                    stream.place = None; // free: it offers itself again
+                    match ended? {
                         BatchEnd::Batch => {}
                         BatchEnd::Stream => return Ok(()),
                     }
@@ -187,11 +188,9 @@ impl Inner {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn run_batch(
         &self,
         mut running: Lockstep,
-        _place: Place,
         mut spans: HashMap<u64, Span>,
         deadlines: Vec<(Instant, u64)>,
         stream: &mut StreamState,
@@ -377,6 +376,8 @@ struct StreamState {
     draining: bool,
     /// Its batcher's part in the offers, once it sent a Demand.
     seat: Option<Seat>,
+    /// The worker's place, while a batch of this stream runs.
+    place: Option<Place>,
 }
 
 impl StreamState {
