@@ -111,9 +111,9 @@ impl Route {
         self.state().at = None;
     }
 
-    /// Whether it may move to another batcher, once more than `moves`
-    /// allows: its client is still there. Counts the move and says how many
-    /// tokens the client has.
+    /// Whether it may move to another batcher: its client is still there,
+    /// and it moved fewer than `most` times. Counts the move, and says how
+    /// many tokens the client has.
     pub fn may_move(&self, most: u32) -> Option<u32> {
         let mut state = self.state();
         if state.left || state.moves >= most {

@@ -251,8 +251,9 @@ impl Upstream {
         }
     }
 
-    /// The batcher for a new request: the less loaded of two picked at
-    /// random, among those that take requests; any other than `not` when
+    /// The batcher for a request, other than `not`: of two picked at
+    /// random and the one chosen last, the one that wants it most (see
+    /// [`Batcher::preference`]), among those that take requests; any when
     /// none does.
     fn choose(&self, not: Option<&Arc<Batcher>>) -> Result<Arc<Batcher>, Error> {
         let mut state = self.state();
@@ -370,8 +371,7 @@ impl Upstream {
     /// Moves a route from a lost batcher to another, if it may go and
     /// another is there; the status that ends it otherwise.
     fn moved(&self, from: &Arc<Batcher>, route: &Arc<Route>, lost: &Status) -> Result<(), Status> {
-        // Only where another batcher is known: with one, as it ever was.
-        self.choose(Some(from)).map_err(|_| lost.clone())?;
+        // With no other batcher it fails, as it ever did with one.
         let delivered = route.may_move(MAX_MOVES).ok_or_else(|| lost.clone())?;
         let to = self
             .send(route, Some(from), delivered)
