@@ -256,8 +256,8 @@ impl Task {
             let now = Instant::now();
             self.expire(now);
             self.dispatch(now);
-            self.pass_unneeded_offers();
-            self.publish(now);
+            let held = self.pass_unneeded_offers();
+            self.publish(now, held);
             self.metrics.queue_length.set(self.queue.len() as i64);
             self.metrics.workers.set(self.connections.len() as i64);
             self.metrics.workers_busy.set(self.running.len() as i64);
@@ -352,8 +352,9 @@ impl Task {
     }
 
     /// Passes the offers that no batch the queue could fill will take, the
-    /// latest first, so that those workers serve another batcher.
-    fn pass_unneeded_offers(&mut self) {
+    /// latest first, so that those workers serve another batcher; returns
+    /// how many offers it still holds.
+    fn pass_unneeded_offers(&mut self) -> usize {
         let needed = self.queue.len().div_ceil(self.policy.batch_size);
         let mut held = self.free.iter().filter(|free| free.offered).count();
         while held > needed {
@@ -364,15 +365,15 @@ impl Task {
             let _ = slot.commands.send(ToWorker::Pass);
             held -= 1;
         }
+        held
     }
 
     /// Publishes the queue's length, and the demand for workers that offer:
-    /// what waits beyond the offers held, and whether a batch could go now.
-    fn publish(&self, now: Instant) {
+    /// what waits beyond the `held` offers, and whether a batch could go now.
+    fn publish(&self, now: Instant, held: usize) {
         let queued = u32::try_from(self.queue.len()).unwrap_or(u32::MAX);
         self.queued
             .send_if_modified(|was| std::mem::replace(was, queued) != queued);
-        let held = self.free.iter().filter(|free| free.offered).count();
         // In whole batches, so that it changes (and is a message to every
         // worker) once a batch, not once a request.
         let batches = self
