@@ -40,6 +40,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub struct Connection {
     pub index: usize,
     pub endpoint: Endpoint,
+    pub dialer: horoscoper_runtime::transport::Dialer,
     pub dispatcher: Dispatcher,
     pub stop: CancellationToken,
     /// True while the worker's address is no longer resolved: the connection
@@ -110,7 +111,7 @@ impl Connection {
     /// Connects, says Ready to the dispatcher and serves batches until the
     /// stream ends.
     async fn stream(&self, url: &str, backoff: &mut Duration) -> StreamEnd {
-        let channel = match self.endpoint.connect().await {
+        let channel = match self.dialer.connect(self.endpoint.clone()).await {
             Ok(channel) => channel,
             Err(error) => {
                 return StreamEnd::Lost(format!(

@@ -12,6 +12,7 @@ use crate::{connection::Connection, dispatcher::Dispatcher};
 use horoscoper_runtime::{
     resolve::{Resolver, endpoint},
     tls::MeshTls,
+    transport::Dialer,
 };
 use std::{
     collections::{BTreeSet, HashMap},
@@ -29,6 +30,8 @@ pub struct Discovery {
     pub resolver: Resolver,
     /// Mutual TLS with the workers, if configured.
     pub tls: Option<MeshTls>,
+    /// How the worker connections are made: TCP, or the simulation's network.
+    pub dialer: Dialer,
     pub dispatcher: Dispatcher,
     pub stop: CancellationToken,
     /// Where the worker connections run, so that a stopping batcher can wait
@@ -98,6 +101,7 @@ impl Discovery {
                 let connection = Connection {
                     index: next_index,
                     endpoint,
+                    dialer: self.dialer.clone(),
                     dispatcher: self.dispatcher.clone(),
                     stop: self.stop.clone(),
                     retire: retired,

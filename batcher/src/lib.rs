@@ -42,9 +42,8 @@ use horoscoper_proto::{
     limits,
     mesh::{self, batcher_service_server::BatcherServiceServer},
 };
-use horoscoper_runtime::{StartError, drain::Drain, net, serve::Port};
+use horoscoper_runtime::{StartError, drain::Drain, net, serve::Port, transport::Listener};
 use std::future::Future;
-use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// Streams one connection may have open: a gateway's session, health
@@ -58,9 +57,10 @@ const MAX_STREAMS: u32 = 256;
 /// returns.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let listener = listener.into();
     let local_addr = listener.local_addr().map_err(StartError::Listen)?;
     let batcher_id: std::sync::Arc<str> = config
         .batcher_id
@@ -79,6 +79,7 @@ pub async fn run(
         interval: config.resolve_interval,
         resolver: config.resolver.clone(),
         tls: config.mesh_tls.clone(),
+        dialer: listener.dialer(),
         dispatcher: dispatcher.clone(),
         stop: stop.clone(),
         connections: connections.clone(),

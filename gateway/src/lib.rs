@@ -38,9 +38,8 @@ use horoscoper_proto::{
     limits,
     v1::{self, horoscoper_server::HoroscoperServer},
 };
-use horoscoper_runtime::{StartError, drain::Drain, net, serve::Port};
+use horoscoper_runtime::{StartError, drain::Drain, net, serve::Port, transport::Listener};
 use std::{future::Future, time::Duration};
-use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then drains:
@@ -48,9 +47,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 /// UNAVAILABLE once `drain_grace` is over), it returns.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let listener = listener.into();
     // The gateway starts without its batchers, answers UNAVAILABLE at once
     // while they are down, and reconnects when they are back.
     let batchers = upstream::Upstream::start(upstream::Discovery {
@@ -58,6 +58,7 @@ pub async fn run(
         interval: config.resolve_interval,
         resolver: config.resolver.clone(),
         tls: config.mesh_tls.clone(),
+        dialer: listener.dialer(),
     })
     .await;
     let drain = Drain::start(shutdown, config.drain_grace);

@@ -61,6 +61,8 @@ pub struct Discovery {
     pub interval: Duration,
     pub resolver: Resolver,
     pub tls: Option<MeshTls>,
+    /// How the sessions connect: TCP, or the simulation's network.
+    pub dialer: horoscoper_runtime::transport::Dialer,
 }
 
 /// The batchers, as the gateway's requests reach them.
@@ -192,7 +194,9 @@ impl Upstream {
         let discovery = &self.inner.discovery;
         // Lazy: a batcher that is down answers UNAVAILABLE at once, and is
         // reconnected to when it is back.
-        let channel = endpoint(url, addr, discovery.tls.as_ref())?.connect_lazy();
+        let channel = discovery
+            .dialer
+            .connect_lazy(endpoint(url, addr, discovery.tls.as_ref())?);
         let host = horoscoper_runtime::net::host(url);
         let url = if host.parse::<std::net::IpAddr>().is_ok() {
             url.to_string()

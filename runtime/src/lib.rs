@@ -10,6 +10,8 @@
 //! - [`signal`]: Ctrl-C or SIGTERM.
 //! - [`net`]: both ends of a hop, with the same socket and HTTP/2 settings.
 //! - [`resolve`]: a name looked up to every address behind it.
+//! - [`transport`]: where a service listens and how it dials: TCP, or
+//!   [`memory`], the in-memory network of the simulation.
 //! - [`coalesce`]: fewer, larger writes on a connection.
 //! - [`interrupt`]: a response stream ended early with a status.
 //! - [`panic`]: a panic caught where one request's trouble must stay its own.
@@ -28,6 +30,7 @@ pub mod drain;
 mod error;
 pub mod interrupt;
 mod log_writer;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod panic;
@@ -39,6 +42,7 @@ mod span_ids;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;
+pub mod transport;
 
 pub use error::{StartError, chain as error_chain};
 

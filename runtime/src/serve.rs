@@ -3,9 +3,13 @@
 //! it, plain HTTP routes such as `/metrics`, on the tuned listener, until
 //! the drain settles.
 
-use crate::{StartError, drain::Drain, metrics::SharedRegistry, net};
-use std::convert::Infallible;
-use tokio::net::TcpListener;
+use crate::{
+    StartError, coalesce::Coalesced, drain::Drain, metrics::SharedRegistry, net,
+    transport::Listener,
+};
+use std::{convert::Infallible, io};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::{Stream, StreamExt};
 use tonic::{
     body::Body,
     server::NamedService,
@@ -88,9 +92,10 @@ impl Port {
     pub async fn serve(
         self,
         mut server: Server,
-        listener: TcpListener,
+        listener: impl Into<Listener>,
         drain: &Drain,
     ) -> Result<(), StartError> {
+        let listener = listener.into();
         let local_addr = listener.local_addr().map_err(StartError::Listen)?;
         let health = health(self.api, drain).await;
         let grpc = self
@@ -105,15 +110,36 @@ impl Port {
             server = server.tls_config(tls).map_err(StartError::Serve)?;
         }
         tracing::info!(%local_addr, "{} listening", self.name);
-        let served = server
-            .accept_http1(true)
-            .add_routes(Routes::from(routes))
-            .serve_with_incoming_shutdown(net::incoming(listener), drain.settled_owned());
-        if let Some(served) = drain.serve(served).await {
-            served.map_err(StartError::Serve)?;
+        let server = server.accept_http1(true);
+        match listener {
+            Listener::Tcp(listener) => serve(server, routes, net::incoming(listener), drain).await,
+            Listener::Memory(listener) => {
+                let incoming = listener
+                    .incoming()
+                    .map(|accepted| accepted.map(Coalesced::new));
+                serve(server, routes, incoming, drain).await
+            }
         }
-        Ok(())
     }
+}
+
+/// Serves `routes` on the connections from `incoming` until `drain` settles.
+async fn serve<IO>(
+    mut server: Server,
+    routes: axum::Router,
+    incoming: impl Stream<Item = io::Result<IO>> + Send + 'static,
+    drain: &Drain,
+) -> Result<(), StartError>
+where
+    IO: AsyncRead + AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+{
+    let served = server
+        .add_routes(Routes::from(routes))
+        .serve_with_incoming_shutdown(incoming, drain.settled_owned());
+    if let Some(served) = drain.serve(served).await {
+        served.map_err(StartError::Serve)?;
+    }
+    Ok(())
 }
 
 /// `grpc.health.v1` for the service named `api` and for the server as a

@@ -36,18 +36,18 @@ use horoscoper_proto::{
     limits,
     mesh::{self, worker_service_server::WorkerServiceServer},
 };
-use horoscoper_runtime::{StartError, drain::Drain, net, serve::Port};
+use horoscoper_runtime::{StartError, drain::Drain, net, serve::Port, transport::Listener};
 use std::future::Future;
-use tokio::net::TcpListener;
 
 /// Serves the worker on `listener` until `shutdown` resolves, then drains:
 /// NOT_SERVING, no new stream, the batches under way finish (cut with
 /// UNAVAILABLE once `drain_grace` is over), the streams end, it returns.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let listener = listener.into();
     let local_addr = listener.local_addr().map_err(StartError::Listen)?;
     let worker_id = config
         .worker_id
