@@ -41,6 +41,8 @@ pub struct Admission {
     batcher_id: Arc<str>,
     /// Most requests in a batch, in its load reports.
     batch_size: usize,
+    /// Least time between two load reports on a session.
+    load_every: Duration,
 }
 
 impl Admission {
@@ -53,6 +55,7 @@ impl Admission {
         Admission {
             batcher_id,
             batch_size: batching.policy.batch_size,
+            load_every: batching.load_every,
             drain,
             dispatcher,
             time_to_live: batching.time_to_live,
@@ -64,6 +67,10 @@ impl Admission {
 
     pub fn batch_size(&self) -> usize {
         self.batch_size
+    }
+
+    pub fn load_every(&self) -> Duration {
+        self.load_every
     }
 
     pub fn batcher_id(&self) -> &Arc<str> {

@@ -67,6 +67,12 @@ pub struct BatchingArgs {
     /// its time to live.
     #[arg(long, env = "HOROSCOPER_MAX_REQUESTS", default_value_t = 16384)]
     pub max_requests: usize,
+    /// Least time between two reports of the queue's length to a gateway,
+    /// in milliseconds (a drain is reported at once). Gateways choose a
+    /// batcher by these reports; the simulation measures how stale they may
+    /// grow (`just simulate`).
+    #[arg(long, env = "HOROSCOPER_LOAD_INTERVAL_MS", default_value_t = 5)]
+    pub load_interval_ms: u64,
 }
 
 /// The drain grace period of a configuration made by [`Config::new`].
@@ -108,6 +114,7 @@ impl BatchingArgs {
             },
             time_to_live: Duration::from_millis(self.request_ttl_ms),
             max_requests: self.max_requests,
+            load_every: Duration::from_millis(self.load_interval_ms),
         })
     }
 }
@@ -119,6 +126,8 @@ pub struct Batching {
     pub time_to_live: Duration,
     /// Most requests held at once, queued or running.
     pub max_requests: usize,
+    /// Least time between two load reports on a session.
+    pub load_every: Duration,
 }
 
 /// Everything [`crate::run`] needs.

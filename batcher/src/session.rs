@@ -5,9 +5,9 @@
 //! closed its side or the batcher is draining.
 //!
 //! The session also tells the gateway the batcher's load (its queue, and
-//! whether it drains) in its first message and whenever it changes: on a
-//! message of replies when one is going, else on its own at most every
-//! [`LOAD_EVERY`] (a drain at once). Gateways weigh it to choose a batcher,
+//! whether it drains) in its first message and whenever it changes, at most
+//! every `--load-interval-ms`: on a message of replies when one is going,
+//! else on its own (a drain at once). Gateways weigh it to choose a batcher,
 //! and send a draining one nothing new.
 
 use crate::{
@@ -28,10 +28,6 @@ use tonic::Status;
 /// message size limit, and a message that is sent while more wait.
 const MAX_REPLIES: usize = 1024;
 const MAX_REPLY_BYTES: usize = 256 * 1024;
-
-/// Least time between two messages that carry only the load: under load
-/// the queue changes with every request, and its replies carry it anyway.
-pub const LOAD_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The batcher's side of one gateway's session, reading its commands from
 /// `S`: the gRPC request stream, or any other (the fuzz target's).
@@ -119,7 +115,7 @@ where
                 },
                 () = drain.begun().cancelled(), if !self.draining => {
                     self.draining = true;
-                    if !self.send_load().await {
+                    if !self.send_load(true).await {
                         break Ok(());
                     }
                 }
@@ -127,12 +123,12 @@ where
                     if changed.is_err() {
                         load_changes = false; // the batcher is stopping
                     } else {
-                        load_due = Some(self.load_sent_at + LOAD_EVERY);
+                        load_due = Some(self.load_sent_at + self.admission.load_every());
                     }
                 }
                 () = sleep_until(load_due) => {
                     load_due = None;
-                    if !self.send_load().await {
+                    if !self.send_load(false).await {
                         break Ok(());
                     }
                 }
@@ -152,8 +148,16 @@ where
         }
     }
 
-    /// The load, when it changed since it was last sent.
-    fn load(&mut self) -> Option<Load> {
+    /// The load, when it changed since it was last sent and the last report
+    /// is old enough (or `at_once`: a drain). A change held back is still seen
+    /// by the `queued` watch, which schedules its report.
+    fn load(&mut self, at_once: bool) -> Option<Load> {
+        if !at_once
+            && self.load_sent.is_some()
+            && tokio::time::Instant::now() < self.load_sent_at + self.admission.load_every()
+        {
+            return None;
+        }
         let now = (*self.queued.borrow_and_update(), self.draining);
         if self.load_sent == Some(now) {
             return None;
@@ -170,8 +174,8 @@ where
 
     /// Sends the load on its own, if it changed; false when the gateway is
     /// gone.
-    async fn send_load(&mut self) -> bool {
-        let Some(load) = self.load() else {
+    async fn send_load(&mut self, at_once: bool) -> bool {
+        let Some(load) = self.load(at_once) else {
             return true;
         };
         let response = SessionResponse {
@@ -249,7 +253,7 @@ where
             bytes += reply.encoded_len();
             replies.push(reply);
         }
-        let load = self.load();
+        let load = self.load(false);
         SessionResponse { replies, load }
     }
 }

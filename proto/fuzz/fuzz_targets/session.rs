@@ -56,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
         batch_window_ms: 5,
         request_ttl_ms: 1_000,
         max_requests: 4,
+        load_interval_ms: 5,
     }
     .validate()
     .expect("valid batching");
