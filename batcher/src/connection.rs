@@ -4,9 +4,11 @@
 //! table ([`crate::running`]), which routes each token to its request.
 //!
 //! A worker shared by offers is free for this batcher only on its Offer: the
-//! connection sends it this batcher's Demand whenever it changes, hands each
-//! offer to the dispatcher, and passes on the dispatcher's answer (a batch,
-//! or a pass); a Recall asks the dispatcher for its answer at once.
+//! connection sends it this batcher's Demand (whenever it changes, or, to a
+//! worker that answers Busy, when the dispatcher calls it), hands each offer
+//! to the dispatcher, and passes on the dispatcher's answer (a batch, or a
+//! pass); a Recall asks the dispatcher for its answer at once, a Busy to
+//! call another worker.
 //!
 //! A worker that says Draining, or whose address discovery retires, takes no
 //! new batch from that moment; its running batch goes on, departures still
@@ -139,7 +141,8 @@ impl Connection {
         };
         *backoff = FIRST_BACKOFF;
         let worker_id: Arc<str> = ready.worker_id.into();
-        tracing::info!(worker = %url, %worker_id, offers = ready.offers, "worker connected");
+        tracing::info!(worker = %url, %worker_id, offers = ready.offers, busy_notices = ready.busy_notices, "worker connected");
+        let calls = ready.offers && ready.busy_notices;
 
         let (commands, mut receiver) = mpsc::unbounded_channel();
         let mut retire = self.retire.clone();
@@ -148,7 +151,9 @@ impl Connection {
             url,
             worker_id,
             resumes: ready.resumes,
-            demand: ready.offers.then(|| self.dispatcher.demand()),
+            offers: ready.offers,
+            calls,
+            demand: (ready.offers && !calls).then(|| self.dispatcher.demand()),
             connected: Instant::now(),
             commands,
             down,
@@ -248,7 +253,12 @@ struct GenerateStream<'a> {
     worker_id: Arc<str>,
     /// The worker skips the tokens a re-run's client has.
     resumes: bool,
-    /// This batcher's demand, for a worker shared by offers.
+    /// The worker is shared by offers.
+    offers: bool,
+    /// It answers Busy: it is sent the demand when called.
+    calls: bool,
+    /// This batcher's demand as it changes, for a worker shared by offers
+    /// that does not answer Busy.
     demand: Option<watch::Receiver<mesh::Demand>>,
     /// When the stream was set up.
     connected: Instant,
@@ -270,12 +280,20 @@ impl GenerateStream<'_> {
     }
 
     /// The stream is up: a worker shared by offers is told this batcher's
-    /// demand; one that is not is free now.
+    /// demand (one that answers Busy, that nothing waits until it is
+    /// called); one that is not is free now.
     async fn ready(&mut self) -> Result<(), StreamEnd> {
-        self.dispatcher.connected(self.index, self.commands.clone());
+        self.dispatcher
+            .connected(self.index, self.commands.clone(), self.calls);
         if let Some(demand) = &mut self.demand {
             let demand = *demand.borrow_and_update();
             self.send(Command::Demand(demand)).await
+        } else if self.calls {
+            let nothing = mesh::Demand {
+                calls: true,
+                ..Default::default()
+            };
+            self.send(Command::Demand(nothing)).await
         } else {
             self.free(false, Duration::ZERO);
             Ok(())
@@ -299,7 +317,7 @@ impl GenerateStream<'_> {
 
     /// Whether the worker waits for offers to be answered.
     fn offers(&self) -> bool {
-        self.demand.is_some()
+        self.offers
     }
 
     async fn serve(
@@ -372,9 +390,13 @@ impl GenerateStream<'_> {
             self.dispatcher.retiring(self.index);
         } else if !before && self.takes_batches() {
             tracing::info!(worker = %self.url, "worker address resolved again; it takes batches again");
-            // One that offers is free again on its next offer.
+            // One that offers is free again on its next offer; one that
+            // answers Busy may be called again.
             if self.running.is_none() && !self.offers() {
                 self.free(false, Duration::ZERO);
+            } else if self.calls {
+                self.dispatcher
+                    .connected(self.index, self.commands.clone(), true);
             }
         }
     }
@@ -383,6 +405,7 @@ impl GenerateStream<'_> {
         match command {
             ToWorker::Dispatch(batch) => self.start(batch).await,
             ToWorker::Pass => self.send(Command::Pass(mesh::Pass {})).await,
+            ToWorker::Demand(demand) => self.send(Command::Demand(demand)).await,
             ToWorker::Cancel(request_id) => {
                 let Some(running) = &mut self.running else {
                     return Ok(());
@@ -468,6 +491,13 @@ impl GenerateStream<'_> {
             }
             Event::Recall(_) => {
                 self.dispatcher.recall(self.index);
+                Ok(())
+            }
+            Event::Busy(_) if !self.calls => {
+                Err(self.protocol_error("a Busy from a worker this batcher does not call"))
+            }
+            Event::Busy(_) => {
+                self.dispatcher.busy(self.index);
                 Ok(())
             }
             Event::Draining(_) => {

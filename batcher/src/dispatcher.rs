@@ -11,8 +11,9 @@
 //! holds its offer (see `WorkerService.Generate` in the mesh proto). The
 //! task publishes its demand for such workers (what waits that no offer it
 //! holds will take, and whether a batch is ready) and answers an offer it
-//! has no use for with a pass at once. It also publishes how many requests
-//! wait, which its sessions report to the gateways.
+//! has no use for with a pass at once; a worker that answers Busy is sent
+//! its demand only when called ([`crate::calls`]). It also publishes how
+//! many requests wait, which its sessions report to the gateways.
 //!
 //! Requests whose worker was lost mid-batch come back to the head of the
 //! queue and run again on another worker. While no worker at all is
@@ -22,6 +23,7 @@
 
 use crate::{
     Error,
+    calls::Calls,
     metrics::Meters,
     queue::{Entry, Policy, Queue, Reason},
     request::Pending,
@@ -62,6 +64,8 @@ pub enum ToWorker {
     Cancel(u64),
     /// No batch for the worker's offer.
     Pass,
+    /// The worker is called (it answers Busy): this batcher's demand.
+    Demand(mesh::Demand),
 }
 
 /// A sealed batch on its way to a worker.
@@ -101,7 +105,8 @@ fn waiting_since(entry: &Entry<Pending>) -> Instant {
 enum Command {
     Enqueue(Box<Entry<Pending>>),
     Cancel(u64),
-    Connected(usize, mpsc::UnboundedSender<ToWorker>),
+    Connected(usize, mpsc::UnboundedSender<ToWorker>, bool),
+    Busy(usize),
     Free(Slot),
     Idle(usize),
     Retiring(usize),
@@ -138,6 +143,8 @@ impl Dispatcher {
             free: VecDeque::new(),
             connections: HashMap::new(),
             running: HashSet::new(),
+            calls: Calls::default(),
+            calling: HashSet::new(),
             no_worker_since: None,
             next_batch_id: 1,
             metrics,
@@ -176,9 +183,17 @@ impl Dispatcher {
     }
 
     /// A worker is connected (free or not): it counts among the workers,
-    /// and hears of departures.
-    pub fn connected(&self, index: usize, commands: mpsc::UnboundedSender<ToWorker>) {
-        let _ = self.commands.send(Command::Connected(index, commands));
+    /// and hears of departures. One that `calls` (answers Busy) is free, and
+    /// is sent this batcher's demand when called.
+    pub fn connected(&self, index: usize, commands: mpsc::UnboundedSender<ToWorker>, calls: bool) {
+        let _ = self
+            .commands
+            .send(Command::Connected(index, commands, calls));
+    }
+
+    /// A called worker runs another batcher's batch.
+    pub fn busy(&self, index: usize) {
+        let _ = self.commands.send(Command::Busy(index));
     }
 
     /// A worker's batch from this batcher has ended.
@@ -240,6 +255,10 @@ struct Task {
     connections: HashMap<usize, mpsc::UnboundedSender<ToWorker>>,
     /// The connections running a batch of this batcher.
     running: HashSet<usize>,
+    /// Which of the workers that answer Busy are called.
+    calls: Calls,
+    /// The workers that answer Busy.
+    calling: HashSet<usize>,
     /// Since when no worker has been connected, once one was.
     no_worker_since: Option<Instant>,
     next_batch_id: u64,
@@ -257,7 +276,8 @@ impl Task {
             self.expire(now);
             self.dispatch(now);
             let held = self.pass_unneeded_offers();
-            self.publish(now, held);
+            let (demand, needed) = self.publish(now, held);
+            self.call(demand, needed);
             self.metrics.queue_length.set(self.queue.len() as i64);
             self.metrics.workers.set(self.connections.len() as i64);
             self.metrics.workers_busy.set(self.running.len() as i64);
@@ -289,6 +309,7 @@ impl Task {
                 }
                 Command::Cancel(_)
                 | Command::Connected(..)
+                | Command::Busy(_)
                 | Command::Free(_)
                 | Command::Idle(_)
                 | Command::Retiring(_)
@@ -314,23 +335,42 @@ impl Task {
                     }
                 }
             }
-            Command::Connected(index, commands) => {
+            Command::Connected(index, commands, calls) => {
                 self.no_worker_since = None;
                 self.connections.insert(index, commands);
+                if calls {
+                    self.calling.insert(index);
+                    // One running a batch here is callable when it ends.
+                    if !self.running.contains(&index) {
+                        self.calls.callable(index);
+                    }
+                }
             }
+            Command::Busy(index) => self.calls.left(index),
             Command::Idle(index) => {
                 self.running.remove(&index);
+                if self.calling.contains(&index) {
+                    self.calls.callable(index);
+                }
             }
             Command::Free(slot) => {
                 self.running.remove(&slot.index);
+                self.calls.left(slot.index);
                 self.no_worker_since = None;
                 self.connections.insert(slot.index, slot.commands.clone());
                 self.free.retain(|free| free.index != slot.index);
                 let at = self.free.partition_point(|free| free.since <= slot.since);
                 self.free.insert(at, slot);
             }
-            Command::Retiring(index) | Command::Recall(index) => self.unfree(index),
+            Command::Retiring(index) => {
+                self.unfree(index);
+                self.calls.left(index);
+                self.calling.remove(&index);
+            }
+            Command::Recall(index) => self.unfree(index),
             Command::Gone(index) => {
+                self.calls.left(index);
+                self.calling.remove(&index);
                 self.running.remove(&index);
                 if self.connections.remove(&index).is_some() && self.connections.is_empty() {
                     self.no_worker_since = Some(Instant::now());
@@ -346,8 +386,17 @@ impl Task {
         if let Some(at) = self.free.iter().position(|free| free.index == index) {
             let slot = self.free.remove(at).expect("found in the free list");
             if slot.offered {
-                let _ = slot.commands.send(ToWorker::Pass);
+                self.pass(&slot);
             }
+        }
+    }
+
+    /// Answers a worker's offer with a pass: it is free to serve another
+    /// batcher, and may be called again.
+    fn pass(&mut self, slot: &Slot) {
+        let _ = slot.commands.send(ToWorker::Pass);
+        if self.calling.contains(&slot.index) {
+            self.calls.callable(slot.index);
         }
     }
 
@@ -362,7 +411,7 @@ impl Task {
                 break;
             };
             let slot = self.free.remove(at).expect("found in the free list");
-            let _ = slot.commands.send(ToWorker::Pass);
+            self.pass(&slot);
             held -= 1;
         }
         held
@@ -370,27 +419,46 @@ impl Task {
 
     /// Publishes the queue's length, and the demand for workers that offer:
     /// what waits beyond the `held` offers, and whether a batch could go now.
-    fn publish(&self, now: Instant, held: usize) {
+    /// Returns the demand and how many batches wait beyond the offers.
+    fn publish(&self, now: Instant, held: usize) -> (mesh::Demand, usize) {
         let queued = u32::try_from(self.queue.len()).unwrap_or(u32::MAX);
         self.queued
             .send_if_modified(|was| std::mem::replace(was, queued) != queued);
         // In whole batches, so that it changes (and is a message to every
-        // worker) once a batch, not once a request.
+        // worker that does not answer Busy) once a batch, not once a request.
         let batches = self
             .queue
             .len()
             .saturating_sub(held * self.policy.batch_size)
-            .div_ceil(self.policy.batch_size)
-            .min(DEMAND_CAP_BATCHES);
+            .div_ceil(self.policy.batch_size);
         let demand = mesh::Demand {
-            waiting: u32::try_from(batches).unwrap_or(u32::MAX),
+            waiting: u32::try_from(batches.min(DEMAND_CAP_BATCHES)).unwrap_or(u32::MAX),
             ready: batches > 0 && self.queue.ready(now, now).is_some(),
+            calls: false,
         };
         self.demand.send_if_modified(|was| {
             let changed = *was != demand;
             *was = demand;
             changed
         });
+        (demand, batches)
+    }
+
+    /// Calls as many of the workers that answer Busy as the queue has
+    /// `needed` batches (see [`crate::calls`]).
+    fn call(&mut self, demand: mesh::Demand, needed: usize) {
+        if self.calling.is_empty() {
+            return;
+        }
+        let demand = mesh::Demand {
+            calls: true,
+            ..demand
+        };
+        for (index, demand) in self.calls.call(needed, demand) {
+            if let Some(connection) = self.connections.get(&index) {
+                let _ = connection.send(ToWorker::Demand(demand));
+            }
+        }
     }
 
     /// Requests handed back (a batch a worker could not take, a lost worker's
@@ -973,7 +1041,8 @@ mod tests {
             *demand.borrow(),
             mesh::Demand {
                 waiting: 1,
-                ready: false
+                ready: false,
+                calls: false,
             }
         );
         assert_eq!(*h.dispatcher.queued().borrow(), 3);
@@ -989,6 +1058,46 @@ mod tests {
         assert_eq!(Instant::now(), t0);
         settle().await;
         assert_eq!(*demand.borrow(), mesh::Demand::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_as_many_workers_as_batches_wait_are_called_and_a_busy_one_is_replaced() {
+        let mut h = Harness::new(4);
+        let mut workers: Vec<_> = (0..3)
+            .map(|index| {
+                let (commands, receiver) = mpsc::unbounded_channel();
+                h.dispatcher.connected(index, commands, true);
+                receiver
+            })
+            .collect();
+        // The last demand a worker was sent since asked.
+        let mut called = |index: usize| {
+            let mut last = None;
+            while let Ok(command) = workers[index].try_recv() {
+                match command {
+                    ToWorker::Demand(demand) if demand.calls => last = Some(demand.waiting),
+                    other => panic!("expected a demand, got {other:?}"),
+                }
+            }
+            last
+        };
+        let _requests = h.requests(5);
+        settle().await;
+        // Two batches wait: the two longest connected are called, not all.
+        assert_eq!((called(0), called(1), called(2)), (Some(2), Some(2), None));
+        h.dispatcher.busy(0);
+        settle().await;
+        assert_eq!(
+            (called(0), called(2)),
+            (None, Some(2)),
+            "one busy, another called"
+        );
+        // Worker 1 offers itself and takes the full batch; worker 2, still
+        // called, hears that one batch waits now.
+        let mut offered = h.offer(1);
+        assert_eq!(ids(&batch(&mut offered).await), [1, 2, 3, 4]);
+        settle().await;
+        assert_eq!((called(0), called(1), called(2)), (None, None, Some(1)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,6 +3,7 @@
 //!
 //! - `queue`: the queue and the batching decisions (synchronous).
 //! - `dispatcher`: the task that owns the queue and the free workers.
+//! - `calls`: which shared workers are sent the demand (synchronous).
 //! - `discovery`: worker names resolved periodically, a connection per address.
 //! - `connection`: one task per worker: its Generate stream.
 //! - `running`: the table of a running batch: which request gets which
@@ -19,6 +20,7 @@
 //! [`run`] serves the batcher on a listener until the shutdown future resolves.
 
 mod admission;
+mod calls;
 mod config;
 mod connection;
 mod discovery;

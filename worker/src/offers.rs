@@ -9,6 +9,11 @@
 //! a window, the holder is asked to recall it. A batch taken on an offer
 //! holds the place until it ends, so a worker is never booked twice.
 //!
+//! A batcher that calls (its Demand says so) sends its Demand only to the
+//! workers it needs; a seat whose batcher calls and wants the worker while a
+//! batch of another seat runs is told to say Busy, once per Demand, so that
+//! its batcher calls another worker.
+//!
 //! A batcher that sends no Demand (one from before offers) gets the place
 //! the old way: its batch waits until the running one has ended.
 
@@ -28,6 +33,8 @@ pub enum Call {
     Offer,
     /// Send a Recall.
     Recall,
+    /// Send Busy.
+    Busy,
 }
 
 /// The worker's place for a batch and the seats that want it.
@@ -55,6 +62,9 @@ struct State {
     closed: bool,
     /// When the last batch ended (`None`: none has run).
     free_since: Option<Instant>,
+    /// A batch holds the place, and the seat it was taken on (`None`: a
+    /// batcher's from before offers).
+    running: Option<Option<u64>>,
 }
 
 struct SeatState {
@@ -67,6 +77,10 @@ struct SeatState {
     call: Option<Call>,
     /// A Recall was asked of it for the current offer.
     recalled: bool,
+    /// Its batcher calls: it is told Busy.
+    calls: bool,
+    /// Busy was asked of it for its current demand.
+    told_busy: bool,
     wake: Arc<Notify>,
 }
 
@@ -93,6 +107,8 @@ impl Offers {
                 last_offer: 0,
                 call: None,
                 recalled: false,
+                calls: false,
+                told_busy: false,
                 wake: wake.clone(),
             },
         );
@@ -106,6 +122,8 @@ impl Offers {
     /// The place, the old way: once no batch runs and no offer waits.
     pub async fn wait_for_place(&self) -> Place {
         let guard = self.shared.place.clone().lock_owned().await;
+        self.state().running = Some(None);
+        self.tell_busy();
         Place {
             offers: self.clone(),
             guard: Some(guard),
@@ -121,6 +139,27 @@ impl Offers {
     /// No new offer: the worker drains.
     pub fn close(&self) {
         self.state().closed = true;
+    }
+
+    /// While a batch runs: every seat whose batcher calls and that wants
+    /// the worker is told Busy, once per demand.
+    fn tell_busy(&self) {
+        let mut state = self.state();
+        let Some(running) = state.running else {
+            return;
+        };
+        for (id, seat) in &mut state.seats {
+            if Some(*id) != running
+                && seat.calls
+                && seat.wants()
+                && !seat.told_busy
+                && seat.call.is_none()
+            {
+                seat.told_busy = true;
+                seat.call = Some(Call::Busy);
+                seat.wake.notify_one();
+            }
+        }
     }
 
     /// Makes an offer if the worker is free and a seat wants it, or asks the
@@ -186,16 +225,23 @@ pub struct Seat {
 }
 
 impl Seat {
-    /// The batcher's new demand.
-    pub fn demand(&self, waiting: u32, ready: bool) {
+    /// The batcher's new demand; `calls`: it sent it to this worker alone
+    /// of many, and wants Busy while the worker cannot answer.
+    pub fn demand(&self, waiting: u32, ready: bool, calls: bool) {
         {
             let mut state = self.offers.state();
             if let Some(seat) = state.seats.get_mut(&self.id) {
                 seat.passed = false;
                 seat.waiting = waiting;
                 seat.ready = ready;
+                seat.calls = calls;
+                seat.told_busy = false;
+                if seat.call == Some(Call::Busy) {
+                    seat.call = None;
+                }
             }
         }
+        self.offers.tell_busy();
         self.offers.choose();
     }
 
@@ -239,6 +285,9 @@ impl Seat {
         if let Some(seat) = state.seats.get_mut(&self.id) {
             seat.call = None;
         }
+        state.running = Some(Some(self.id));
+        drop(state);
+        self.offers.tell_busy();
         Some(Place {
             offers: self.offers.clone(),
             guard: Some(guard),
@@ -286,7 +335,11 @@ pub struct Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.offers.state().free_since = Some(Instant::now());
+        {
+            let mut state = self.offers.state();
+            state.free_since = Some(Instant::now());
+            state.running = None;
+        }
         self.guard.take();
         self.offers.choose();
     }
@@ -304,13 +357,13 @@ mod tests {
     async fn a_free_worker_offers_itself_to_the_ready_seat_with_the_most_waiting() {
         let offers = Offers::default();
         let (a, b, c) = (offers.seat(), offers.seat(), offers.seat());
-        a.demand(8, false);
+        a.demand(8, false, false);
         // `a` waits on a window: offered, for want of better.
         assert_eq!(pending(&a), Some(Call::Offer));
-        b.demand(2, true);
+        b.demand(2, true, false);
         // `b` is ready: `a` is asked to recall, once.
         assert_eq!(pending(&a), Some(Call::Recall));
-        c.demand(5, true);
+        c.demand(5, true, false);
         assert_eq!(pending(&a), None);
         a.pass();
         // Ready first, then the most waiting.
@@ -323,8 +376,8 @@ mod tests {
     async fn a_taken_offer_books_the_worker_until_its_batch_ends() {
         let offers = Offers::default();
         let (a, b) = (offers.seat(), offers.seat());
-        a.demand(4, true);
-        b.demand(4, true);
+        a.demand(4, true, false);
+        b.demand(4, true, false);
         let first = if pending(&a) == Some(Call::Offer) {
             &a
         } else {
@@ -332,7 +385,7 @@ mod tests {
         };
         let second = if std::ptr::eq(first, &a) { &b } else { &a };
         let place = first.take().expect("it holds the offer");
-        second.demand(9, true);
+        second.demand(9, true, false);
         assert_eq!(pending(second), None, "no offer while a batch runs");
         assert!(
             second.take().is_none(),
@@ -343,14 +396,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_calling_seat_that_wants_the_busy_worker_is_told_busy_once_per_demand() {
+        let offers = Offers::default();
+        let (a, b, old) = (offers.seat(), offers.seat(), offers.seat());
+        a.demand(1, true, true);
+        assert_eq!(pending(&a), Some(Call::Offer));
+        let place = a.take().expect("it holds the offer");
+        a.demand(3, true, true);
+        assert_eq!(pending(&a), None, "the running seat's own batcher knows");
+        b.demand(2, true, true);
+        assert_eq!(pending(&b), Some(Call::Busy));
+        assert_eq!(pending(&b), None, "once");
+        b.demand(2, true, true);
+        assert_eq!(pending(&b), Some(Call::Busy), "again for a new demand");
+        old.demand(2, true, false);
+        assert_eq!(
+            pending(&old),
+            None,
+            "a batcher that does not call is not told"
+        );
+        drop(place);
+        // Free: it offers itself to one of them, which did not pass.
+        let offered = [&a, &b, &old]
+            .iter()
+            .filter(|seat| pending(seat) == Some(Call::Offer))
+            .count();
+        assert_eq!(offered, 1);
+    }
+
+    #[tokio::test]
     async fn a_seat_that_passed_is_offered_again_only_when_its_demand_changes() {
         let offers = Offers::default();
         let a = offers.seat();
-        a.demand(1, false);
+        a.demand(1, false, false);
         assert_eq!(pending(&a), Some(Call::Offer));
         a.pass();
         assert_eq!(pending(&a), None);
-        a.demand(2, false);
+        a.demand(2, false, false);
         assert_eq!(pending(&a), Some(Call::Offer));
     }
 
@@ -358,9 +440,9 @@ mod tests {
     async fn a_stream_that_ends_holding_the_offer_frees_the_worker() {
         let offers = Offers::default();
         let (a, b) = (offers.seat(), offers.seat());
-        a.demand(3, true);
+        a.demand(3, true, false);
         assert_eq!(pending(&a), Some(Call::Offer));
-        b.demand(1, true);
+        b.demand(1, true, false);
         drop(a);
         assert_eq!(pending(&b), Some(Call::Offer));
     }
@@ -369,14 +451,14 @@ mod tests {
     async fn equal_seats_take_turns() {
         let offers = Offers::default();
         let (a, b) = (offers.seat(), offers.seat());
-        a.demand(4, true);
-        b.demand(4, true);
+        a.demand(4, true, false);
+        b.demand(4, true, false);
         let mut order = Vec::new();
         for _ in 0..4 {
             let seat = if a.holds_offer() { &a } else { &b };
             order.push(std::ptr::eq(seat, &a));
             drop(seat.take());
-            seat.demand(4, true);
+            seat.demand(4, true, false);
         }
         assert_eq!(order, [true, false, true, false]);
     }
@@ -385,7 +467,7 @@ mod tests {
     async fn a_batch_the_old_way_waits_for_the_offered_place() {
         let offers = Offers::default();
         let a = offers.seat();
-        a.demand(1, true);
+        a.demand(1, true, false);
         let place = a.take().expect("offered");
         let waiting = tokio::spawn({
             let offers = offers.clone();
@@ -395,7 +477,7 @@ mod tests {
         assert!(!waiting.is_finished());
         drop(place);
         let old = waiting.await.expect("the old way gets the place");
-        a.demand(2, true);
+        a.demand(2, true, false);
         assert_eq!(pending(&a), None, "the old way's batch holds it");
         drop(old);
         assert_eq!(pending(&a), Some(Call::Offer));
@@ -406,7 +488,7 @@ mod tests {
         let offers = Offers::default();
         offers.close();
         let a = offers.seat();
-        a.demand(4, true);
+        a.demand(4, true, false);
         assert_eq!(pending(&a), None);
     }
 }

@@ -20,8 +20,9 @@ use crate::{
 };
 use horoscoper_proto::deadline;
 use horoscoper_proto::mesh::{
-    BatchDone, Draining, GenerateRequest, GenerateResponse, Offer, Ready, Recall, Step, StepToken,
-    generate_request::Command, generate_response::Event, worker_service_server::WorkerService,
+    BatchDone, Busy, Draining, GenerateRequest, GenerateResponse, Offer, Ready, Recall, Step,
+    StepToken, generate_request::Command, generate_response::Event,
+    worker_service_server::WorkerService,
 };
 use horoscoper_runtime::drain::Drain;
 use rand::{SeedableRng, rngs::StdRng};
@@ -121,6 +122,7 @@ impl Inner {
             worker_id: self.id.clone(),
             resumes: true,
             offers: true,
+            busy_notices: true,
         });
         if !send(outbound, ready).await {
             return Ok(());
@@ -147,6 +149,7 @@ impl Inner {
                             idle: prost_types::Duration::try_from(self.offers.idle(self.started)).ok(),
                         }),
                         Call::Recall => Event::Recall(Recall {}),
+                        Call::Busy => Event::Busy(Busy {}),
                     };
                     if !send(outbound, event).await {
                         return Ok(());
@@ -384,10 +387,11 @@ impl StreamState {
     /// A command other than a batch or its cancellation.
     fn between_batches(&mut self, command: Command, offers: &Offers) {
         match command {
-            Command::Demand(demand) => self
-                .seat
-                .get_or_insert_with(|| offers.seat())
-                .demand(demand.waiting, demand.ready),
+            Command::Demand(demand) => self.seat.get_or_insert_with(|| offers.seat()).demand(
+                demand.waiting,
+                demand.ready,
+                demand.calls,
+            ),
             Command::Pass(_) => {
                 if let Some(seat) = &self.seat {
                     seat.pass();

@@ -98,7 +98,11 @@ impl Session {
 }
 
 fn demand(waiting: u32, ready: bool) -> Command {
-    Command::Demand(Demand { waiting, ready })
+    Command::Demand(Demand {
+        waiting,
+        ready,
+        calls: false,
+    })
 }
 
 fn batch(batch_id: u64, prefixes: &[&str]) -> Command {
