@@ -84,6 +84,7 @@ async fn open(url: String, stop: CancellationToken) -> Session {
             assert_eq!(ready.worker_id, "w-test");
             assert!(ready.resumes, "it skips what a re-run's client has");
             assert!(ready.offers, "it is shared by offers");
+            assert!(ready.busy_notices, "it answers a call it cannot take");
         }
         other => panic!("expected Ready first, got {other:?}"),
     }
@@ -97,11 +98,21 @@ impl Session {
     }
 }
 
+/// A batcher's demand, sent to every worker as it changes.
 fn demand(waiting: u32, ready: bool) -> Command {
     Command::Demand(Demand {
         waiting,
         ready,
         calls: false,
+    })
+}
+
+/// A batcher's demand, sent to this worker alone: a call.
+fn call(waiting: u32, ready: bool) -> Command {
+    Command::Demand(Demand {
+        waiting,
+        ready,
+        calls: true,
     })
 }
 
@@ -340,5 +351,28 @@ async fn two_batchers_share_a_worker_by_offers_and_it_is_never_booked_twice() {
     a.send(Command::Pass(Pass {})).await;
     assert!(matches!(b.next().await, Event::Offer(_)));
     b.send(batch(2, &["Virgo"])).await;
+    assert!(matches!(b.next().await, Event::Step(step) if step.batch_id == 2));
+}
+
+#[tokio::test]
+async fn a_worker_called_while_it_runs_another_batchers_batch_says_busy_then_offers_once_free() {
+    let mut a = session(300).await;
+    let mut b = a.another().await;
+    a.send(call(1, true)).await;
+    assert!(matches!(a.next().await, Event::Offer(_)));
+    a.send(batch(1, &["Aries"])).await;
+    // `b` calls the worker while `a`'s batch runs: Busy, at once, so that
+    // `b` calls another.
+    b.send(call(2, true)).await;
+    assert!(matches!(b.next().await, Event::Busy(_)));
+    loop {
+        if let Event::Done(done) = a.next().await {
+            assert_eq!(done.batch_id, 1);
+            break;
+        }
+    }
+    // Free again, it offers itself to `b`, whose call still stands.
+    assert!(matches!(b.next().await, Event::Offer(_)));
+    b.send(batch(2, &["Leo"])).await;
     assert!(matches!(b.next().await, Event::Step(step) if step.batch_id == 2));
 }
