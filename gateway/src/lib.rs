@@ -59,6 +59,7 @@ pub async fn run(
         resolver: config.resolver.clone(),
         tls: config.mesh_tls.clone(),
         dialer: listener.dialer(),
+        moved: config.metrics.moved.clone(),
     })
     .await;
     let drain = Drain::start(shutdown, config.drain_grace);

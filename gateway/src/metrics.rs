@@ -86,6 +86,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     pub time_to_first_token: Histogram,
     pub request_duration: Histogram,
+    /// Requests moved to another batcher after theirs was lost.
+    pub moved: Counter,
 }
 
 impl Default for Metrics {
@@ -99,6 +101,7 @@ impl Default for Metrics {
             requests,
             time_to_first_token: Histogram::new(horoscoper_runtime::metrics::duration_buckets()),
             request_duration: Histogram::new(horoscoper_runtime::metrics::duration_buckets()),
+            moved: Counter::default(),
         }
     }
 }
@@ -126,6 +129,11 @@ impl Metrics {
             "horoscoper_request_duration_seconds",
             "Time from a request's arrival to its end, whatever the outcome",
             self.request_duration.clone(),
+        );
+        registry.register(
+            "horoscoper_requests_moved",
+            "Requests moved to another batcher mid-stream, after theirs was lost",
+            self.moved.clone(),
         );
     }
 

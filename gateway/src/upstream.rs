@@ -63,6 +63,8 @@ pub struct Discovery {
     pub tls: Option<MeshTls>,
     /// How the sessions connect: TCP, or the simulation's network.
     pub dialer: horoscoper_runtime::transport::Dialer,
+    /// Counts the requests moved from a lost batcher.
+    pub moved: prometheus_client::metrics::counter::Counter,
 }
 
 /// The batchers, as the gateway's requests reach them.
@@ -380,6 +382,7 @@ impl Upstream {
         let to = self
             .send(route, Some(from), delivered)
             .map_err(|_| lost.clone())?;
+        self.inner.discovery.moved.inc();
         route.span.in_scope(|| {
             tracing::info!(
                 from = %from.url,
