@@ -54,6 +54,15 @@ bench-smoke:
     mkdir -p {{logs}}
     cargo bench --bench mesh -- --quick 2>&1 | tee {{logs}}/bench.log
 
+# The simulation (release build): the real gateway, batcher and worker code
+# at 1,000 workers and 100,000 streams, on tokio's paused clock and an
+# in-memory network; writes target/sim/results.md and plots. `--quick` is
+# the short form CI runs; `--only N` one scenario.
+[doc("The real services at 1,000 workers on a simulated clock and network: target/sim/results.md (--quick: CI's short form)")]
+simulate *ARGS:
+    mkdir -p {{logs}}
+    cargo bench --bench sim -- {{ARGS}} 2>&1 | tee {{logs}}/sim.log
+
 # Format the code.
 fmt:
     cargo fmt --all
@@ -163,6 +172,7 @@ test: setup lint check-generated check-deploy
     @echo "fault injection (tests/faults.rs): scenario | what happened | sent | completed | failed | lost"
     @sort target/tmp/faults/table.md
     just bench-smoke
+    just simulate --quick
     just test-jaeger
     just test-prometheus
     just test-hosts
@@ -290,5 +300,7 @@ summary:
         FILENAME == "go.log" && /^--- FAIL/ { f++ }
         FILENAME == "fuzz.log" && /, no crash$/ { p++ }
         FILENAME == "bench.log" && /^bench: every request ended whole/ { p++ }
+        FILENAME == "sim.log" && /^simulate: every check held/ { p++ }
+        FILENAME == "sim.log" && /^simulate: A CHECK FAILED/ { f++ }
         END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }
-    ' cargo.log bench.log jaeger.log prometheus.log hosts.log fuzz.log typescript.log browser.log python.log go.log
+    ' cargo.log bench.log sim.log jaeger.log prometheus.log hosts.log fuzz.log typescript.log browser.log python.log go.log

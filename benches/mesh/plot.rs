@@ -1,7 +1,13 @@
 //! The plots, as SVG files (plotters): latency histograms and throughput
 //! curves.
 
-use plotters::{coord::Shift, prelude::*};
+use plotters::{
+    coord::{
+        Shift,
+        ranged1d::{AsRangedCoord, ValueFormatter},
+    },
+    prelude::*,
+};
 use std::path::Path;
 
 const SIZE: (u32, u32) = (800, 480);
@@ -58,15 +64,50 @@ pub fn histograms(path: &Path, title: &str, series: &[(&str, Bins)]) -> Result {
 pub fn lines(
     path: &Path,
     title: &str,
-    (x_desc, y_desc): (&str, &str),
+    descs: (&str, &str),
     series: &[(&str, Vec<(f64, f64)>)],
 ) -> Result {
-    let points = || series.iter().flat_map(|(_, points)| points.iter());
-    let x_max = points().map(|p| p.0).fold(1.0, f64::max);
-    let y_max = points().map(|p| p.1).fold(1.0, f64::max);
+    let x_max = x_max(series);
+    draw_lines(path, title, descs, series, (1.0..x_max * 1.1).log_scale())
+}
+
+/// Lines through points, one per series, on a linear x axis from 0.
+#[allow(dead_code)] // the simulation's
+pub fn linear_lines(
+    path: &Path,
+    title: &str,
+    descs: (&str, &str),
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> Result {
+    let x_max = x_max(series);
+    draw_lines(path, title, descs, series, 0.0..x_max * 1.05)
+}
+
+fn x_max(series: &[(&str, Vec<(f64, f64)>)]) -> f64 {
+    series
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|p| p.0))
+        .fold(1.0, f64::max)
+}
+
+fn draw_lines<X>(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[(&str, Vec<(f64, f64)>)],
+    x_axis: X,
+) -> Result
+where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+{
+    let y_max = series
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|p| p.1))
+        .filter(|y| y.is_finite())
+        .fold(1.0, f64::max);
     let root = canvas(path)?;
-    let mut chart = titled(&root, title, 80)
-        .build_cartesian_2d((1.0..x_max * 1.1).log_scale(), 0.0..y_max * 1.1)?;
+    let mut chart = titled(&root, title, 80).build_cartesian_2d(x_axis, 0.0..y_max * 1.1)?;
     chart
         .configure_mesh()
         .x_desc(x_desc)
