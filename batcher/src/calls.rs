@@ -42,11 +42,20 @@ impl Calls {
         }
     }
 
-    /// A worker no longer to be called: it offered itself, runs a batch, is
-    /// busy elsewhere, retires or is gone.
+    /// A worker no longer to be called: it offered itself, runs a batch,
+    /// retires or is gone.
     pub fn left(&mut self, index: usize) {
         self.called.remove(&index);
         self.free.remove(&index);
+    }
+
+    /// A worker answered Busy. Only a called one leaves: its last Demand
+    /// from here wants it, so it comes back by itself once free. A Busy that
+    /// crossed its release (a Demand of nothing, after which it wants
+    /// nothing from here) leaves it callable, or it would be lost to this
+    /// batcher for good.
+    pub fn busy(&mut self, index: usize) {
+        self.called.remove(&index);
     }
 
     /// Calls workers until `needed` are called (sending each `demand`), and
@@ -122,12 +131,26 @@ mod tests {
         calls.callable(1);
         calls.callable(2);
         assert_eq!(to(&calls.call(1, demand(1))), vec![1]);
-        calls.left(1); // Busy
+        calls.busy(1);
         assert_eq!(to(&calls.call(1, demand(1))), vec![2]);
         calls.left(2);
         assert_eq!(calls.call(1, demand(1)), vec![], "no one left to call");
         calls.callable(1); // its batch here ended, or its offer was passed
         assert_eq!(to(&calls.call(1, demand(1))), vec![1]);
+    }
+
+    #[test]
+    fn a_busy_that_crossed_a_release_leaves_the_worker_callable() {
+        let mut calls = Calls::default();
+        calls.callable(1);
+        assert_eq!(to(&calls.call(1, demand(1))), vec![1]);
+        // Released (told that nothing waits) while its Busy was on the way.
+        assert_eq!(to(&calls.call(0, demand(0))), vec![1]);
+        calls.busy(1);
+        assert_eq!(to(&calls.call(1, demand(1))), vec![1], "still callable");
+        calls.busy(1);
+        assert_eq!(calls.called(), 0);
+        assert_eq!(calls.call(1, demand(1)), vec![], "it comes back by itself");
     }
 
     #[test]

@@ -346,7 +346,7 @@ impl Task {
                     }
                 }
             }
-            Command::Busy(index) => self.calls.left(index),
+            Command::Busy(index) => self.calls.busy(index),
             Command::Idle(index) => {
                 self.running.remove(&index);
                 if self.calling.contains(&index) {

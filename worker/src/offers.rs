@@ -2,9 +2,11 @@
 //!
 //! A batcher that knows offers sends a Demand (how much it has waiting, and
 //! whether a batch is ready); its stream holds a [`Seat`]. While the worker
-//! is free it offers itself to one seat at a time: one that is ready before
-//! one that waits on a window, the most waiting first, the least recently
-//! offered on a tie. A seat that passes is not offered again until its
+//! is free it offers itself to one seat at a time, of those that want it
+//! the least recently offered: in turn, whatever each says it has waiting,
+//! since a batcher that calls (below) stops telling a busy worker how its
+//! queue grows, and a choice by those counts starved it (the bench's zero
+//! delay row stalled). A seat that passes is not offered again until its
 //! demand changes. When another seat becomes ready while the offer waits on
 //! a window, the holder is asked to recall it. A batch taken on an offer
 //! holds the place until it ends, so a worker is never booked twice.
@@ -192,7 +194,7 @@ impl Offers {
             .seats
             .iter()
             .filter(|(_, seat)| seat.wants())
-            .max_by_key(|(_, seat)| (seat.ready, seat.waiting, std::cmp::Reverse(seat.last_offer)))
+            .min_by_key(|(id, seat)| (seat.last_offer, **id))
         else {
             return;
         };
@@ -354,7 +356,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_free_worker_offers_itself_to_the_ready_seat_with_the_most_waiting() {
+    async fn a_free_worker_offers_itself_in_turn_and_an_offer_on_a_window_is_recalled() {
         let offers = Offers::default();
         let (a, b, c) = (offers.seat(), offers.seat(), offers.seat());
         a.demand(8, false, false);
@@ -366,9 +368,12 @@ mod tests {
         c.demand(5, true, false);
         assert_eq!(pending(&a), None);
         a.pass();
-        // Ready first, then the most waiting.
+        // In turn: `b` and `c` were never offered; the older seat first,
+        // whatever they have waiting.
+        assert_eq!(pending(&b), Some(Call::Offer));
+        assert_eq!(pending(&c), None);
+        b.pass();
         assert_eq!(pending(&c), Some(Call::Offer));
-        assert_eq!(pending(&b), None);
         assert!(c.holds_offer());
     }
 
