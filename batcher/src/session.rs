@@ -265,3 +265,78 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BatchingArgs, Metrics, dispatcher::Dispatcher};
+    use horoscoper_proto::mesh::SubmitRequest;
+    use horoscoper_runtime::drain::Drain;
+    use std::time::Duration;
+    use tokio::time::Instant;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tokio_util::sync::CancellationToken;
+
+    fn submit(id: u64) -> Result<SessionRequest, Status> {
+        Ok(SessionRequest {
+            command: Some(Command::Submit(SubmitRequest {
+                id,
+                prefix: format!("request {id}"),
+                ..Default::default()
+            })),
+        })
+    }
+
+    /// The queue each load report says, and when it came.
+    async fn next_load(
+        out: &mut mpsc::Receiver<Result<SessionResponse, Status>>,
+        t0: Instant,
+    ) -> (u32, Duration) {
+        loop {
+            let message = out
+                .recv()
+                .await
+                .expect("the session runs")
+                .expect("no error");
+            if let Some(load) = message.load {
+                return (load.queued, t0.elapsed());
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_is_reported_at_once_then_at_most_every_load_interval() {
+        // No worker: what is submitted stays queued.
+        let batching = BatchingArgs {
+            batch_size: 64,
+            batch_window_ms: 0,
+            request_ttl_ms: 60_000,
+            max_requests: 64,
+            load_interval_ms: 1000,
+        }
+        .validate()
+        .unwrap();
+        let stop = CancellationToken::new();
+        let dispatcher =
+            Dispatcher::spawn(batching.policy, Metrics::default().of("t"), stop.clone());
+        let drain = Drain::start(std::future::pending(), Duration::from_secs(1));
+        let admission = Admission::new(dispatcher, batching, drain, "t".into());
+        let (commands, receiver) = mpsc::channel(8);
+        let (out, mut sent) = mpsc::channel(16);
+        let t0 = Instant::now();
+        tokio::spawn(GatewaySession::new(admission, ReceiverStream::new(receiver), out).run());
+        assert_eq!(
+            next_load(&mut sent, t0).await,
+            (0, Duration::ZERO),
+            "first message"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        commands.send(submit(1)).await.unwrap();
+        commands.send(submit(2)).await.unwrap();
+        // Two changes, one report, a second after the last.
+        assert_eq!(next_load(&mut sent, t0).await, (2, Duration::from_secs(1)));
+        commands.send(submit(3)).await.unwrap();
+        assert_eq!(next_load(&mut sent, t0).await, (3, Duration::from_secs(2)));
+        stop.cancel();
+    }
+}
