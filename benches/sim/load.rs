@@ -4,7 +4,7 @@
 //! proto; what each request saw is kept, and its text is checked against the
 //! determinism rule.
 
-use crate::mesh::Mesh;
+use crate::mesh::{Fault, Mesh};
 use horoscoper_proto::v1::InferRequest;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::{sync::Arc, time::Duration};
@@ -46,17 +46,17 @@ pub struct Run {
 
 /// Sends the arrivals through the mesh's gateways (round robin, one
 /// client connection after another) and waits for every request to end.
-/// `at` runs once, when `at.0` of the arrival period has passed (a fault).
-pub async fn run(mesh: &Mesh, arrivals: Arrivals, tag: &str, at: Option<(f64, &dyn Fn())>) -> Run {
+/// `fault` strikes once its share of the arrival period has passed.
+pub async fn run(mesh: &Mesh, arrivals: Arrivals, tag: &str, fault: Option<(f64, Fault)>) -> Run {
     let corpus = Arc::new(horoscoper_worker::Corpus::built_in());
     let mut rng = StdRng::seed_from_u64(arrivals.seed);
     let gateways = mesh.spec.gateways;
     let per_gateway = mesh.clients.len() / gateways;
     let start = Instant::now();
-    let fault_at = at.map(|(share, _)| {
-        start + Duration::from_secs_f64(share * arrivals.count as f64 / arrivals.rate)
+    let mut fault = fault.map(|(share, fault)| {
+        let at = start + Duration::from_secs_f64(share * arrivals.count as f64 / arrivals.rate);
+        (at, fault)
     });
-    let mut fault = at.map(|(_, fault)| fault);
     let mut next = start;
     let mut calls = Vec::with_capacity(arrivals.count);
     for i in 0..arrivals.count {
@@ -64,10 +64,8 @@ pub async fn run(mesh: &Mesh, arrivals: Arrivals, tag: &str, at: Option<(f64, &d
         let gap = -(1.0 - rng.random::<f64>()).ln() / arrivals.rate;
         next += Duration::from_secs_f64(gap);
         tokio::time::sleep_until(next).await;
-        if fault_at.is_some_and(|at| next >= at)
-            && let Some(fault) = fault.take()
-        {
-            fault();
+        if let Some((_, kill)) = fault.take_if(|(at, _)| next >= *at) {
+            mesh.kill(kill);
         }
         let client =
             mesh.clients[(i % gateways) * per_gateway + (i / gateways) % per_gateway].clone();

@@ -49,6 +49,15 @@ impl Spec {
     }
 }
 
+/// A kill under load.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Batcher `index` (from 0) killed.
+    Batcher(usize),
+    /// This many workers killed at once.
+    Workers(usize),
+}
+
 /// Client connections per gateway: a connection carries at most
 /// `net::PUBLIC_MAX_STREAMS` streams at once.
 const CLIENT_CONNECTIONS: usize = 128;
@@ -229,15 +238,22 @@ impl Mesh {
         (self.gateway_metrics.moved.get(), rerun)
     }
 
+    pub fn kill(&self, fault: Fault) {
+        match fault {
+            Fault::Batcher(index) => self.kill_batcher(index),
+            Fault::Workers(count) => self.kill_workers(count),
+        }
+    }
+
     /// Kills batcher `index` (from 0): its host is cut off, and its name no
     /// longer resolves to it.
-    pub fn kill_batcher(&self, index: usize) {
+    fn kill_batcher(&self, index: usize) {
         self.names.remove("batcher", &self.batchers[index..=index]);
         self.network.cut(self.batchers[index]);
     }
 
     /// Kills `count` workers at once, spread over the range.
-    pub fn kill_workers(&self, count: usize) {
+    fn kill_workers(&self, count: usize) {
         let step = self.workers.len() / count.max(1);
         let killed: Vec<_> = (0..count).map(|i| self.workers[i * step]).collect();
         self.names.remove("worker", &killed);

@@ -5,7 +5,7 @@
 
 use crate::{
     load::{self, Arrivals, Busy, Run, Sample},
-    mesh::{Mesh, Spec},
+    mesh::{Fault, Mesh, Spec},
     plot,
     report::Summary,
     stats::{Latencies, fmt_count, fmt_ms},
@@ -75,20 +75,7 @@ fn simulate(
     let (run, busy, recovered) = runtime.block_on(async {
         let mesh = Mesh::start(spec.clone()).await;
         let busy = Busy::sample(&mesh);
-        let kill = |fault: &Fault| match *fault {
-            Fault::Batcher(index) => mesh.kill_batcher(index),
-            Fault::Workers(count) => mesh.kill_workers(count),
-        };
-        let at = fault.as_ref().map(|(share, fault)| (*share, fault));
-        let fault_fn;
-        let at: Option<(f64, &dyn Fn())> = match at {
-            Some((share, fault)) => {
-                fault_fn = move || kill(fault);
-                Some((share, &fault_fn))
-            }
-            None => None,
-        };
-        let run = load::run(&mesh, arrivals, tag, at).await;
+        let run = load::run(&mesh, arrivals, tag, fault).await;
         (run, busy.stop(), mesh.recovered())
     });
     let wall = wall.elapsed();
@@ -103,14 +90,6 @@ fn simulate(
         wall.as_secs_f64()
     );
     (run, busy, summary)
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    /// Batcher `index` (from 0) killed.
-    Batcher(usize),
-    /// This many workers killed at once.
-    Workers(usize),
 }
 
 /// Scenario 1: 1,000 workers, K batchers, Poisson arrivals at a share of the
