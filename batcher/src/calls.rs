@@ -3,10 +3,8 @@
 //!
 //! A worker whose Ready says `busy_notices` is sent this batcher's Demand
 //! only when it is called: as many workers as the queue has batches beyond
-//! the offers held, and no more. Sending every change to every worker made
-//! each change a message to all of them, and each free worker answered with
-//! an offer that all but one batcher passed: with a thousand workers that
-//! was most of the mesh's traffic (`docs/performance.md`, issue 20).
+//! the offers held, and no more, so that a change of demand is not a message
+//! to every worker.
 //!
 //! A worker is callable while this batcher believes it free: since it
 //! connected, since its batch here ended, or since its offer here was

@@ -5,8 +5,7 @@
 //! is free it offers itself to one seat at a time, of those that want it
 //! the least recently offered: in turn, whatever each says it has waiting,
 //! since a batcher that calls (below) stops telling a busy worker how its
-//! queue grows, and a choice by those counts starved it (the bench's zero
-//! delay row stalled). A seat that passes is not offered again until its
+//! queue grows, and a choice by those stale counts would starve it. A seat that passes is not offered again until its
 //! demand changes. When another seat becomes ready while the offer waits on
 //! a window, the holder is asked to recall it. A batch taken on an offer
 //! holds the place until it ends, so a worker is never booked twice.
