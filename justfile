@@ -243,6 +243,8 @@ fuzz SECONDS="20":
     cd proto/fuzz
     # cargo-fuzz passes a nightly flag or two; the stable toolchain takes them so.
     export RUSTC_BOOTSTRAP=1
+    # A linker killed by SIGBUS here has meant a full disk: say what is free.
+    df -h . | awk 'NR == 2 { print "fuzz: building with " $4 " of " $2 " free on " $6 }'
     cargo fuzz build -s none -a --fuzz-dir .
     : > ../../{{logs}}/fuzz.log
     for target in $(cargo fuzz list --fuzz-dir .); do

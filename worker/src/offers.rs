@@ -5,10 +5,12 @@
 //! is free it offers itself to one seat at a time, of those that want it
 //! the least recently offered: in turn, whatever each says it has waiting,
 //! since a batcher that calls (below) stops telling a busy worker how its
-//! queue grows, and a choice by those stale counts would starve it. A seat that passes is not offered again until its
-//! demand changes. When another seat becomes ready while the offer waits on
-//! a window, the holder is asked to recall it. A batch taken on an offer
-//! holds the place until it ends, so a worker is never booked twice.
+//! queue grows, and a choice by those stale counts would starve it. A seat
+//! that passes is not offered again until its demand changes. When another
+//! seat becomes ready while the offer waits on a window, the holder is asked
+//! to recall it (or, if the offer is not sent yet, it is withdrawn unseen).
+//! A batch taken on an offer holds the place until it ends, so a worker is
+//! never booked twice.
 //!
 //! A batcher that calls (its Demand says so) sends its Demand only to the
 //! workers it needs; a seat whose batcher calls and wants the worker while a
@@ -178,16 +180,26 @@ impl Offers {
                 .seats
                 .iter()
                 .any(|(id, seat)| *id != holder && seat.wants() && seat.ready);
-            if waits_on_window
-                && other_ready
-                && let Some(seat) = state.seats.get_mut(&holder)
-                && !seat.recalled
-            {
-                seat.recalled = true;
-                seat.call = Some(Call::Recall);
-                seat.wake.notify_one();
+            if !(waits_on_window && other_ready) {
+                return;
             }
-            return;
+            let Some(seat) = state.seats.get_mut(&holder) else {
+                return;
+            };
+            if seat.call == Some(Call::Offer) {
+                // Not sent yet: withdrawn here, unseen, rather than recalled
+                // (a Recall in its place would leave the batcher an offer it
+                // never saw, and the worker booked for good).
+                seat.call = None;
+                state.offer = None;
+            } else {
+                if !seat.recalled {
+                    seat.recalled = true;
+                    seat.call = Some(Call::Recall);
+                    seat.wake.notify_one();
+                }
+                return;
+            }
         }
         let Some((&id, _)) = state
             .seats
@@ -374,6 +386,23 @@ mod tests {
         b.pass();
         assert_eq!(pending(&c), Some(Call::Offer));
         assert!(c.holds_offer());
+    }
+
+    #[tokio::test]
+    async fn an_offer_not_yet_sent_is_withdrawn_not_recalled() {
+        let offers = Offers::default();
+        let (a, b) = (offers.seat(), offers.seat());
+        a.demand(8, false, false);
+        // `a` is offered the worker, but its stream has not sent the Offer
+        // when `b` turns ready: `a` never hears of it, and `b` is offered.
+        b.demand(2, true, false);
+        assert_eq!(pending(&a), None, "no Recall of an offer never sent");
+        assert_eq!(pending(&b), Some(Call::Offer));
+        assert!(b.holds_offer());
+        b.pass();
+        // `a` did not pass: it is offered again, and this time it hears.
+        assert_eq!(pending(&a), Some(Call::Offer));
+        assert!(a.holds_offer());
     }
 
     #[tokio::test]
