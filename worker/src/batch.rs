@@ -8,12 +8,12 @@
 //! (`BatchItem.delivered`): the batch takes only the steps still to come.
 
 use crate::{Error, choice, corpus::Corpus};
-use horoscoper_proto::mesh::{Batch, StepToken};
+use horoscoper_proto::mesh::{Batch, BatchItem, StepToken};
 use std::sync::Arc;
 
 /// A request of the running batch.
 #[derive(Debug)]
-struct Live {
+pub(crate) struct Live {
     request_id: u64,
     text: Arc<str>,
     /// Byte offset of the next token in `text`.
@@ -21,7 +21,33 @@ struct Live {
 }
 
 impl Live {
-    fn next_token(&mut self) -> StepToken {
+    /// A request's horoscope, after the `delivered` tokens its client has;
+    /// `None` when the text has no more, with the text's token count.
+    pub(crate) fn start(item: &BatchItem, corpus: &Corpus) -> (Option<Live>, usize) {
+        let (_, text) = choice::choose(corpus, &item.prefix);
+        let whole = token_count(&text);
+        let live = skip(&text, item.delivered).map(|next| Live {
+            request_id: item.request_id,
+            text,
+            next,
+        });
+        (live, whole)
+    }
+
+    pub(crate) fn request_id(&self) -> u64 {
+        self.request_id
+    }
+
+    /// How many tokens are still to come.
+    pub(crate) fn left(&self) -> usize {
+        self.text[self.next..].split(' ').count()
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.next == self.text.len()
+    }
+
+    pub(crate) fn next_token(&mut self) -> StepToken {
         let rest = &self.text[self.next..];
         let len = rest.find(' ').map_or(rest.len(), |space| space + 1);
         self.next += len;
@@ -29,6 +55,7 @@ impl Live {
             request_id: self.request_id,
             text: rest[..len].to_owned(),
             last: self.next == self.text.len(),
+            shared: 0,
         }
     }
 }
@@ -58,17 +85,13 @@ impl Lockstep {
                     request_id: item.request_id,
                 });
             }
-            let (_, text) = choice::choose(corpus, &item.prefix);
-            whole = whole.max(token_count(&text));
+            let (started, tokens) = Live::start(&item, corpus);
+            whole = whole.max(tokens);
             // A text of no more tokens than its client has gives nothing:
             // the request ends open, and its batcher says why.
-            if let Some(next) = skip(&text, item.delivered) {
-                steps = steps.max(token_count(&text) - item.delivered as usize);
-                live.push(Live {
-                    request_id: item.request_id,
-                    text,
-                    next,
-                });
+            if let Some(started) = started {
+                steps = steps.max(started.left());
+                live.push(started);
             }
         }
         Ok(Lockstep {
@@ -95,7 +118,7 @@ impl Lockstep {
     /// token leave the batch.
     pub fn step(&mut self) -> Vec<StepToken> {
         let tokens: Vec<StepToken> = self.live.iter_mut().map(Live::next_token).collect();
-        self.live.retain(|l| l.next < l.text.len());
+        self.live.retain(|l| !l.is_done());
         tokens
     }
 
@@ -131,7 +154,6 @@ fn skip(text: &str, tokens: u32) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::corpus::Sign;
-    use horoscoper_proto::mesh::BatchItem;
 
     fn corpus() -> Corpus {
         let mut csv = String::from("sign;text\n");

@@ -13,6 +13,8 @@ pub enum Error {
     EmptyBatch(u64),
     #[error("batch {batch_id} holds request {request_id} twice")]
     DuplicateRequest { batch_id: u64, request_id: u64 },
+    #[error("batch {0} joined while a batch of that id still generates on this stream")]
+    DuplicateBatch(u64),
     #[error("a GenerateRequest carried no command")]
     NoCommand,
     #[error("the worker is draining: it takes no new stream")]
@@ -26,9 +28,10 @@ impl From<Error> for Status {
         let code = match &error {
             Error::Busy { .. } => Code::FailedPrecondition,
             Error::Draining | Error::Cut { .. } => Code::Unavailable,
-            Error::EmptyBatch(_) | Error::DuplicateRequest { .. } | Error::NoCommand => {
-                Code::InvalidArgument
-            }
+            Error::EmptyBatch(_)
+            | Error::DuplicateRequest { .. }
+            | Error::DuplicateBatch(_)
+            | Error::NoCommand => Code::InvalidArgument,
         };
         Status::new(code, error.to_string())
     }

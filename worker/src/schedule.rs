@@ -70,6 +70,40 @@ impl DelayRange {
             .map(|offset| *offset - start)
             .collect()
     }
+
+    /// How long each of the last `steps` of a request of `whole` steps
+    /// takes, in continuous batching: the same draw as a static batch of
+    /// that one request ([`DelayRange::remaining`]), as step lengths rather
+    /// than offsets, so that a request alone takes in both modes the same
+    /// time, step for step.
+    pub fn pace(&self, whole: usize, steps: usize, rng: &mut impl RngCore) -> Vec<Duration> {
+        let mut previous = Duration::ZERO;
+        self.remaining(whole, steps, rng)
+            .into_iter()
+            .map(|offset| {
+                let length = offset - previous;
+                previous = offset;
+                length
+            })
+            .collect()
+    }
+}
+
+/// How long a step of continuous batching takes: the mean of the next step
+/// lengths of the requests in it. One request alone keeps its own pace; a
+/// step shared costs what a step costs on average, as a static batch's
+/// total does not grow with its size.
+pub fn shared_step(lengths: impl IntoIterator<Item = Duration>) -> Duration {
+    let (sum, count) = lengths
+        .into_iter()
+        .fold((Duration::ZERO, 0u32), |(sum, count), length| {
+            (sum + length, count + 1)
+        });
+    if count == 0 {
+        Duration::ZERO
+    } else {
+        sum / count
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +181,25 @@ mod tests {
                 .remaining(10, 0, &mut StdRng::seed_from_u64(5))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_pace_sums_to_the_static_draw_of_the_same_seed() {
+        let whole = range(500, 3000).offsets(12, &mut StdRng::seed_from_u64(4));
+        let pace = range(500, 3000).pace(12, 12, &mut StdRng::seed_from_u64(4));
+        assert_eq!(pace.len(), 12);
+        assert_eq!(pace.iter().sum::<Duration>(), whole[11]);
+        assert_eq!(pace[3], whole[3] - whole[2]);
+        let tail = range(500, 3000).pace(12, 2, &mut StdRng::seed_from_u64(4));
+        assert_eq!(tail, pace[10..]);
+    }
+
+    #[test]
+    fn a_shared_step_costs_the_mean_of_its_requests_steps() {
+        let ms = Duration::from_millis;
+        assert_eq!(shared_step([ms(30)]), ms(30), "alone: its own pace");
+        assert_eq!(shared_step([ms(10), ms(20), ms(60)]), ms(30));
+        assert_eq!(shared_step([]), Duration::ZERO);
     }
 
     #[test]
