@@ -319,6 +319,7 @@ mod tests {
                     request_id,
                     text: text.into(),
                     last,
+                    shared: 0,
                 })
                 .collect(),
         }

@@ -44,6 +44,33 @@ pub enum LogFormat {
     Json,
 }
 
+/// How requests share a worker (`--batching`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchingMode {
+    /// A batch is formed, runs to its last token, and only then does the
+    /// worker take another.
+    #[default]
+    Static,
+    /// Requests join and leave the worker's steps one by one: a slot freed
+    /// is reused the next step.
+    Continuous,
+}
+
+impl BatchingMode {
+    pub fn is_continuous(self) -> bool {
+        self == BatchingMode::Continuous
+    }
+}
+
+impl std::fmt::Display for BatchingMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BatchingMode::Static => "static",
+            BatchingMode::Continuous => "continuous",
+        })
+    }
+}
+
 impl ProcessArgs {
     /// How long open streams may go on after the drain begins.
     pub fn drain_grace(&self) -> Duration {

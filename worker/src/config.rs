@@ -4,7 +4,7 @@
 use crate::{Metrics, corpus::Corpus, schedule::DelayRange};
 use horoscoper_runtime::{
     StartError,
-    args::{ProcessArgs, ServiceArgs},
+    args::{BatchingMode, ProcessArgs, ServiceArgs},
     metrics::SharedRegistry,
     process::{Binary, Started},
     telemetry,
@@ -25,6 +25,11 @@ pub struct Args {
     /// host name and port when listening on 0.0.0.0 or [::]).
     #[arg(long, env = "HOROSCOPER_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// How requests share the worker: `static` batches, one at a time, or
+    /// `continuous` batching, requests joining and leaving at every step.
+    /// Its batchers must say the same.
+    #[arg(long, env = "HOROSCOPER_BATCHING", value_enum, default_value_t = BatchingMode::Static)]
+    pub batching: BatchingMode,
     #[command(flatten)]
     pub generation: GenerationArgs,
     #[command(flatten)]
@@ -72,6 +77,7 @@ impl GenerationArgs {
                 max: Duration::from_millis(self.max_delay_ms),
             },
             seed: self.seed,
+            batching: BatchingMode::Static,
         })
     }
 }
@@ -83,6 +89,8 @@ pub struct Generation {
     pub delays: DelayRange,
     /// Seed for the delay draws; `None` seeds from the OS.
     pub seed: Option<u64>,
+    /// Static batches, or continuous batching ([`crate::engine`]).
+    pub batching: BatchingMode,
 }
 
 /// Everything [`crate::run`] needs.
@@ -106,7 +114,10 @@ impl Args {
     pub fn into_config(self) -> Result<Config, StartError> {
         Ok(Config {
             worker_id: self.worker_id,
-            generation: self.generation.load()?,
+            generation: Generation {
+                batching: self.batching,
+                ..self.generation.load()?
+            },
             metrics: Metrics::default(),
             registry: None,
             drain_grace: self.service.process.drain_grace(),

@@ -113,6 +113,7 @@ impl Engine {
     }
 
     /// How many requests generate.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.members.len()
     }

@@ -8,6 +8,7 @@
 //! - `schedule`: how a batch's total time is split into per-step delays.
 //! - `batch`: one batch's requests and the tokens each step emits.
 //! - `engine`: continuous batching: requests join and leave at every step.
+//! - `continuous`: the engine's task, shared by every batcher stream.
 //! - `offers`: the one place for a batch, offered to one batcher at a time.
 //! - `service`: the `WorkerService.Generate` stream that runs batches.
 //! - `metrics`: the worker's Prometheus metrics.
@@ -19,6 +20,7 @@
 mod batch;
 mod choice;
 mod config;
+mod continuous;
 mod corpus;
 mod engine;
 mod error;

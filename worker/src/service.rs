@@ -9,6 +9,9 @@
 //! time. A worker runs one batch at a time, however many streams are open:
 //! it offers itself to one batcher at a time (see [`crate::offers`]), and a
 //! batcher from before offers waits for the running batch to end.
+//! In continuous batching (`--batching continuous`) every Batch joins the
+//! worker's one engine instead ([`crate::continuous`]), and the stream
+//! forwards what the engine sends it.
 //! When its drain begins it says Draining on every stream, so that no
 //! batcher sends it another batch, finishes the batch under way, and ends
 //! each stream once its batcher has ended its side (or at the grace).
@@ -16,6 +19,8 @@
 use crate::{
     Error, Generation, Metrics,
     batch::Lockstep,
+    continuous::Continuous,
+    engine::Group,
     offers::{Call, Offers, Place, Seat},
 };
 use horoscoper_proto::deadline;
@@ -27,8 +32,11 @@ use horoscoper_proto::mesh::{
 use horoscoper_runtime::drain::Drain;
 use rand::{SeedableRng, rngs::StdRng};
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
@@ -47,9 +55,13 @@ struct Inner {
     id: String,
     generation: Generation,
     metrics: Metrics,
-    rng: Mutex<StdRng>,
+    rng: Arc<Mutex<StdRng>>,
     /// The one place for a batch, and the batchers' claims on it.
     offers: Offers,
+    /// The engine, in continuous batching.
+    continuous: Option<Continuous>,
+    /// Numbers the streams, for the engine.
+    streams: AtomicU64,
     /// When the worker started: free since then, until its first batch.
     started: Instant,
     drain: Drain,
@@ -64,13 +76,20 @@ impl Worker {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
+        let rng = Arc::new(Mutex::new(rng));
+        let continuous = generation
+            .batching
+            .is_continuous()
+            .then(|| Continuous::start(generation.clone(), rng.clone(), metrics.clone()));
         Worker {
             inner: Arc::new(Inner {
                 id,
                 generation,
                 metrics,
-                rng: Mutex::new(rng),
+                rng,
                 offers: Offers::default(),
+                continuous,
+                streams: AtomicU64::new(0),
                 started: Instant::now(),
                 drain,
             }),
@@ -118,11 +137,15 @@ impl Inner {
         mut inbound: Streaming<GenerateRequest>,
         outbound: &Outbound,
     ) -> Result<(), Status> {
+        if let Some(engine) = &self.continuous {
+            return self.serve_joins(engine, inbound, outbound).await;
+        }
         let ready = Event::Ready(Ready {
             worker_id: self.id.clone(),
             resumes: true,
             offers: true,
             busy_notices: true,
+            joins: false,
         });
         if !send(outbound, ready).await {
             return Ok(());
@@ -297,6 +320,80 @@ impl Inner {
         self.finish(batch_id, outbound).await
     }
 
+    /// A stream in continuous batching: each Batch joins the engine, each
+    /// Cancel reaches it, and what the engine sends this stream goes out.
+    async fn serve_joins(
+        &self,
+        engine: &Continuous,
+        mut inbound: Streaming<GenerateRequest>,
+        outbound: &Outbound,
+    ) -> Result<(), Status> {
+        let ready = Event::Ready(Ready {
+            worker_id: self.id.clone(),
+            resumes: true,
+            offers: false,
+            busy_notices: false,
+            joins: true,
+        });
+        if !send(outbound, ready).await {
+            return Ok(());
+        }
+        let stream = self.streams.fetch_add(1, Ordering::Relaxed);
+        let mut events = engine.open(stream);
+        let _close = Closing { engine, stream };
+        // The batches joined on this stream and not yet done.
+        let mut open: HashSet<u64> = HashSet::new();
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                biased;
+                () = self.drain.cut().cancelled() => {
+                    return match open.iter().next() {
+                        Some(&batch_id) => Err(Error::Cut { batch_id }.into()),
+                        None => Ok(()),
+                    };
+                }
+                () = self.drain.begun().cancelled(), if !draining => {
+                    draining = true;
+                    if !send(outbound, Event::Draining(Draining {})).await {
+                        return Ok(());
+                    }
+                }
+                event = events.recv() => {
+                    let Some(event) = event else {
+                        return Ok(());
+                    };
+                    if let Event::Done(done) = &event {
+                        open.remove(&done.batch_id);
+                    }
+                    if !send(outbound, event).await {
+                        return Ok(());
+                    }
+                }
+                message = inbound.message() => match message?.map(|request| request.command) {
+                    None => return Ok(()),
+                    Some(Some(Command::Batch(batch))) => {
+                        check_batch(&batch)?;
+                        if !open.insert(batch.batch_id) {
+                            return Err(Error::DuplicateBatch(batch.batch_id).into());
+                        }
+                        let spans = request_spans(&batch, &self.id);
+                        let deadlines = request_deadlines(&batch, Instant::now());
+                        let group = Group { stream, batch_id: batch.batch_id };
+                        engine.join(group, batch, spans, deadlines);
+                    }
+                    Some(Some(Command::Cancel(cancel))) => {
+                        let group = Group { stream, batch_id: cancel.batch_id };
+                        engine.cancel(group, cancel.request_id);
+                    }
+                    // It makes no offers: there is nothing to demand or pass.
+                    Some(Some(Command::Demand(_) | Command::Pass(_))) => {}
+                    Some(None) => return Err(Error::NoCommand.into()),
+                },
+            }
+        }
+    }
+
     /// Tells the batcher, once, that this worker drains, and makes no new
     /// offer; false when the batcher has gone.
     async fn say_draining(&self, outbound: &Outbound, stream: &mut StreamState) -> bool {
@@ -326,6 +423,35 @@ const GATHERED_BYTES: usize = 256 * 1024;
 /// What `tokens` take encoded in a Step's `tokens` field (tag 2).
 fn step_tokens_len(tokens: &[StepToken]) -> usize {
     prost::encoding::message::encoded_len_repeated(2, tokens)
+}
+
+/// Ends a stream's part in the engine when the stream ends.
+struct Closing<'a> {
+    engine: &'a Continuous,
+    stream: u64,
+}
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.engine.close(self.stream);
+    }
+}
+
+/// What a static batch's start refuses, checked before a batch joins.
+fn check_batch(batch: &horoscoper_proto::mesh::Batch) -> Result<(), Error> {
+    if batch.items.is_empty() {
+        return Err(Error::EmptyBatch(batch.batch_id));
+    }
+    let mut ids = HashSet::with_capacity(batch.items.len());
+    for item in &batch.items {
+        if !ids.insert(item.request_id) {
+            return Err(Error::DuplicateRequest {
+                batch_id: batch.batch_id,
+                request_id: item.request_id,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// When each request's client deadline passes, for those that have one.
