@@ -103,13 +103,21 @@ impl Continuous {
     }
 }
 
+/// A group waiting for the next step boundary.
+struct Joining {
+    group: Group,
+    batch: Batch,
+    /// Each request's client deadline, for those that have one.
+    deadlines: Vec<(Instant, u64)>,
+}
+
 struct Task {
     engine: Engine,
     streams: HashMap<u64, mpsc::UnboundedSender<Event>>,
     /// One span per request generating, ended with its last token.
     spans: HashMap<(Group, u64), Span>,
     /// Groups that join at the next step boundary.
-    pending: Vec<(Group, Batch, Vec<(Instant, u64)>)>,
+    pending: Vec<Joining>,
     generation: Generation,
     rng: Arc<Mutex<StdRng>>,
     metrics: Metrics,
@@ -159,19 +167,24 @@ impl Task {
                 for (request_id, span) in spans {
                     self.spans.insert((group, request_id), span);
                 }
-                self.pending.push((group, batch, deadlines));
+                self.pending.push(Joining {
+                    group,
+                    batch,
+                    deadlines,
+                });
             }
             Input::Cancel { group, request_id } => {
                 if let Some(span) = self.spans.remove(&(group, request_id)) {
                     span.in_scope(|| tracing::debug!("cancelled: the client left"));
                 }
                 let mut emptied = false;
-                self.pending.retain_mut(|(pending, batch, _)| {
-                    if *pending != group {
+                self.pending.retain_mut(|joining| {
+                    if joining.group != group {
                         return true;
                     }
-                    batch.items.retain(|item| item.request_id != request_id);
-                    emptied = batch.items.is_empty();
+                    let items = &mut joining.batch.items;
+                    items.retain(|item| item.request_id != request_id);
+                    emptied = items.is_empty();
                     !emptied
                 });
                 if emptied {
@@ -188,7 +201,8 @@ impl Task {
             Input::Close { stream } => {
                 self.streams.remove(&stream);
                 self.engine.drop_stream(stream);
-                self.pending.retain(|(group, ..)| group.stream != stream);
+                self.pending
+                    .retain(|joining| joining.group.stream != stream);
                 self.spans.retain(|(group, _), _| group.stream != stream);
             }
         }
@@ -238,7 +252,12 @@ impl Task {
     }
 
     fn join_pending(&mut self, now: Instant) {
-        for (group, batch, deadlines) in std::mem::take(&mut self.pending) {
+        for Joining {
+            group,
+            batch,
+            deadlines,
+        } in std::mem::take(&mut self.pending)
+        {
             let deadline = |request_id: u64| {
                 deadlines
                     .iter()
