@@ -92,7 +92,11 @@ impl Args {
             workers: self.workers,
             batchers: self.batchers,
             batching: self.batching.validate()?,
-            generation: self.generation.load()?,
+            // One flag for the whole mesh: the workers batch as the batchers do.
+            generation: Generation {
+                batching: self.batching.batching,
+                ..self.generation.load()?
+            },
             drain_grace: self.process.drain_grace(),
             access: self.access.validate()?,
             tls: self.tls.load()?,

@@ -38,6 +38,7 @@ fn found_by(
         batch_window_ms: 0,
         request_ttl_ms: ttl_ms,
         max_requests: 1024,
+        batching: Default::default(),
         load_interval_ms: 5,
     }
     .validate()

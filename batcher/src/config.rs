@@ -4,7 +4,7 @@
 use crate::{Metrics, Resolver, queue::Policy};
 use horoscoper_runtime::{
     StartError,
-    args::{ProcessArgs, ServiceArgs},
+    args::{BatchingMode, ProcessArgs, ServiceArgs},
     metrics::SharedRegistry,
     process::{Binary, Started},
     telemetry,
@@ -73,6 +73,12 @@ pub struct BatchingArgs {
     /// grow (`just simulate`).
     #[arg(long, env = "HOROSCOPER_LOAD_INTERVAL_MS", default_value_t = 5)]
     pub load_interval_ms: u64,
+    /// How requests share a worker: `static` batches (formed by size and
+    /// window, each run to its end before the worker takes another) or
+    /// `continuous` batching (up to --batch-size requests on a worker at
+    /// once, each joining as a slot frees). The workers must say the same.
+    #[arg(long, env = "HOROSCOPER_BATCHING", value_enum, default_value_t = BatchingMode::Static)]
+    pub batching: BatchingMode,
 }
 
 /// The drain grace period of a configuration made by [`Config::new`].
@@ -111,6 +117,7 @@ impl BatchingArgs {
             policy: Policy {
                 batch_size: self.batch_size,
                 window: Duration::from_millis(self.batch_window_ms),
+                mode: self.batching,
             },
             time_to_live: Duration::from_millis(self.request_ttl_ms),
             max_requests: self.max_requests,

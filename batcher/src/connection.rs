@@ -143,6 +143,17 @@ impl Connection {
         let worker_id: Arc<str> = ready.worker_id.into();
         tracing::info!(worker = %url, %worker_id, offers = ready.offers, busy_notices = ready.busy_notices, "worker connected");
         let calls = ready.offers && ready.busy_notices;
+        let continuous = self.dispatcher.continuous();
+        if ready.joins != continuous {
+            let (worker, here) = if ready.joins {
+                ("continuous", "static")
+            } else {
+                ("static", "continuous")
+            };
+            return StreamEnd::Lost(format!(
+                "the worker runs {worker} batching and this batcher {here}: give both the same --batching"
+            ));
+        }
 
         let (commands, mut receiver) = mpsc::unbounded_channel();
         let mut retire = self.retire.clone();
@@ -154,10 +165,12 @@ impl Connection {
             offers: ready.offers,
             calls,
             demand: (ready.offers && !calls).then(|| self.dispatcher.demand()),
+            joins: ready.joins,
+            reported: 0,
             connected: Instant::now(),
             commands,
             down,
-            running: None,
+            running: Vec::new(),
             retired: *retire.borrow_and_update(),
             draining: false,
             dispatcher: &self.dispatcher,
@@ -187,15 +200,17 @@ impl Connection {
         self.dispatcher.gone(self.index);
         match &ended {
             StreamEnd::Stopped | StreamEnd::Retired | StreamEnd::Drained => {
-                if let Some(running) = stream.running.take() {
+                for running in stream.running.drain(..) {
                     running.fail(Error::ShuttingDown);
                 }
             }
             StreamEnd::Lost(reason) => {
-                let orphans = stream
+                let now = Instant::now();
+                let orphans: Vec<_> = stream
                     .running
-                    .take()
-                    .map_or_else(Vec::new, |running| running.orphan(Instant::now()));
+                    .drain(..)
+                    .flat_map(|running| running.orphan(now))
+                    .collect();
                 if !orphans.is_empty() {
                     tracing::warn!(
                         worker = %url,
@@ -260,11 +275,17 @@ struct GenerateStream<'a> {
     /// This batcher's demand as it changes, for a worker shared by offers
     /// that does not answer Busy.
     demand: Option<watch::Receiver<mesh::Demand>>,
+    /// The worker runs continuous batching: batches join, several run.
+    joins: bool,
+    /// Of the requests dispatched here, how many the dispatcher still
+    /// counts as running (continuous batching).
+    reported: usize,
     /// When the stream was set up.
     connected: Instant,
     commands: mpsc::UnboundedSender<ToWorker>,
     down: mpsc::Sender<GenerateRequest>,
-    running: Option<RunningBatch>,
+    /// The batches running: at most one in static batching.
+    running: Vec<RunningBatch>,
     /// Its address is no longer resolved.
     retired: bool,
     /// The worker said Draining.
@@ -283,6 +304,10 @@ impl GenerateStream<'_> {
     /// demand (one that answers Busy, that nothing waits until it is
     /// called); one that is not is free now.
     async fn ready(&mut self) -> Result<(), StreamEnd> {
+        if self.joins {
+            self.takes_joins();
+            return Ok(());
+        }
         self.dispatcher
             .connected(self.index, self.commands.clone(), self.calls);
         if let Some(demand) = &mut self.demand {
@@ -300,19 +325,44 @@ impl GenerateStream<'_> {
         }
     }
 
-    /// Says the worker is free (for `idle` already), if it takes batches.
-    fn free(&self, offered: bool, idle: Duration) {
-        if !self.takes_batches() {
+    /// Says the worker of continuous batching takes requests, if it does.
+    fn takes_joins(&self) {
+        if self.takes_batches() {
+            self.dispatcher.joins(self.slot(false, Duration::ZERO));
+        }
+    }
+
+    /// Tells the dispatcher of the requests that ended here since it was
+    /// last told (continuous batching): their slots are free.
+    fn settle(&mut self) {
+        if !self.joins {
             return;
         }
+        let open: usize = self.running.iter().map(RunningBatch::open).sum();
+        if open < self.reported {
+            self.dispatcher.ended(self.index, self.reported - open);
+            self.reported = open;
+        }
+    }
+
+    /// This worker as the dispatcher takes it.
+    fn slot(&self, offered: bool, idle: Duration) -> Slot {
         let now = Instant::now();
-        self.dispatcher.free(Slot {
+        Slot {
             index: self.index,
             worker_id: self.worker_id.clone(),
             commands: self.commands.clone(),
             since: now.checked_sub(idle).unwrap_or(now),
             offered,
-        });
+        }
+    }
+
+    /// Says the worker is free (for `idle` already), if it takes batches.
+    fn free(&self, offered: bool, idle: Duration) {
+        if !self.takes_batches() {
+            return;
+        }
+        self.dispatcher.free(self.slot(offered, idle));
     }
 
     /// Whether the worker waits for offers to be answered.
@@ -329,7 +379,7 @@ impl GenerateStream<'_> {
         let mut discovery = true;
         let mut demand = self.demand.clone();
         loop {
-            if self.running.is_none() {
+            if self.running.is_empty() {
                 if self.draining {
                     return StreamEnd::Drained;
                 }
@@ -392,7 +442,9 @@ impl GenerateStream<'_> {
             tracing::info!(worker = %self.url, "worker address resolved again; it takes batches again");
             // One that offers is free again on its next offer; one that
             // answers Busy may be called again.
-            if self.running.is_none() && !self.offers() {
+            if self.joins {
+                self.takes_joins();
+            } else if self.running.is_empty() && !self.offers() {
                 self.free(false, Duration::ZERO);
             } else if self.calls {
                 self.dispatcher
@@ -407,13 +459,14 @@ impl GenerateStream<'_> {
             ToWorker::Pass => self.send(Command::Pass(mesh::Pass {})).await,
             ToWorker::Demand(demand) => self.send(Command::Demand(demand)).await,
             ToWorker::Cancel(request_id) => {
-                let Some(running) = &mut self.running else {
+                let Some(batch_id) = self
+                    .running
+                    .iter_mut()
+                    .find_map(|running| running.cancel(request_id).then(|| running.batch_id()))
+                else {
                     return Ok(());
                 };
-                if !running.cancel(request_id) {
-                    return Ok(());
-                }
-                let batch_id = running.batch_id();
+                self.settle();
                 self.send(Command::Cancel(mesh::Cancel {
                     batch_id,
                     request_id,
@@ -425,7 +478,12 @@ impl GenerateStream<'_> {
 
     async fn start(&mut self, batch: Dispatched) -> Result<(), StreamEnd> {
         if !self.takes_batches() {
+            let requests = batch.requests.len();
             self.dispatcher.requeue(batch.requests);
+            if self.joins {
+                self.dispatcher.ended(self.index, requests);
+                return Ok(());
+            }
             self.dispatcher.idle(self.index);
             // The offer it answered is still owed an answer.
             if self.offers() {
@@ -433,7 +491,7 @@ impl GenerateStream<'_> {
             }
             return Ok(());
         }
-        if let Some(running) = &self.running {
+        if let Some(running) = self.running.first().filter(|_| !self.joins) {
             // The dispatcher only hands a batch to a free worker.
             let message = format!(
                 "batch {} dispatched while batch {} runs",
@@ -443,8 +501,12 @@ impl GenerateStream<'_> {
             self.dispatcher.requeue(batch.requests);
             return Err(self.protocol_error(&message));
         }
-        let (running, batch) = RunningBatch::start(batch, self.worker_id.clone(), self.resumes);
-        self.running = Some(running);
+        if self.joins {
+            self.reported += batch.requests.len();
+        }
+        let (running, batch) =
+            RunningBatch::start(batch, self.worker_id.clone(), self.resumes, self.joins);
+        self.running.push(running);
         self.send(Command::Batch(batch)).await
     }
 
@@ -452,19 +514,22 @@ impl GenerateStream<'_> {
         match event {
             Event::Step(step) => self.step(step).await,
             Event::Done(done) => {
-                match self.running.take() {
-                    Some(running) if running.batch_id() == done.batch_id => {
-                        running.done(Instant::now());
-                        self.dispatcher.idle(self.index);
-                    }
-                    other => {
-                        self.running = other;
-                        return Err(self.protocol_error(&format!(
-                            "BatchDone for unknown batch {}",
-                            done.batch_id
-                        )));
-                    }
+                let Some(at) = self
+                    .running
+                    .iter()
+                    .position(|running| running.batch_id() == done.batch_id)
+                else {
+                    return Err(self.protocol_error(&format!(
+                        "BatchDone for unknown batch {}",
+                        done.batch_id
+                    )));
+                };
+                self.running.remove(at).done(Instant::now());
+                if self.joins {
+                    self.settle();
+                    return Ok(());
                 }
+                self.dispatcher.idle(self.index);
                 // One that offers is free again on its next offer.
                 if !self.offers() {
                     self.free(false, Duration::ZERO);
@@ -475,7 +540,7 @@ impl GenerateStream<'_> {
                 Err(self.protocol_error("an Offer from a worker whose Ready did not say offers"))
             }
             Event::Offer(offer) => {
-                if self.running.is_some() {
+                if !self.running.is_empty() {
                     return Err(self.protocol_error("an Offer while a batch runs"));
                 }
                 if self.takes_batches() {
@@ -517,13 +582,15 @@ impl GenerateStream<'_> {
     async fn step(&mut self, step: mesh::Step) -> Result<(), StreamEnd> {
         let Some(running) = self
             .running
-            .as_mut()
-            .filter(|running| running.batch_id() == step.batch_id)
+            .iter_mut()
+            .find(|running| running.batch_id() == step.batch_id)
         else {
             return Err(self.protocol_error(&format!("Step for unknown batch {}", step.batch_id)));
         };
         let batch_id = running.batch_id();
-        for request_id in running.step(step) {
+        let left = running.step(step);
+        self.settle();
+        for request_id in left {
             self.send(Command::Cancel(mesh::Cancel {
                 batch_id,
                 request_id,

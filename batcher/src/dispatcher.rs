@@ -27,6 +27,7 @@ use crate::{
     metrics::Meters,
     queue::{Entry, Policy, Queue, Reason},
     request::Pending,
+    slots::Slots,
 };
 use horoscoper_proto::mesh;
 use horoscoper_runtime::trace;
@@ -106,6 +107,8 @@ enum Command {
     Enqueue(Box<Entry<Pending>>),
     Cancel(u64),
     Connected(usize, mpsc::UnboundedSender<ToWorker>, bool),
+    Joins(Slot),
+    Ended(usize, usize),
     Busy(usize),
     Free(Slot),
     Idle(usize),
@@ -124,6 +127,7 @@ const DEMAND_CAP_BATCHES: usize = 4;
 #[derive(Clone, Debug)]
 pub struct Dispatcher {
     commands: mpsc::UnboundedSender<Command>,
+    continuous: bool,
     demand: watch::Receiver<mesh::Demand>,
     queued: watch::Receiver<u32>,
 }
@@ -145,6 +149,7 @@ impl Dispatcher {
             running: HashSet::new(),
             calls: Calls::default(),
             calling: HashSet::new(),
+            slots: Slots::default(),
             no_worker_since: None,
             next_batch_id: 1,
             metrics,
@@ -152,9 +157,15 @@ impl Dispatcher {
         tokio::spawn(task.run(receiver, stop));
         Dispatcher {
             commands,
+            continuous: policy.mode.is_continuous(),
             demand: demand_receiver,
             queued: queued_receiver,
         }
+    }
+
+    /// Whether this batcher runs continuous batching (its workers must).
+    pub fn continuous(&self) -> bool {
+        self.continuous
     }
 
     /// This batcher's demand for workers that offer themselves.
@@ -189,6 +200,18 @@ impl Dispatcher {
         let _ = self
             .commands
             .send(Command::Connected(index, commands, calls));
+    }
+
+    /// A worker of continuous batching takes requests: as many at once as
+    /// a batch holds, each joining as a slot frees.
+    pub fn joins(&self, slot: Slot) {
+        let _ = self.commands.send(Command::Joins(slot));
+    }
+
+    /// `requests` that ran on a worker of continuous batching ended there:
+    /// their slots are free.
+    pub fn ended(&self, index: usize, requests: usize) {
+        let _ = self.commands.send(Command::Ended(index, requests));
     }
 
     /// A called worker runs another batcher's batch.
@@ -259,6 +282,8 @@ struct Task {
     calls: Calls,
     /// The workers that answer Busy.
     calling: HashSet<usize>,
+    /// The workers of continuous batching, and the requests each runs.
+    slots: Slots,
     /// Since when no worker has been connected, once one was.
     no_worker_since: Option<Instant>,
     next_batch_id: u64,
@@ -280,11 +305,15 @@ impl Task {
             self.call(demand, needed);
             self.metrics.queue_length.set(self.queue.len() as i64);
             self.metrics.workers.set(self.connections.len() as i64);
-            self.metrics.workers_busy.set(self.running.len() as i64);
+            self.metrics
+                .workers_busy
+                .set((self.running.len() + self.slots.busy()) as i64);
             // Also when the head's window closes while no worker is free:
             // the demand turns ready, and a worker may offer itself.
             let wake = earliest(
-                self.queue.next_wake(!self.free.is_empty()),
+                // Continuous batching has no window: only expiries wake it.
+                self.queue
+                    .next_wake(!self.free.is_empty() && !self.policy.mode.is_continuous()),
                 earliest(
                     self.orphans_give_up(),
                     self.queue.window_closes().filter(|at| *at > now),
@@ -309,6 +338,8 @@ impl Task {
                 }
                 Command::Cancel(_)
                 | Command::Connected(..)
+                | Command::Joins(_)
+                | Command::Ended(..)
                 | Command::Busy(_)
                 | Command::Free(_)
                 | Command::Idle(_)
@@ -346,6 +377,12 @@ impl Task {
                     }
                 }
             }
+            Command::Joins(slot) => {
+                self.no_worker_since = None;
+                self.connections.insert(slot.index, slot.commands.clone());
+                self.slots.up(slot.index, slot.worker_id, slot.commands);
+            }
+            Command::Ended(index, requests) => self.slots.ended(index, requests),
             Command::Busy(index) => self.calls.busy(index),
             Command::Idle(index) => {
                 self.running.remove(&index);
@@ -363,12 +400,14 @@ impl Task {
                 self.free.insert(at, slot);
             }
             Command::Retiring(index) => {
+                self.slots.retiring(index);
                 self.unfree(index);
                 self.calls.left(index);
                 self.calling.remove(&index);
             }
             Command::Recall(index) => self.unfree(index),
             Command::Gone(index) => {
+                self.slots.gone(index);
                 self.calls.left(index);
                 self.calling.remove(&index);
                 self.running.remove(&index);
@@ -516,6 +555,10 @@ impl Task {
     }
 
     fn dispatch(&mut self, now: Instant) {
+        if self.policy.mode.is_continuous() {
+            self.dispatch_joins(now);
+            return;
+        }
         while let Some(slot) = self.free.front() {
             let Some(reason) = self.queue.ready(now, slot.since) else {
                 break;
@@ -524,44 +567,12 @@ impl Task {
                 .free
                 .pop_front()
                 .expect("a free worker is at the front");
-            let mut requests: Vec<Entry<Pending>> = self
-                .queue
-                .take_batch()
-                .into_iter()
-                .filter(|entry| !entry.item.reply.is_gone())
-                .collect();
+            let requests = self.take(self.policy.batch_size);
             if requests.is_empty() {
                 self.free.push_front(slot);
                 continue;
             }
-            let batch_id = self.next_batch_id;
-            self.next_batch_id += 1;
-
-            let span = tracing::info_span!(
-                parent: None,
-                "batch",
-                batch_id,
-                batch_size = requests.len(),
-                reason = reason.as_str(),
-                worker = %slot.worker_id,
-            );
-            for entry in &mut requests {
-                trace::link(&span, &entry.item.span);
-                self.metrics
-                    .queue_wait
-                    .observe((now - waiting_since(entry)).as_secs_f64());
-                entry.item.queued = tracing::Span::none(); // its time queued ends here
-            }
-            span.in_scope(|| tracing::debug!("batch dispatched"));
-            self.metrics.batch(reason);
-            self.metrics.batch_size.observe(requests.len() as f64);
-            let batch = Dispatched {
-                batch_id,
-                reason,
-                at: now,
-                requests,
-                span,
-            };
+            let batch = self.seal(requests, reason, &slot.worker_id, now);
             self.running.insert(slot.index);
             if let Err(error) = slot.commands.send(ToWorker::Dispatch(batch)) {
                 self.running.remove(&slot.index);
@@ -570,6 +581,78 @@ impl Task {
                     batch.requests.into_iter().for_each(|e| self.queue.push(e));
                 }
             }
+        }
+    }
+
+    /// Continuous batching: the oldest requests join the worker with the
+    /// most free slots, at once, for as long as one has a free slot.
+    fn dispatch_joins(&mut self, now: Instant) {
+        while !self.queue.is_empty() {
+            let Some((index, worker_id, commands, room)) =
+                self.slots.roomiest(self.policy.batch_size)
+            else {
+                break;
+            };
+            let requests = self.take(room);
+            if requests.is_empty() {
+                continue;
+            }
+            let joining = requests.len();
+            let batch = self.seal(requests, Reason::Join, &worker_id, now);
+            self.slots.joined(index, joining);
+            if let Err(error) = commands.send(ToWorker::Dispatch(batch)) {
+                self.slots.gone(index);
+                if let ToWorker::Dispatch(batch) = error.0 {
+                    batch.requests.into_iter().for_each(|e| self.queue.push(e));
+                }
+            }
+        }
+    }
+
+    /// Up to `most` of the oldest requests whose clients are still there.
+    fn take(&mut self, most: usize) -> Vec<Entry<Pending>> {
+        self.queue
+            .take(most)
+            .into_iter()
+            .filter(|entry| !entry.item.reply.is_gone())
+            .collect()
+    }
+
+    /// Seals `requests` into a batch for `worker_id`: its span, linked to
+    /// each request's, and the metrics of its dispatch.
+    fn seal(
+        &mut self,
+        mut requests: Vec<Entry<Pending>>,
+        reason: Reason,
+        worker_id: &str,
+        now: Instant,
+    ) -> Dispatched {
+        let batch_id = self.next_batch_id;
+        self.next_batch_id += 1;
+        let span = tracing::info_span!(
+            parent: None,
+            "batch",
+            batch_id,
+            batch_size = requests.len(),
+            reason = reason.as_str(),
+            worker = %worker_id,
+        );
+        for entry in &mut requests {
+            trace::link(&span, &entry.item.span);
+            self.metrics
+                .queue_wait
+                .observe((now - waiting_since(entry)).as_secs_f64());
+            entry.item.queued = tracing::Span::none(); // its time queued ends here
+        }
+        span.in_scope(|| tracing::debug!("batch dispatched"));
+        self.metrics.batch(reason);
+        self.metrics.batch_size.observe(requests.len() as f64);
+        Dispatched {
+            batch_id,
+            reason,
+            at: now,
+            requests,
+            span,
         }
     }
 }
@@ -603,6 +686,7 @@ mod tests {
         Metrics,
         request::{Limit, Reply},
     };
+    use horoscoper_runtime::args::BatchingMode;
     use std::time::Duration;
     use tonic::Code;
 
@@ -619,10 +703,15 @@ mod tests {
 
     impl Harness {
         fn new(batch_size: usize) -> Harness {
+            Harness::with_mode(batch_size, BatchingMode::Static)
+        }
+
+        fn with_mode(batch_size: usize, mode: BatchingMode) -> Harness {
             let stop = CancellationToken::new();
             let policy = Policy {
                 batch_size,
                 window: WINDOW,
+                mode,
             };
             Harness {
                 dispatcher: Dispatcher::spawn(policy, Metrics::default().of("test"), stop.clone()),
@@ -676,6 +765,19 @@ mod tests {
             self.slot(index, commands, false);
         }
 
+        /// A worker of continuous batching is up.
+        fn joins(&self, index: usize) -> mpsc::UnboundedReceiver<ToWorker> {
+            let (commands, receiver) = mpsc::unbounded_channel();
+            self.dispatcher.joins(Slot {
+                index,
+                worker_id: format!("worker-{index}").into(),
+                commands,
+                since: Instant::now(),
+                offered: false,
+            });
+            receiver
+        }
+
         /// A worker shared by offers offers itself.
         fn offer(&self, index: usize) -> mpsc::UnboundedReceiver<ToWorker> {
             let (commands, receiver) = mpsc::unbounded_channel();
@@ -710,6 +812,46 @@ mod tests {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
+    }
+
+    /// The ids of the requests sent to a worker until now, in order.
+    async fn joined(worker: &mut mpsc::UnboundedReceiver<ToWorker>) -> Vec<u64> {
+        settle().await;
+        let mut joined = Vec::new();
+        while let Ok(command) = worker.try_recv() {
+            if let ToWorker::Dispatch(batch) = command {
+                assert_eq!(batch.reason, Reason::Join);
+                joined.extend(ids(&batch));
+            }
+        }
+        joined
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_continuous_batching_requests_join_free_slots_at_once_and_freed_slots_are_reused() {
+        let mut h = Harness::with_mode(4, BatchingMode::Continuous);
+        let start = Instant::now();
+        let mut a = h.joins(0);
+        let _tokens = h.requests(6);
+        // No window to wait out: each joins as it comes, while a slot is free.
+        assert_eq!(joined(&mut a).await, [1, 2, 3, 4]);
+        // Two end there: the two waiting take their slots, together.
+        h.dispatcher.ended(0, 2);
+        assert_eq!(ids(&batch(&mut a).await), [5, 6]);
+        // A second worker: the next go to the one with the most room.
+        let mut b = h.joins(1);
+        let _more = h.requests(3);
+        assert_eq!(joined(&mut b).await, [7, 8, 9]);
+        h.dispatcher.ended(0, 1);
+        let _last = h.requests(2);
+        assert_eq!(joined(&mut a).await, [10]);
+        assert_eq!(joined(&mut b).await, [11]);
+        // A worker that retires takes nothing more.
+        h.dispatcher.retiring(1);
+        h.dispatcher.ended(1, 4);
+        let _after = h.requests(1);
+        assert!(joined(&mut b).await.is_empty());
+        assert_eq!(Instant::now(), start, "no time passed");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,9 +1,11 @@
 //! Horoscoper's batcher: requests queue in arrival order and leave in static
-//! batches, each to a free worker, whose tokens stream back per request.
+//! batches, each to a free worker, or in continuous batching join a worker's
+//! free slots one by one; their tokens stream back per request.
 //!
 //! - `queue`: the queue and the batching decisions (synchronous).
 //! - `dispatcher`: the task that owns the queue and the free workers.
 //! - `calls`: which shared workers are sent the demand (synchronous).
+//! - `slots`: continuous batching: each worker's requests and room (synchronous).
 //! - `discovery`: worker names resolved periodically, a connection per address.
 //! - `connection`: one task per worker: its Generate stream.
 //! - `running`: the table of a running batch: which request gets which
@@ -34,6 +36,7 @@ mod request;
 mod running;
 mod service;
 mod session;
+mod slots;
 
 pub use config::{Args, Batching, BatchingArgs, Config};
 pub use error::Error;

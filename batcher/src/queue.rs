@@ -8,20 +8,26 @@
 //!   request was enqueued. A head that already waited the window (because
 //!   every worker was busy) goes at once, with as many requests as fit.
 //! - A request past its expiry is never dispatched.
+//! - In continuous batching there is no window: requests join a worker's
+//!   free slots, oldest first, as soon as it has one (`take`).
 
+use horoscoper_runtime::args::BatchingMode;
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::Duration,
 };
 use tokio::time::Instant;
 
-/// The batching rule's two numbers.
+/// The batching rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// Most requests in one batch (at least 1).
+    /// Most requests in one batch (at least 1); in continuous batching, most
+    /// requests on one worker at once.
     pub batch_size: usize,
-    /// How long the oldest request may wait for the batch to fill.
+    /// How long the oldest request may wait for the batch to fill (static
+    /// batching only).
     pub window: Duration,
+    pub mode: BatchingMode,
 }
 
 /// Why a batch was dispatched.
@@ -33,11 +39,18 @@ pub enum Reason {
     Window,
     /// Its oldest request had waited past the window for a free worker.
     StaleHead,
+    /// Continuous batching: its requests joined a worker's free slots.
+    Join,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 3] = [Reason::Full, Reason::Window, Reason::StaleHead];
+    pub const ALL: [Reason; 4] = [
+        Reason::Full,
+        Reason::Window,
+        Reason::StaleHead,
+        Reason::Join,
+    ];
 
     /// The label used in logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -45,6 +58,7 @@ impl Reason {
             Reason::Full => "full",
             Reason::Window => "window",
             Reason::StaleHead => "stale_head",
+            Reason::Join => "join",
         }
     }
 }
@@ -77,6 +91,10 @@ impl<T> Queue<T> {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Queues a request. Ids must increase with arrival; a request put back
@@ -134,8 +152,14 @@ impl<T> Queue<T> {
     }
 
     /// Seals a batch: up to `batch_size` of the oldest requests.
+    #[cfg(test)]
     pub fn take_batch(&mut self) -> Vec<Entry<T>> {
-        let size = self.policy.batch_size.min(self.entries.len());
+        self.take(self.policy.batch_size)
+    }
+
+    /// Up to `most` of the oldest requests.
+    pub fn take(&mut self, most: usize) -> Vec<Entry<T>> {
+        let size = most.min(self.entries.len());
         let batch: Vec<Entry<T>> = (0..size)
             .filter_map(|_| self.entries.pop_first().map(|(_, entry)| entry))
             .collect();
@@ -190,6 +214,7 @@ mod tests {
         Queue::new(Policy {
             batch_size,
             window: WINDOW,
+            mode: BatchingMode::Static,
         })
     }
 

@@ -22,6 +22,8 @@ pub const MAX_LOST: u32 = 3;
 pub struct RunningBatch {
     batch_id: u64,
     size: u32,
+    /// It joined a worker of continuous batching.
+    continuous: bool,
     worker_id: Arc<str>,
     requests: HashMap<u64, BatchRequest>,
     /// The batch's own span; it ends with the batch.
@@ -52,6 +54,7 @@ impl RunningBatch {
         dispatched: Dispatched,
         worker_id: Arc<str>,
         resumes: bool,
+        continuous: bool,
     ) -> (RunningBatch, Batch) {
         let size = dispatched.requests.len();
         let mut items = Vec::with_capacity(size);
@@ -106,6 +109,7 @@ impl RunningBatch {
         let running = RunningBatch {
             batch_id: dispatched.batch_id,
             size: size as u32,
+            continuous,
             worker_id,
             requests,
             _span: dispatched.span,
@@ -119,6 +123,11 @@ impl RunningBatch {
 
     pub fn batch_id(&self) -> u64 {
         self.batch_id
+    }
+
+    /// How many of its requests are still open.
+    pub fn open(&self) -> usize {
+        self.requests.len()
     }
 
     /// Its client left: the request takes no more tokens. False when it was
@@ -157,6 +166,13 @@ impl RunningBatch {
                 batch_size: self.size,
                 worker_id: self.worker_id.to_string(),
                 queue_time: prost_types::Duration::try_from(request.queue_time).ok(),
+                // A static batch's requests share every step.
+                max_shared: if self.continuous {
+                    token.shared
+                } else {
+                    self.size
+                },
+                continuous: self.continuous,
             });
             if request.ready.is_empty() {
                 touched.push(token.request_id);
@@ -297,7 +313,7 @@ mod tests {
 
     /// Starts a batch on a worker that resumes re-runs.
     fn start_on(dispatched: Dispatched, worker_id: Arc<str>) -> (RunningBatch, Batch) {
-        RunningBatch::start(dispatched, worker_id, true)
+        RunningBatch::start(dispatched, worker_id, true, false)
     }
 
     fn dispatched(requests: Vec<Entry<Pending>>, at: Instant) -> Dispatched {
@@ -438,7 +454,7 @@ mod tests {
         let mut resumed = entry(1, &session, now);
         resumed.item.delivered = 2;
         let (mut running, batch) =
-            RunningBatch::start(dispatched(vec![resumed], now), "w".into(), false);
+            RunningBatch::start(dispatched(vec![resumed], now), "w".into(), false, false);
         assert_eq!(batch.items[0].delivered, 2);
         running.step(step(&[(1, "a ", false)]));
         running.step(step(&[(1, "b ", false)]));
@@ -454,7 +470,7 @@ mod tests {
         let mut resumed = entry(1, &session, now);
         resumed.item.delivered = 3;
         let (mut running, _) =
-            RunningBatch::start(dispatched(vec![resumed], now), "w".into(), false);
+            RunningBatch::start(dispatched(vec![resumed], now), "w".into(), false, false);
         running.step(step(&[(1, "a ", false)]));
         running.step(step(&[(1, "b", true)]));
         assert_eq!(received(&mut replies), [(10, Err(Code::Internal))]);

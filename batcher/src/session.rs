@@ -312,6 +312,7 @@ mod tests {
             batch_window_ms: 0,
             request_ttl_ms: 60_000,
             max_requests: 64,
+            batching: Default::default(),
             load_interval_ms: 1000,
         }
         .validate()

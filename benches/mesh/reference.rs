@@ -55,6 +55,8 @@ impl Horoscoper for Reference {
                         batch_size: 1,
                         worker_id: "reference".into(),
                         queue_time: Some(Default::default()),
+                        max_shared: 1,
+                        batching: horoscoper_proto::v1::Batching::Static.into(),
                     }),
                 }));
             }

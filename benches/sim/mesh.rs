@@ -159,6 +159,7 @@ impl Mesh {
             batch_window_ms: 250,
             request_ttl_ms: spec.time_to_live.as_millis() as u64,
             max_requests: spec.max_requests,
+            batching: Default::default(),
             load_interval_ms: spec.load_every.as_millis() as u64,
         }
         .validate()

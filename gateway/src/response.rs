@@ -2,7 +2,7 @@
 
 use horoscoper_proto::{
     mesh::{self, SubmitResponse},
-    v1::{BatchInfo, InferResponse},
+    v1::{BatchInfo, Batching, InferResponse},
 };
 use std::pin::Pin;
 use tokio_stream::Stream;
@@ -21,6 +21,13 @@ pub fn public(token: SubmitResponse) -> InferResponse {
             batch_size: batch.batch_size,
             worker_id: batch.worker_id,
             queue_time: batch.queue_time,
+            max_shared: batch.max_shared,
+            batching: if batch.continuous {
+                Batching::Continuous
+            } else {
+                Batching::Static
+            }
+            .into(),
         }),
     }
 }

@@ -1,0 +1,102 @@
+//! Continuous batching end to end (`--batching continuous`), in-process:
+//! real gateway, batcher and worker on loopback ports, driven by a tonic
+//! client. Requests join a worker that is already generating, and a freed
+//! slot is reused.
+
+mod common;
+
+use common::{client, collect, expected_text, mesh, start, text};
+use horoscoper_proto::v1::{Batching, InferResponse};
+use tokio::time::Instant;
+use tonic::Streaming;
+
+/// One worker of `slots` slots whose requests each take `delay_ms` alone.
+fn flags(slots: &str, delay_ms: &str) -> Vec<String> {
+    [
+        "--workers",
+        "1",
+        "--batching",
+        "continuous",
+        "--batch-size",
+        slots,
+        "--min-delay-ms",
+        delay_ms,
+        "--max-delay-ms",
+        delay_ms,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A call read to its end: when its first token came, and what came.
+struct Timed {
+    first: Instant,
+    responses: Vec<InferResponse>,
+}
+
+async fn timed(mut stream: Streaming<InferResponse>) -> Timed {
+    let first_token = stream.message().await.unwrap().expect("a first token");
+    let first = Instant::now();
+    let mut responses = vec![first_token];
+    responses.extend(collect(stream).await.unwrap());
+    Timed { first, responses }
+}
+
+#[tokio::test]
+async fn a_request_joins_a_worker_that_is_generating_and_both_end_whole() {
+    let flags = flags("4", "1500");
+    let mesh = mesh(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let client = client(mesh.addr).await;
+    let mut a = start(&client, "first").await.unwrap();
+    let a_first = a.message().await.unwrap().expect("a token");
+    // The worker is generating for `first`; `second` joins it, rather than
+    // waiting for its end as a static batch would on the only worker.
+    let b = tokio::spawn(timed(start(&client, "second").await.unwrap()));
+    let a_rest = collect(a).await.unwrap();
+    let a_last = Instant::now();
+    let b = b.await.unwrap();
+    assert!(b.first < a_last, "second streamed while first did");
+
+    let mut a_all = vec![a_first];
+    a_all.extend(a_rest);
+    assert_eq!(text(&a_all), expected_text("first"));
+    assert_eq!(text(&b.responses), expected_text("second"));
+    for responses in [&a_all, &b.responses] {
+        let batch = responses.last().unwrap().batch.clone().unwrap();
+        assert_eq!(batch.batching(), Batching::Continuous);
+        assert_eq!(batch.batch_size, 1, "each joined alone");
+        assert_eq!(batch.max_shared, 2, "they shared steps: {batch:?}");
+        assert_eq!(batch.worker_id, "worker-1");
+    }
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_never_holds_more_than_its_slots_and_a_request_waits_for_a_free_one() {
+    let flags = flags("2", "600");
+    let mesh = mesh(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let client = client(mesh.addr).await;
+    let prefixes = ["one", "two", "three"];
+    let mut calls = Vec::new();
+    for prefix in prefixes {
+        calls.push(tokio::spawn(timed(start(&client, prefix).await.unwrap())));
+    }
+    let mut done = Vec::new();
+    for call in calls {
+        done.push(call.await.unwrap());
+    }
+    for (prefix, call) in prefixes.iter().zip(&done) {
+        assert_eq!(text(&call.responses), expected_text(prefix));
+        let batch = call.responses.last().unwrap().batch.clone().unwrap();
+        assert!(batch.max_shared <= 2, "two slots: {batch:?}");
+    }
+    // The third waited for a slot, while the first two generated (600 ms
+    // alone; joining at once takes microseconds).
+    let third = done[2].responses.last().unwrap().batch.clone().unwrap();
+    let queued = third.queue_time.expect("a queue time");
+    assert!(
+        queued.seconds > 0 || queued.nanos >= 100_000_000,
+        "{third:?}"
+    );
+    mesh.stop().await;
+}
