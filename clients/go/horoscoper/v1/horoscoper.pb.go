@@ -25,6 +25,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Batching says how requests share a worker (the mesh's `--batching`).
+type Batching int32
+
+const (
+	// Not said (a mesh from before continuous batching: static).
+	Batching_BATCHING_UNSPECIFIED Batching = 0
+	// A batch was formed, and ran to its last token before the worker took
+	// another. `batch_id` and `batch_size` name that batch.
+	Batching_BATCHING_STATIC Batching = 1
+	// Requests joined and left the worker's steps one by one. `batch_id` and
+	// `batch_size` name the group this request joined with.
+	Batching_BATCHING_CONTINUOUS Batching = 2
+)
+
+// Enum value maps for Batching.
+var (
+	Batching_name = map[int32]string{
+		0: "BATCHING_UNSPECIFIED",
+		1: "BATCHING_STATIC",
+		2: "BATCHING_CONTINUOUS",
+	}
+	Batching_value = map[string]int32{
+		"BATCHING_UNSPECIFIED": 0,
+		"BATCHING_STATIC":      1,
+		"BATCHING_CONTINUOUS":  2,
+	}
+)
+
+func (x Batching) Enum() *Batching {
+	p := new(Batching)
+	*p = x
+	return p
+}
+
+func (x Batching) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Batching) Descriptor() protoreflect.EnumDescriptor {
+	return file_horoscoper_v1_horoscoper_proto_enumTypes[0].Descriptor()
+}
+
+func (Batching) Type() protoreflect.EnumType {
+	return &file_horoscoper_v1_horoscoper_proto_enumTypes[0]
+}
+
+func (x Batching) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Batching.Descriptor instead.
+func (Batching) EnumDescriptor() ([]byte, []int) {
+	return file_horoscoper_v1_horoscoper_proto_rawDescGZIP(), []int{0}
+}
+
 // InferRequest is one prompt.
 type InferRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -145,7 +200,13 @@ type BatchInfo struct {
 	// The worker that generated the batch.
 	WorkerId string `protobuf:"bytes,3,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// How long the request waited in the queue before its batch was dispatched.
-	QueueTime     *durationpb.Duration `protobuf:"bytes,4,opt,name=queue_time,json=queueTime,proto3" json:"queue_time,omitempty"`
+	QueueTime *durationpb.Duration `protobuf:"bytes,4,opt,name=queue_time,json=queueTime,proto3" json:"queue_time,omitempty"`
+	// The most requests that took part in one generation step with this one,
+	// itself included: the batch's size in static batching; in continuous
+	// batching, the most that shared a step while it ran.
+	MaxShared uint32 `protobuf:"varint,5,opt,name=max_shared,json=maxShared,proto3" json:"max_shared,omitempty"`
+	// How the request shared its worker.
+	Batching      Batching `protobuf:"varint,6,opt,name=batching,proto3,enum=horoscoper.v1.Batching" json:"batching,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -208,6 +269,20 @@ func (x *BatchInfo) GetQueueTime() *durationpb.Duration {
 	return nil
 }
 
+func (x *BatchInfo) GetMaxShared() uint32 {
+	if x != nil {
+		return x.MaxShared
+	}
+	return 0
+}
+
+func (x *BatchInfo) GetBatching() Batching {
+	if x != nil {
+		return x.Batching
+	}
+	return Batching_BATCHING_UNSPECIFIED
+}
+
 var File_horoscoper_v1_horoscoper_proto protoreflect.FileDescriptor
 
 const file_horoscoper_v1_horoscoper_proto_rawDesc = "" +
@@ -218,14 +293,21 @@ const file_horoscoper_v1_horoscoper_proto_rawDesc = "" +
 	"\rInferResponse\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x12\n" +
 	"\x04last\x18\x02 \x01(\bR\x04last\x12.\n" +
-	"\x05batch\x18\x03 \x01(\v2\x18.horoscoper.v1.BatchInfoR\x05batch\"\x9c\x01\n" +
+	"\x05batch\x18\x03 \x01(\v2\x18.horoscoper.v1.BatchInfoR\x05batch\"\xf0\x01\n" +
 	"\tBatchInfo\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\x04R\abatchId\x12\x1d\n" +
 	"\n" +
 	"batch_size\x18\x02 \x01(\rR\tbatchSize\x12\x1b\n" +
 	"\tworker_id\x18\x03 \x01(\tR\bworkerId\x128\n" +
 	"\n" +
-	"queue_time\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\tqueueTime2R\n" +
+	"queue_time\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\tqueueTime\x12\x1d\n" +
+	"\n" +
+	"max_shared\x18\x05 \x01(\rR\tmaxShared\x123\n" +
+	"\bbatching\x18\x06 \x01(\x0e2\x17.horoscoper.v1.BatchingR\bbatching*R\n" +
+	"\bBatching\x12\x18\n" +
+	"\x14BATCHING_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fBATCHING_STATIC\x10\x01\x12\x17\n" +
+	"\x13BATCHING_CONTINUOUS\x10\x022R\n" +
 	"\n" +
 	"Horoscoper\x12D\n" +
 	"\x05Infer\x12\x1b.horoscoper.v1.InferRequest\x1a\x1c.horoscoper.v1.InferResponse0\x01BHZFgithub.com/horoscoper/horoscoper/clients/go/horoscoper/v1;horoscoperv1b\x06proto3"
@@ -242,23 +324,26 @@ func file_horoscoper_v1_horoscoper_proto_rawDescGZIP() []byte {
 	return file_horoscoper_v1_horoscoper_proto_rawDescData
 }
 
+var file_horoscoper_v1_horoscoper_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_horoscoper_v1_horoscoper_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_horoscoper_v1_horoscoper_proto_goTypes = []any{
-	(*InferRequest)(nil),        // 0: horoscoper.v1.InferRequest
-	(*InferResponse)(nil),       // 1: horoscoper.v1.InferResponse
-	(*BatchInfo)(nil),           // 2: horoscoper.v1.BatchInfo
-	(*durationpb.Duration)(nil), // 3: google.protobuf.Duration
+	(Batching)(0),               // 0: horoscoper.v1.Batching
+	(*InferRequest)(nil),        // 1: horoscoper.v1.InferRequest
+	(*InferResponse)(nil),       // 2: horoscoper.v1.InferResponse
+	(*BatchInfo)(nil),           // 3: horoscoper.v1.BatchInfo
+	(*durationpb.Duration)(nil), // 4: google.protobuf.Duration
 }
 var file_horoscoper_v1_horoscoper_proto_depIdxs = []int32{
-	2, // 0: horoscoper.v1.InferResponse.batch:type_name -> horoscoper.v1.BatchInfo
-	3, // 1: horoscoper.v1.BatchInfo.queue_time:type_name -> google.protobuf.Duration
-	0, // 2: horoscoper.v1.Horoscoper.Infer:input_type -> horoscoper.v1.InferRequest
-	1, // 3: horoscoper.v1.Horoscoper.Infer:output_type -> horoscoper.v1.InferResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3, // 0: horoscoper.v1.InferResponse.batch:type_name -> horoscoper.v1.BatchInfo
+	4, // 1: horoscoper.v1.BatchInfo.queue_time:type_name -> google.protobuf.Duration
+	0, // 2: horoscoper.v1.BatchInfo.batching:type_name -> horoscoper.v1.Batching
+	1, // 3: horoscoper.v1.Horoscoper.Infer:input_type -> horoscoper.v1.InferRequest
+	2, // 4: horoscoper.v1.Horoscoper.Infer:output_type -> horoscoper.v1.InferResponse
+	4, // [4:5] is the sub-list for method output_type
+	3, // [3:4] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_horoscoper_v1_horoscoper_proto_init() }
@@ -271,13 +356,14 @@ func file_horoscoper_v1_horoscoper_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_horoscoper_v1_horoscoper_proto_rawDesc), len(file_horoscoper_v1_horoscoper_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_horoscoper_v1_horoscoper_proto_goTypes,
 		DependencyIndexes: file_horoscoper_v1_horoscoper_proto_depIdxs,
+		EnumInfos:         file_horoscoper_v1_horoscoper_proto_enumTypes,
 		MessageInfos:      file_horoscoper_v1_horoscoper_proto_msgTypes,
 	}.Build()
 	File_horoscoper_v1_horoscoper_proto = out.File

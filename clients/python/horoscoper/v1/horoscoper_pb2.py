@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehoroscoper/v1/horoscoper.proto\x12\rhoroscoper.v1\x1a\x1egoogle/protobuf/duration.proto\"\x1e\n\x0cInferRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"T\n\rInferResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04last\x18\x02 \x01(\x08\x12\'\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x18.horoscoper.v1.BatchInfo\"s\n\tBatchInfo\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12-\n\nqueue_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration2R\n\nHoroscoper\x12\x44\n\x05Infer\x12\x1b.horoscoper.v1.InferRequest\x1a\x1c.horoscoper.v1.InferResponse0\x01\x42HZFgithub.com/horoscoper/horoscoper/clients/go/horoscoper/v1;horoscoperv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ehoroscoper/v1/horoscoper.proto\x12\rhoroscoper.v1\x1a\x1egoogle/protobuf/duration.proto\"\x1e\n\x0cInferRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"T\n\rInferResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04last\x18\x02 \x01(\x08\x12\'\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x18.horoscoper.v1.BatchInfo\"\xb2\x01\n\tBatchInfo\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12-\n\nqueue_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nmax_shared\x18\x05 \x01(\r\x12)\n\x08\x62\x61tching\x18\x06 \x01(\x0e\x32\x17.horoscoper.v1.Batching*R\n\x08\x42\x61tching\x12\x18\n\x14\x42\x41TCHING_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x42\x41TCHING_STATIC\x10\x01\x12\x17\n\x13\x42\x41TCHING_CONTINUOUS\x10\x02\x32R\n\nHoroscoper\x12\x44\n\x05Infer\x12\x1b.horoscoper.v1.InferRequest\x1a\x1c.horoscoper.v1.InferResponse0\x01\x42HZFgithub.com/horoscoper/horoscoper/clients/go/horoscoper/v1;horoscoperv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,14 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'horoscoper.v1.horoscoper_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZFgithub.com/horoscoper/horoscoper/clients/go/horoscoper/v1;horoscoperv1'
+  _globals['_BATCHING']._serialized_start=380
+  _globals['_BATCHING']._serialized_end=462
   _globals['_INFERREQUEST']._serialized_start=81
   _globals['_INFERREQUEST']._serialized_end=111
   _globals['_INFERRESPONSE']._serialized_start=113
   _globals['_INFERRESPONSE']._serialized_end=197
-  _globals['_BATCHINFO']._serialized_start=199
-  _globals['_BATCHINFO']._serialized_end=314
-  _globals['_HOROSCOPER']._serialized_start=316
-  _globals['_HOROSCOPER']._serialized_end=398
+  _globals['_BATCHINFO']._serialized_start=200
+  _globals['_BATCHINFO']._serialized_end=378
+  _globals['_HOROSCOPER']._serialized_start=464
+  _globals['_HOROSCOPER']._serialized_end=546
 # @@protoc_insertion_point(module_scope)

@@ -5,8 +5,8 @@
 // The public API of Horoscoper: a stand-in for an LLM completion endpoint that
 // streams a deterministic horoscope back, one word per response.
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file horoscoper/v1/horoscoper.proto.
  */
 export const file_horoscoper_v1_horoscoper: GenFile = /*@__PURE__*/
-  fileDesc("Ch5ob3Jvc2NvcGVyL3YxL2hvcm9zY29wZXIucHJvdG8SDWhvcm9zY29wZXIudjEiHgoMSW5mZXJSZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCSJUCg1JbmZlclJlc3BvbnNlEgwKBHRleHQYASABKAkSDAoEbGFzdBgCIAEoCBInCgViYXRjaBgDIAEoCzIYLmhvcm9zY29wZXIudjEuQmF0Y2hJbmZvInMKCUJhdGNoSW5mbxIQCghiYXRjaF9pZBgBIAEoBBISCgpiYXRjaF9zaXplGAIgASgNEhEKCXdvcmtlcl9pZBgDIAEoCRItCgpxdWV1ZV90aW1lGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uMlIKCkhvcm9zY29wZXISRAoFSW5mZXISGy5ob3Jvc2NvcGVyLnYxLkluZmVyUmVxdWVzdBocLmhvcm9zY29wZXIudjEuSW5mZXJSZXNwb25zZTABQkhaRmdpdGh1Yi5jb20vaG9yb3Njb3Blci9ob3Jvc2NvcGVyL2NsaWVudHMvZ28vaG9yb3Njb3Blci92MTtob3Jvc2NvcGVydjFiBnByb3RvMw", [file_google_protobuf_duration]);
+  fileDesc("Ch5ob3Jvc2NvcGVyL3YxL2hvcm9zY29wZXIucHJvdG8SDWhvcm9zY29wZXIudjEiHgoMSW5mZXJSZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCSJUCg1JbmZlclJlc3BvbnNlEgwKBHRleHQYASABKAkSDAoEbGFzdBgCIAEoCBInCgViYXRjaBgDIAEoCzIYLmhvcm9zY29wZXIudjEuQmF0Y2hJbmZvIrIBCglCYXRjaEluZm8SEAoIYmF0Y2hfaWQYASABKAQSEgoKYmF0Y2hfc2l6ZRgCIAEoDRIRCgl3b3JrZXJfaWQYAyABKAkSLQoKcXVldWVfdGltZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhISCgptYXhfc2hhcmVkGAUgASgNEikKCGJhdGNoaW5nGAYgASgOMhcuaG9yb3Njb3Blci52MS5CYXRjaGluZypSCghCYXRjaGluZxIYChRCQVRDSElOR19VTlNQRUNJRklFRBAAEhMKD0JBVENISU5HX1NUQVRJQxABEhcKE0JBVENISU5HX0NPTlRJTlVPVVMQAjJSCgpIb3Jvc2NvcGVyEkQKBUluZmVyEhsuaG9yb3Njb3Blci52MS5JbmZlclJlcXVlc3QaHC5ob3Jvc2NvcGVyLnYxLkluZmVyUmVzcG9uc2UwAUJIWkZnaXRodWIuY29tL2hvcm9zY29wZXIvaG9yb3Njb3Blci9jbGllbnRzL2dvL2hvcm9zY29wZXIvdjE7aG9yb3Njb3BlcnYxYgZwcm90bzM", [file_google_protobuf_duration]);
 
 /**
  * InferRequest is one prompt.
@@ -106,6 +106,22 @@ export type BatchInfo = Message<"horoscoper.v1.BatchInfo"> & {
    * @generated from field: google.protobuf.Duration queue_time = 4;
    */
   queueTime?: Duration | undefined;
+
+  /**
+   * The most requests that took part in one generation step with this one,
+   * itself included: the batch's size in static batching; in continuous
+   * batching, the most that shared a step while it ran.
+   *
+   * @generated from field: uint32 max_shared = 5;
+   */
+  maxShared: number;
+
+  /**
+   * How the request shared its worker.
+   *
+   * @generated from field: horoscoper.v1.Batching batching = 6;
+   */
+  batching: Batching;
 };
 
 /**
@@ -114,6 +130,42 @@ export type BatchInfo = Message<"horoscoper.v1.BatchInfo"> & {
  */
 export const BatchInfoSchema: GenMessage<BatchInfo> = /*@__PURE__*/
   messageDesc(file_horoscoper_v1_horoscoper, 2);
+
+/**
+ * Batching says how requests share a worker (the mesh's `--batching`).
+ *
+ * @generated from enum horoscoper.v1.Batching
+ */
+export enum Batching {
+  /**
+   * Not said (a mesh from before continuous batching: static).
+   *
+   * @generated from enum value: BATCHING_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A batch was formed, and ran to its last token before the worker took
+   * another. `batch_id` and `batch_size` name that batch.
+   *
+   * @generated from enum value: BATCHING_STATIC = 1;
+   */
+  STATIC = 1,
+
+  /**
+   * Requests joined and left the worker's steps one by one. `batch_id` and
+   * `batch_size` name the group this request joined with.
+   *
+   * @generated from enum value: BATCHING_CONTINUOUS = 2;
+   */
+  CONTINUOUS = 2,
+}
+
+/**
+ * Describes the enum horoscoper.v1.Batching.
+ */
+export const BatchingSchema: GenEnum<Batching> = /*@__PURE__*/
+  enumDesc(file_horoscoper_v1_horoscoper, 0);
 
 /**
  * Horoscoper streams completions. The name is part of the public contract
