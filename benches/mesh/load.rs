@@ -1,6 +1,9 @@
-//! The load generator: a closed loop of concurrent streaming clients, each
-//! sending its next request as soon as the last one ended, over the client
-//! generated from `proto/`.
+//! The load generator, over the client generated from `proto/`: a closed
+//! loop of concurrent streaming clients, each sending its next request as
+//! soon as the last one ended, or an open loop, requests arriving as a
+//! Poisson process at a fixed rate whatever the server does. A closed loop
+//! waits for the server, and so hides how long requests would have queued
+//! (coordinated omission); an open loop does not.
 //!
 //! A run has a warm-up, then a measured window. Tokens and completions are
 //! counted as they arrive, so rates are those of the window; a request's
@@ -34,6 +37,9 @@ pub struct Load {
     /// Processes whose CPU time over the window is measured, besides the
     /// load generator's own.
     pub cpu_of: Vec<u32>,
+    /// Open loop: requests arrive as a Poisson process at this many a
+    /// second (`clients` is then how many connections they spread over).
+    pub rate: Option<f64>,
 }
 
 /// What a run measured.
@@ -130,9 +136,16 @@ impl Load {
             end: started + self.warmup + self.measure,
         };
         let mut clients = JoinSet::new();
-        for id in 0..self.clients {
-            let channel = channels[id / self.per_connection.max(1)].clone();
-            clients.spawn(client(id, channel, shared.clone(), window));
+        match self.rate {
+            Some(rate) => {
+                clients.spawn(open_loop(rate, channels.clone(), shared.clone(), window));
+            }
+            None => {
+                for id in 0..self.clients {
+                    let channel = channels[id / self.per_connection.max(1)].clone();
+                    clients.spawn(client(id, channel, shared.clone(), window));
+                }
+            }
         }
 
         let mut at_start = None;
@@ -172,9 +185,15 @@ impl Load {
         }
         let start = at_start.expect("the window starts before it ends");
         let errors = shared.errors.lock().unwrap().clone();
+        let completed = end.completed - start.completed;
+        let window = end.at.duration_since(start.at);
+        if self.rate.is_some() {
+            // One stream of arrivals: the rate is the window's.
+            client_rate = completed as f64 / window.as_secs_f64();
+        }
         Outcome {
-            window: end.at.duration_since(start.at),
-            completed: end.completed - start.completed,
+            window,
+            completed,
             tokens: end.tokens - start.tokens,
             client_rate,
             errors,
@@ -246,24 +265,78 @@ async fn client(id: usize, channel: Channel, shared: Arc<Shared>, window: Window
         shared.open.fetch_add(1, Relaxed);
         let result = one(&mut grpc, prefix, &shared, started).await;
         shared.open.fetch_sub(1, Relaxed);
-        let ended = Instant::now();
-        match result {
-            Ok(ttft) => {
-                shared.completed.fetch_add(1, Relaxed);
-                if window.start <= ended && ended <= window.end {
-                    kept.completions.push(ended);
-                    if window.start <= started {
-                        kept.ttft.push(ttft);
-                        kept.whole.push(ended - started);
-                    }
-                }
-            }
-            Err(code) => {
-                *shared.errors.lock().unwrap().entry(code).or_default() += 1;
-            }
+        shared.count(&result);
+        if let Ok(ttft) = result {
+            kept.keep(window, started, Instant::now(), ttft);
         }
     }
     kept
+}
+
+/// The open loop: requests at exponentially distributed gaps (a Poisson
+/// process of `rate` a second, from a fixed seed), each on its own task,
+/// round the connections, until the run stops; then the last ones finish.
+async fn open_loop(rate: f64, channels: Vec<Channel>, shared: Arc<Shared>, window: Window) -> Kept {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut requests = JoinSet::new();
+    let mut next = Instant::now();
+    let mut sent = 0u64;
+    while !shared.stop.load(Relaxed) {
+        let gap = -(1.0 - rng.random::<f64>()).ln() / rate;
+        next += Duration::from_secs_f64(gap);
+        tokio::time::sleep_until(next).await;
+        let channel = channels[sent as usize % channels.len()].clone();
+        let prefix = format!("open loop request {sent}");
+        sent += 1;
+        let shared = shared.clone();
+        requests.spawn(async move {
+            let mut grpc = HoroscoperClient::new(channel).max_decoding_message_size(64 * 1024);
+            // Sent at its arrival time, not when a task got round to it.
+            let started = next;
+            shared.open.fetch_add(1, Relaxed);
+            let result = one(&mut grpc, prefix, &shared, started).await;
+            shared.open.fetch_sub(1, Relaxed);
+            shared.count(&result);
+            (started, Instant::now(), result)
+        });
+    }
+    let mut kept = Kept::default();
+    while let Some(joined) = requests.join_next().await {
+        let (started, ended, result) = joined.expect("a request task panicked");
+        if let Ok(ttft) = result {
+            kept.keep(window, started, ended, ttft);
+        }
+    }
+    kept
+}
+
+impl Shared {
+    /// Counts one request's end, as it ends.
+    fn count(&self, result: &Result<Duration, String>) {
+        match result {
+            Ok(_) => {
+                self.completed.fetch_add(1, Relaxed);
+            }
+            Err(code) => {
+                *self.errors.lock().unwrap().entry(code.clone()).or_default() += 1;
+            }
+        }
+    }
+}
+
+impl Kept {
+    /// Keeps a whole request's times if it ended inside the window (and
+    /// its latencies if it started there too).
+    fn keep(&mut self, window: Window, started: Instant, ended: Instant, ttft: Duration) {
+        if window.start <= ended && ended <= window.end {
+            self.completions.push(ended);
+            if window.start <= started {
+                self.ttft.push(ttft);
+                self.whole.push(ended - started);
+            }
+        }
+    }
 }
 
 /// One request: its time to first token once it has ended whole, or why it

@@ -40,8 +40,8 @@ use std::{net::SocketAddr, path::PathBuf};
     about = "Horoscoper's benchmark: the mesh against its limits"
 )]
 struct Args {
-    /// Run only these scenarios (1–6); repeat the flag. Default: all.
-    #[arg(long = "only", value_parser = clap::value_parser!(u8).range(1..=6))]
+    /// Run only these scenarios (1–7); repeat the flag. Default: all.
+    #[arg(long = "only", value_parser = clap::value_parser!(u8).range(1..=7))]
     only: Vec<u8>,
     /// Shorter windows: a smoke run, not figures to quote.
     #[arg(long)]

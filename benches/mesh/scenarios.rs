@@ -9,6 +9,8 @@ use crate::{
 };
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
+mod modes;
+
 /// Batch size of the zero-delay throughput scenarios (1 and 5).
 const THROUGHPUT_BATCH: usize = 16;
 /// The concurrency scenario 1 sweeps by default, each system's peak taken
@@ -85,6 +87,9 @@ impl Bench {
         if only(6) {
             self.batchers().await;
         }
+        if only(7) {
+            self.modes().await;
+        }
         let mut page = String::from("# Horoscoper bench\n\n");
         page.push_str(&machine::describe());
         if self.quick {
@@ -130,6 +135,7 @@ impl Bench {
             warmup: Duration::from_secs_f64(warmup * scale),
             measure: Duration::from_secs_f64(measure * scale),
             cpu_of: Vec::new(),
+            rate: None,
         }
     }
 
@@ -347,6 +353,7 @@ impl Bench {
                 batch_window_ms: 250,
                 min_delay_ms: min,
                 max_delay_ms: max,
+                batching: "static",
             };
             let mesh = Mesh::start(&setup, &self.logs("3-batching")).await;
             let outcome = self
@@ -418,6 +425,7 @@ impl Bench {
             batch_window_ms: 250,
             min_delay_ms: 500,
             max_delay_ms: 3000,
+            batching: "static",
         };
         let mesh = Mesh::start(&setup, &self.logs("4-many")).await;
         let idle: Vec<Memory> = mesh.services.iter().map(|s| s.memory()).collect();
@@ -591,6 +599,7 @@ impl Bench {
                     batch_window_ms: 250,
                     min_delay_ms: min,
                     max_delay_ms: max,
+                    batching: "static",
                 };
                 let mesh = Mesh::start(&setup, &self.logs("6-batchers")).await;
                 let outcome = self

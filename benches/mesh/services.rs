@@ -21,6 +21,8 @@ pub struct MeshSetup {
     pub batch_window_ms: u64,
     pub min_delay_ms: u64,
     pub max_delay_ms: u64,
+    /// `static` or `continuous` (`--batching`).
+    pub batching: &'static str,
 }
 
 impl MeshSetup {
@@ -33,15 +35,17 @@ impl MeshSetup {
             batch_window_ms: 0,
             min_delay_ms: 0,
             max_delay_ms: 0,
+            batching: "static",
         }
     }
 
     /// The flags, as a reader of the table would type them.
     pub fn describe(&self) -> String {
         format!(
-            "{} workers, {} batcher(s), --batch-size {} --batch-window-ms {} --min-delay-ms {} --max-delay-ms {}",
+            "{} workers, {} batcher(s), --batching {} --batch-size {} --batch-window-ms {} --min-delay-ms {} --max-delay-ms {}",
             self.workers,
             self.batchers,
+            self.batching,
             self.batch_size,
             self.batch_window_ms,
             self.min_delay_ms,
@@ -212,6 +216,8 @@ impl Mesh {
                     setup.max_delay_ms.to_string(),
                     "--seed".into(),
                     (i + 1).to_string(),
+                    "--batching".into(),
+                    setup.batching.into(),
                 ]);
                 args
             })
@@ -237,6 +243,8 @@ impl Mesh {
                     setup.batch_size.to_string(),
                     "--batch-window-ms".into(),
                     setup.batch_window_ms.to_string(),
+                    "--batching".into(),
+                    setup.batching.into(),
                 ]);
                 for url in &worker_urls {
                     args.extend(["--worker".into(), url.clone()]);
