@@ -69,6 +69,11 @@ impl Admission {
         self.batch_size
     }
 
+    /// Whether this batcher runs continuous batching, for its load reports.
+    pub fn continuous(&self) -> bool {
+        self.dispatcher.continuous()
+    }
+
     pub fn load_every(&self) -> Duration {
         self.load_every
     }

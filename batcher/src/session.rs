@@ -169,6 +169,7 @@ where
             draining: now.1,
             batcher_id: self.batcher_id.to_string(),
             batch_size: u32::try_from(self.admission.batch_size()).unwrap_or(u32::MAX),
+            continuous: self.admission.continuous(),
         })
     }
 

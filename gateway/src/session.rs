@@ -43,6 +43,8 @@ pub struct BatcherSession {
     sent_since: AtomicU32,
     /// Its batch size, once reported (0 until then).
     batch_size: AtomicU32,
+    /// It runs continuous batching, as reported.
+    continuous: AtomicBool,
     draining: AtomicBool,
     /// `Routes::ended`, to read without the lock that replies hold.
     ended: AtomicBool,
@@ -61,12 +63,15 @@ pub struct Queue {
     pub queued: u32,
     /// 0: not reported.
     pub batch_size: u32,
+    /// Continuous batching: no batch fills.
+    pub continuous: bool,
 }
 
 impl Queue {
-    /// It holds a batch still filling: some requests, fewer than a batch.
+    /// It holds a batch still filling: some requests, fewer than a batch
+    /// (never in continuous batching, where requests join as they come).
     pub fn filling(&self) -> bool {
-        self.queued > 0 && self.queued < self.batch_size
+        !self.continuous && self.queued > 0 && self.queued < self.batch_size
     }
 }
 
@@ -90,6 +95,7 @@ impl BatcherSession {
             queued: AtomicU32::new(0),
             sent_since: AtomicU32::new(0),
             batch_size: AtomicU32::new(0),
+            continuous: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             ended: AtomicBool::new(false),
         });
@@ -120,6 +126,7 @@ impl BatcherSession {
         Queue {
             queued: self.queued.load(Ordering::Relaxed) + self.sent_since.load(Ordering::Relaxed),
             batch_size: self.batch_size.load(Ordering::Relaxed),
+            continuous: self.continuous.load(Ordering::Relaxed),
         }
     }
 
@@ -184,6 +191,7 @@ impl BatcherSession {
         self.queued.store(load.queued, Ordering::Relaxed);
         self.sent_since.store(0, Ordering::Relaxed);
         self.batch_size.store(load.batch_size, Ordering::Relaxed);
+        self.continuous.store(load.continuous, Ordering::Relaxed);
         if load.draining && !self.draining.swap(true, Ordering::Relaxed) {
             tracing::info!(batcher = %load.batcher_id, "batcher draining: it gets no new request");
         }
@@ -296,10 +304,19 @@ mod tests {
 
     #[test]
     fn a_queue_is_filling_while_it_holds_part_of_a_batch() {
-        let queue = |queued, batch_size| Queue { queued, batch_size };
+        let queue = |queued, batch_size| Queue {
+            queued,
+            batch_size,
+            continuous: false,
+        };
         assert!(!queue(0, 4).filling(), "empty");
         assert!(queue(1, 4).filling() && queue(3, 4).filling());
         assert!(!queue(4, 4).filling(), "a whole batch waits");
+        let joining = Queue {
+            continuous: true,
+            ..queue(1, 4)
+        };
+        assert!(!joining.filling(), "continuous batching fills no batch");
         assert!(!queue(9, 4).filling(), "more than a batch waits");
         assert!(
             !queue(2, 0).filling(),
