@@ -272,19 +272,27 @@ test-clients:
     cargo build --release --bin horoscoper
     target/release/horoscoper --listen 127.0.0.1:0 2>{{logs}}/mesh.stderr &
     mesh=$!
-    trap 'kill -INT $mesh 2>/dev/null; wait $mesh || true' EXIT
-    for _ in $(seq 100); do
-        addr=$(sed -n 's/.*gateway listening local_addr=\([0-9.:]*\).*/\1/p' {{logs}}/mesh.stderr)
-        [ -n "$addr" ] && break
-        sleep 0.1
-    done
-    [ -n "$addr" ] || { cat {{logs}}/mesh.stderr; echo "the mesh did not start"; exit 1; }
-    export HOROSCOPER_ADDR=$addr
-    echo "mesh at $addr"
+    # A second mesh in continuous batching, for the page's other picture: 2
+    # workers × 2 slots, so that of the page's six users two wait for a slot.
+    target/release/horoscoper --listen 127.0.0.1:0 --batching continuous --batch-size 2 2>{{logs}}/mesh-continuous.stderr &
+    continuous=$!
+    trap 'kill -INT $mesh $continuous 2>/dev/null; wait $mesh $continuous || true' EXIT
+    gateway_of() {
+        for _ in $(seq 100); do
+            addr=$(sed -n 's/.*gateway listening local_addr=\([0-9.:]*\).*/\1/p' "$1")
+            [ -n "$addr" ] && { echo "$addr"; return; }
+            sleep 0.1
+        done
+        cat "$1" >&2; echo "the mesh did not start" >&2; exit 1
+    }
+    HOROSCOPER_ADDR=$(gateway_of {{logs}}/mesh.stderr)
+    HOROSCOPER_CONTINUOUS_ADDR=$(gateway_of {{logs}}/mesh-continuous.stderr)
+    export HOROSCOPER_ADDR HOROSCOPER_CONTINUOUS_ADDR
+    echo "mesh at $HOROSCOPER_ADDR, in continuous batching at $HOROSCOPER_CONTINUOUS_ADDR"
     (cd {{ts}} && npx tsx --test test/sdk.test.ts) 2>&1 | tee {{logs}}/typescript.log
     started=$(date +%s%N)
     (cd {{ts}} && npx tsx --test test/browser.test.ts) 2>&1 | tee {{logs}}/browser.log
-    echo "browser test: $(( ($(date +%s%N) - started) / 1000000 )) ms; screenshot in target/browser.png"
+    echo "browser test: $(( ($(date +%s%N) - started) / 1000000 )) ms; screenshots in target/browser.png and target/browser-continuous.png"
     (cd clients/python && python3 -m pytest -q) 2>&1 | tee {{logs}}/python.log
     (cd clients/go && go test -v -count=1 ./...) 2>&1 | tee {{logs}}/go.log
 
