@@ -88,6 +88,14 @@ impl Args {
                 self.batchers
             )));
         }
+        if self.batchers > 1 && self.batching.batching.is_continuous() {
+            // Each batcher would keep --batch-size requests on every worker:
+            // the slots of a shared worker are not yet shared out.
+            return Err(StartError::Config(format!(
+                "--batching continuous runs with one batcher (--batchers is {}): several batchers do not yet share a worker's slots",
+                self.batchers
+            )));
+        }
         Ok(Config {
             workers: self.workers,
             batchers: self.batchers,
