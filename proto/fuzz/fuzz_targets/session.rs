@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
         request_ttl_ms: 1_000,
         max_requests: 4,
         load_interval_ms: 5,
+        batching: Default::default(),
     }
     .validate()
     .expect("valid batching");
