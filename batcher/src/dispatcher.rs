@@ -380,7 +380,7 @@ impl Task {
             Command::Joins(slot) => {
                 self.no_worker_since = None;
                 self.connections.insert(slot.index, slot.commands.clone());
-                self.slots.up(slot.index, slot.worker_id, slot.commands);
+                self.slots.up(slot.index, slot.worker_id);
             }
             Command::Ended(index, requests) => self.slots.ended(index, requests),
             Command::Busy(index) => self.calls.busy(index),
@@ -588,10 +588,12 @@ impl Task {
     /// most free slots, at once, for as long as one has a free slot.
     fn dispatch_joins(&mut self, now: Instant) {
         while !self.queue.is_empty() {
-            let Some((index, worker_id, commands, room)) =
-                self.slots.roomiest(self.policy.batch_size)
-            else {
+            let Some((index, worker_id, room)) = self.slots.roomiest(self.policy.batch_size) else {
                 break;
+            };
+            let Some(commands) = self.connections.get(&index).cloned() else {
+                self.slots.gone(index);
+                continue;
             };
             let requests = self.take(room);
             if requests.is_empty() {

@@ -8,9 +8,7 @@
 //! report that crosses a dispatch can never make a worker look emptier than
 //! it is.
 
-use crate::dispatcher::ToWorker;
 use std::{collections::HashMap, sync::Arc};
-use tokio::sync::mpsc;
 
 /// The workers that take joins.
 #[derive(Debug, Default)]
@@ -21,7 +19,6 @@ pub struct Slots {
 #[derive(Debug)]
 struct Worker {
     worker_id: Arc<str>,
-    commands: mpsc::UnboundedSender<ToWorker>,
     /// This batcher's requests on it.
     live: usize,
     /// It takes new requests (it neither drains nor is retired).
@@ -30,20 +27,13 @@ struct Worker {
 
 impl Slots {
     /// A worker that takes joins is up, or takes them again.
-    pub fn up(
-        &mut self,
-        index: usize,
-        worker_id: Arc<str>,
-        commands: mpsc::UnboundedSender<ToWorker>,
-    ) {
+    pub fn up(&mut self, index: usize, worker_id: Arc<str>) {
         let worker = self.workers.entry(index).or_insert(Worker {
             worker_id: worker_id.clone(),
-            commands: commands.clone(),
             live: 0,
             takes: true,
         });
         worker.worker_id = worker_id;
-        worker.commands = commands;
         worker.takes = true;
     }
 
@@ -74,23 +64,13 @@ impl Slots {
     }
 
     /// The worker with the most room of `size` slots, the lowest index of
-    /// equals: its index, id, commands and room.
-    pub fn roomiest(
-        &self,
-        size: usize,
-    ) -> Option<(usize, Arc<str>, mpsc::UnboundedSender<ToWorker>, usize)> {
+    /// equals: its index, id and room.
+    pub fn roomiest(&self, size: usize) -> Option<(usize, Arc<str>, usize)> {
         self.workers
             .iter()
             .filter(|(_, worker)| worker.takes && worker.live < size)
             .min_by_key(|(index, worker)| (worker.live, **index))
-            .map(|(index, worker)| {
-                (
-                    *index,
-                    worker.worker_id.clone(),
-                    worker.commands.clone(),
-                    size - worker.live,
-                )
-            })
+            .map(|(index, worker)| (*index, worker.worker_id.clone(), size - worker.live))
     }
 
     /// How many workers run requests of this batcher.
@@ -115,14 +95,13 @@ mod tests {
     fn slots(workers: usize) -> Slots {
         let mut slots = Slots::default();
         for index in 0..workers {
-            let (commands, _) = mpsc::unbounded_channel();
-            slots.up(index, format!("w{index}").into(), commands);
+            slots.up(index, format!("w{index}").into());
         }
         slots
     }
 
     fn roomiest(slots: &Slots) -> Option<(usize, usize)> {
-        slots.roomiest(4).map(|(index, _, _, room)| (index, room))
+        slots.roomiest(4).map(|(index, _, room)| (index, room))
     }
 
     #[test]
@@ -146,8 +125,7 @@ mod tests {
         slots.joined(0, 2);
         slots.retiring(0);
         assert_eq!(roomiest(&slots), None);
-        let (commands, _) = mpsc::unbounded_channel();
-        slots.up(0, "w0".into(), commands);
+        slots.up(0, "w0".into());
         assert_eq!(roomiest(&slots), Some((0, 2)), "its two still run");
         slots.gone(0);
         assert!(slots.is_empty());
