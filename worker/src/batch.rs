@@ -153,17 +153,8 @@ fn skip(text: &str, tokens: u32) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::Sign;
 
-    fn corpus() -> Corpus {
-        let mut csv = String::from("sign;text\n");
-        for sign in Sign::ALL {
-            csv.push_str(&format!("{sign};The {sign} sky is wide.\n"));
-        }
-        // Two CANCER texts of different lengths: "hello" is n mod 2 = 1.
-        csv.push_str("CANCER;Short one.\n");
-        Corpus::parse(csv.as_bytes(), None).unwrap()
-    }
+    use crate::corpus::sky_corpus as corpus;
 
     fn batch(prefixes: &[&str]) -> Batch {
         Batch {

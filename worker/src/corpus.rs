@@ -201,6 +201,18 @@ impl Corpus {
     }
 }
 
+/// A small corpus for tests: "The SIGN sky is wide." for every sign, and a
+/// second, shorter CANCER text ("hello" chooses it: n mod 2 = 1).
+#[cfg(test)]
+pub(crate) fn sky_corpus() -> Corpus {
+    let mut csv = String::from("sign;text\n");
+    for sign in Sign::ALL {
+        csv.push_str(&format!("{sign};The {sign} sky is wide.\n"));
+    }
+    csv.push_str("CANCER;Short one.\n");
+    Corpus::parse(csv.as_bytes(), None).expect("a valid corpus")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -214,18 +214,11 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{choice, corpus::Sign};
+    use crate::choice;
     use horoscoper_proto::mesh::BatchItem;
     use rand::{SeedableRng, rngs::StdRng};
 
-    fn corpus() -> Corpus {
-        let mut csv = String::from("sign;text\n");
-        for sign in Sign::ALL {
-            csv.push_str(&format!("{sign};The {sign} sky is wide.\n"));
-        }
-        csv.push_str("CANCER;Short one.\n");
-        Corpus::parse(csv.as_bytes(), None).unwrap()
-    }
+    use crate::corpus::sky_corpus as corpus;
 
     fn batch(batch_id: u64, prefixes: &[(u64, &str)]) -> Batch {
         Batch {
