@@ -88,21 +88,15 @@ impl Args {
                 self.batchers
             )));
         }
-        if self.batchers > 1 && self.batching.batching.is_continuous() {
-            // Each batcher would keep --batch-size requests on every worker:
-            // the slots of a shared worker are not yet shared out.
-            return Err(StartError::Config(format!(
-                "--batching continuous runs with one batcher (--batchers is {}): several batchers do not yet share a worker's slots",
-                self.batchers
-            )));
-        }
         Ok(Config {
             workers: self.workers,
             batchers: self.batchers,
             batching: self.batching.validate()?,
             // One flag for the whole mesh: the workers batch as the batchers do.
+            // A worker has as many slots as a batch holds.
             generation: Generation {
                 batching: self.batching.batching,
+                slots: self.batching.batch_size,
                 ..self.generation.load()?
             },
             drain_grace: self.process.drain_grace(),

@@ -100,3 +100,27 @@ async fn a_worker_never_holds_more_than_its_slots_and_a_request_waits_for_a_free
     );
     mesh.stop().await;
 }
+
+#[tokio::test]
+async fn batchers_share_a_workers_slots_and_never_fill_it_past_them() {
+    let mut flags = flags("2", "600");
+    flags.extend(["--batchers", "3"].map(String::from));
+    let mesh = mesh(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let client = client(mesh.addr).await;
+    let prefixes = ["one", "two", "three", "four", "five", "six"];
+    let mut calls = Vec::new();
+    for prefix in prefixes {
+        calls.push(tokio::spawn(timed(start(&client, prefix).await.unwrap())));
+    }
+    for (prefix, call) in prefixes.iter().zip(calls) {
+        let call = call.await.unwrap();
+        assert_eq!(text(&call.responses), expected_text(prefix));
+        let batch = call.responses.last().unwrap().batch.clone().unwrap();
+        // Each batcher alone would keep 2 there: 6 at once.
+        assert!(
+            batch.max_shared <= 2,
+            "two slots, three batchers: {batch:?}"
+        );
+    }
+    mesh.stop().await;
+}

@@ -12,7 +12,7 @@ use common::{
     processes::{Process, binary, free_port, reachable},
     start, text,
 };
-use horoscoper_proto::v1::{BatchInfo, horoscoper_client::HoroscoperClient};
+use horoscoper_proto::v1::{BatchInfo, Batching, horoscoper_client::HoroscoperClient};
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -368,6 +368,69 @@ async fn a_worker_killed_mid_batch_hands_its_requests_to_another_and_clients_see
     assert!(
         own < generated && generated < texts,
         "w2 generated its own {own} tokens and only part of the rest: {generated} of {texts}"
+    );
+    let metrics = http_get(loopback(metrics_port), "/metrics").await.body;
+    assert_eq!(
+        common::sample(&metrics, "horoscoper_redispatched_total").unwrap(),
+        4.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_continuous_batching_a_worker_killed_mid_generation_hands_its_requests_over_whole() {
+    let folder = logs("continuous-worker-killed");
+    let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
+    let continuous = ["--batching", "continuous", "--slots", "4"];
+    let w1 = worker_with(&folder, "w1", w1_port, 2000, &continuous).await;
+    let _w2 = worker_with(&folder, "w2", w2_port, 2000, &continuous).await;
+    let _batcher = batcher_with(
+        &folder,
+        batcher_port,
+        metrics_port,
+        &[w1_port, w2_port],
+        1,
+        &["--batching", "continuous"],
+    )
+    .await;
+    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
+    let client = client(loopback(gateway_port)).await;
+
+    let (fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut flight = fly(&client, 8, fault);
+    flight.all_started().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
+    fault_tx.send_replace(Some(killed));
+    w1.signal("KILL");
+    let ends = flight.ends().await;
+    let took = killed.elapsed();
+
+    let texts: usize = ends
+        .iter()
+        .map(|(prefix, _)| expected_text(prefix).split(' ').count())
+        .sum();
+    let w2_metrics = http_get(loopback(w2_port), "/metrics").await.body;
+    let generated = common::sample(&w2_metrics, "horoscoper_tokens_total").unwrap() as usize;
+    row(
+        "continuous batching: a worker killed (SIGKILL) mid-generation, another up",
+        &format!(
+            "its 4 requests joined the other worker's free slots and went on from where their clients were: it generated {generated} tokens where the 8 texts have {texts}; all ended {} ms after the kill",
+            took.as_millis()
+        ),
+        &ends,
+        0,
+        0,
+    );
+    all_whole(&ends, Some("w2"));
+    for (prefix, end) in &ends {
+        if let End::Whole(batch) = end {
+            assert_eq!(batch.batching(), Batching::Continuous, "{prefix}");
+            assert!(batch.max_shared <= 4, "{prefix}: four slots: {batch:?}");
+        }
+    }
+    assert!(
+        generated < texts,
+        "w2 generated only what the clients lacked: {generated} of {texts}"
     );
     let metrics = http_get(loopback(metrics_port), "/metrics").await.body;
     assert_eq!(

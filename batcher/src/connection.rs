@@ -481,7 +481,7 @@ impl GenerateStream<'_> {
             let requests = batch.requests.len();
             self.dispatcher.requeue(batch.requests);
             if self.joins {
-                self.dispatcher.ended(self.index, requests);
+                self.dispatcher.unsent(self.index, requests);
                 return Ok(());
             }
             self.dispatcher.idle(self.index);
@@ -573,6 +573,13 @@ impl GenerateStream<'_> {
                     }
                     self.draining = true;
                 }
+                Ok(())
+            }
+            Event::Room(_) if !self.joins => {
+                Err(self.protocol_error("a Room from a worker whose Ready did not say joins"))
+            }
+            Event::Room(room) => {
+                self.dispatcher.room(self.index, room);
                 Ok(())
             }
             Event::Ready(_) => Err(self.protocol_error("Ready sent twice")),

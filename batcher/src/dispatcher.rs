@@ -109,6 +109,8 @@ enum Command {
     Connected(usize, mpsc::UnboundedSender<ToWorker>, bool),
     Joins(Slot),
     Ended(usize, usize),
+    Unsent(usize, usize),
+    Room(usize, mesh::Room),
     Busy(usize),
     Free(Slot),
     Idle(usize),
@@ -212,6 +214,17 @@ impl Dispatcher {
     /// their slots are free.
     pub fn ended(&self, index: usize, requests: usize) {
         let _ = self.commands.send(Command::Ended(index, requests));
+    }
+
+    /// `requests` dispatched to a worker of continuous batching were not
+    /// sent there (it takes none now); they are requeued apart.
+    pub fn unsent(&self, index: usize, requests: usize) {
+        let _ = self.commands.send(Command::Unsent(index, requests));
+    }
+
+    /// A worker of continuous batching says what it can take.
+    pub fn room(&self, index: usize, room: mesh::Room) {
+        let _ = self.commands.send(Command::Room(index, room));
     }
 
     /// A called worker runs another batcher's batch.
@@ -340,6 +353,8 @@ impl Task {
                 | Command::Connected(..)
                 | Command::Joins(_)
                 | Command::Ended(..)
+                | Command::Unsent(..)
+                | Command::Room(..)
                 | Command::Busy(_)
                 | Command::Free(_)
                 | Command::Idle(_)
@@ -383,6 +398,8 @@ impl Task {
                 self.slots.up(slot.index, slot.worker_id);
             }
             Command::Ended(index, requests) => self.slots.ended(index, requests),
+            Command::Unsent(index, requests) => self.slots.unsent(index, requests),
+            Command::Room(index, room) => self.slots.room(index, room.free, room.taken),
             Command::Busy(index) => self.calls.busy(index),
             Command::Idle(index) => {
                 self.running.remove(&index);
@@ -585,7 +602,7 @@ impl Task {
     }
 
     /// Continuous batching: the oldest requests join the worker with the
-    /// most free slots, at once, for as long as one has a free slot.
+    /// most room (see [`Slots`]), at once, for as long as one has room.
     fn dispatch_joins(&mut self, now: Instant) {
         while !self.queue.is_empty() {
             let Some((index, worker_id, room)) = self.slots.roomiest(self.policy.batch_size) else {
@@ -767,7 +784,7 @@ mod tests {
             self.slot(index, commands, false);
         }
 
-        /// A worker of continuous batching is up.
+        /// A worker of continuous batching is up, with 4 free slots.
         fn joins(&self, index: usize) -> mpsc::UnboundedReceiver<ToWorker> {
             let (commands, receiver) = mpsc::unbounded_channel();
             self.dispatcher.joins(Slot {
@@ -777,7 +794,13 @@ mod tests {
                 since: Instant::now(),
                 offered: false,
             });
+            self.room(index, 4, 0);
             receiver
+        }
+
+        /// A worker of continuous batching says its Room.
+        fn room(&self, index: usize, free: u32, taken: u64) {
+            self.dispatcher.room(index, mesh::Room { free, taken });
         }
 
         /// A worker shared by offers offers itself.
@@ -839,12 +862,14 @@ mod tests {
         assert_eq!(joined(&mut a).await, [1, 2, 3, 4]);
         // Two end there: the two waiting take their slots, together.
         h.dispatcher.ended(0, 2);
+        h.room(0, 2, 4);
         assert_eq!(ids(&batch(&mut a).await), [5, 6]);
         // A second worker: the next go to the one with the most room.
         let mut b = h.joins(1);
         let _more = h.requests(3);
         assert_eq!(joined(&mut b).await, [7, 8, 9]);
         h.dispatcher.ended(0, 1);
+        h.room(0, 1, 6);
         let _last = h.requests(2);
         assert_eq!(joined(&mut a).await, [10]);
         assert_eq!(joined(&mut b).await, [11]);

@@ -30,6 +30,10 @@ pub struct Args {
     /// Its batchers must say the same.
     #[arg(long, env = "HOROSCOPER_BATCHING", value_enum, default_value_t = BatchingMode::Static)]
     pub batching: BatchingMode,
+    /// In continuous batching, the most requests that generate at once,
+    /// from every batcher together.
+    #[arg(long, env = "HOROSCOPER_SLOTS", default_value_t = DEFAULT_SLOTS)]
+    pub slots: usize,
     #[command(flatten)]
     pub generation: GenerationArgs,
     #[command(flatten)]
@@ -78,6 +82,7 @@ impl GenerationArgs {
             },
             seed: self.seed,
             batching: BatchingMode::Static,
+            slots: DEFAULT_SLOTS,
         })
     }
 }
@@ -91,7 +96,14 @@ pub struct Generation {
     pub seed: Option<u64>,
     /// Static batches, or continuous batching ([`crate::engine`]).
     pub batching: BatchingMode,
+    /// In continuous batching, the most requests generating at once.
+    pub slots: usize,
 }
+
+/// Slots of a worker of continuous batching when no flag says.
+pub const DEFAULT_SLOTS: usize = 4;
+/// Most slots a worker may have (as many as a batcher's largest batch).
+pub const MAX_SLOTS: usize = 4096;
 
 /// Everything [`crate::run`] needs.
 #[derive(Clone, Debug)]
@@ -112,10 +124,17 @@ pub struct Config {
 impl Args {
     /// Validates the flags into a configuration.
     pub fn into_config(self) -> Result<Config, StartError> {
+        if !(1..=MAX_SLOTS).contains(&self.slots) {
+            return Err(StartError::Config(format!(
+                "--slots is {}; it must be between 1 and {MAX_SLOTS}",
+                self.slots
+            )));
+        }
         Ok(Config {
             worker_id: self.worker_id,
             generation: Generation {
                 batching: self.batching,
+                slots: self.slots,
                 ..self.generation.load()?
             },
             metrics: Metrics::default(),
@@ -157,6 +176,16 @@ mod tests {
         assert_eq!(args.generation.max_delay_ms, 3000);
         let config = args.into_config().unwrap();
         assert_eq!(config.generation.delays.max, Duration::from_secs(3));
+        assert_eq!(config.generation.slots, 4);
+    }
+
+    #[test]
+    fn refuses_a_worker_without_slots() {
+        let args = Args::try_parse_from(["worker", "--slots", "0"]).unwrap();
+        assert_eq!(
+            args.into_config().unwrap_err().to_string(),
+            "invalid configuration: --slots is 0; it must be between 1 and 4096"
+        );
     }
 
     #[test]

@@ -8,16 +8,22 @@
 //! the stream the group came from. A stream's events go through a channel
 //! of its own that the stream's task forwards: a batcher slow to read holds
 //! up its own stream, never the engine that every stream shares.
+//!
+//! The worker's slots (`--slots`) are shared by every stream. The task tells
+//! each stream, in Room, how many are free whenever that changes. Groups
+//! join in the order they came, each once its requests fit: batchers that
+//! answer the same Room at once wait here for the next free slots, and no
+//! more requests ever generate than there are slots.
 
 use crate::{
     Metrics,
     config::Generation,
     engine::{Emitted, Engine, Group},
 };
-use horoscoper_proto::mesh::{Batch, BatchDone, Step, generate_response::Event};
+use horoscoper_proto::mesh::{Batch, BatchDone, Room, Step, generate_response::Event};
 use rand::rngs::StdRng;
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
 };
 use tokio::{sync::mpsc, time::Instant};
@@ -60,7 +66,8 @@ impl Continuous {
             engine: Engine::default(),
             streams: HashMap::new(),
             spans: HashMap::new(),
-            pending: Vec::new(),
+            pending: VecDeque::new(),
+            slots: generation.slots,
             generation,
             rng,
             metrics,
@@ -111,13 +118,25 @@ struct Joining {
     deadlines: Vec<(Instant, u64)>,
 }
 
+/// A batcher stream, as the engine's task sees it.
+struct Stream {
+    events: mpsc::UnboundedSender<Event>,
+    /// Requests received from it.
+    taken: u64,
+    /// The last Room it was told: free slots, and its requests taken then.
+    told: Option<(u32, u64)>,
+}
+
 struct Task {
     engine: Engine,
-    streams: HashMap<u64, mpsc::UnboundedSender<Event>>,
+    streams: HashMap<u64, Stream>,
     /// One span per request generating, ended with its last token.
     spans: HashMap<(Group, u64), Span>,
-    /// Groups that join at the next step boundary.
-    pending: Vec<Joining>,
+    /// Groups that join at a step boundary once they fit, in the order
+    /// they came.
+    pending: VecDeque<Joining>,
+    /// Most requests generating at once.
+    slots: usize,
     generation: Generation,
     rng: Arc<Mutex<StdRng>>,
     metrics: Metrics,
@@ -136,6 +155,7 @@ impl Task {
                     () = due(at) => {
                         self.step(at);
                         step_ends = self.next_step(at);
+                        self.tell_room();
                         continue;
                     }
                 },
@@ -150,13 +170,45 @@ impl Task {
                 self.join_pending(now);
                 step_ends = self.next_step(now);
             }
+            self.tell_room();
+        }
+    }
+
+    /// Free slots: neither generating nor promised to a group waiting.
+    fn free(&self) -> u32 {
+        let waiting: usize = self
+            .pending
+            .iter()
+            .map(|joining| joining.batch.items.len())
+            .sum();
+        let free = self.slots.saturating_sub(self.engine.len() + waiting);
+        u32::try_from(free).unwrap_or(u32::MAX)
+    }
+
+    /// Tells every stream its Room, where it changed.
+    fn tell_room(&mut self) {
+        let free = self.free();
+        for stream in self.streams.values_mut() {
+            let room = (free, stream.taken);
+            if stream.told != Some(room) {
+                stream.told = Some(room);
+                let _ = stream.events.send(Event::Room(Room {
+                    free,
+                    taken: stream.taken,
+                }));
+            }
         }
     }
 
     fn handle(&mut self, input: Input) {
         match input {
             Input::Open { stream, events } => {
-                self.streams.insert(stream, events);
+                let stream_state = Stream {
+                    events,
+                    taken: 0,
+                    told: None,
+                };
+                self.streams.insert(stream, stream_state);
             }
             Input::Join {
                 group,
@@ -167,7 +219,10 @@ impl Task {
                 for (request_id, span) in spans {
                     self.spans.insert((group, request_id), span);
                 }
-                self.pending.push(Joining {
+                if let Some(stream) = self.streams.get_mut(&group.stream) {
+                    stream.taken += batch.items.len() as u64;
+                }
+                self.pending.push_back(Joining {
                     group,
                     batch,
                     deadlines,
@@ -216,6 +271,7 @@ impl Task {
         for (group, emitted) in self.engine.expire(now) {
             self.emit(group, emitted);
         }
+        self.expire_pending(now);
         let mut out: Vec<(Group, Emitted)> = Vec::new();
         let mut bytes = 0;
         loop {
@@ -251,13 +307,48 @@ impl Task {
         (!self.engine.is_empty()).then(|| starts + self.engine.step_length())
     }
 
+    /// Drops the requests waiting to join whose client's deadline has
+    /// passed by `now`, and ends the groups that this empties.
+    fn expire_pending(&mut self, now: Instant) {
+        let mut emptied = Vec::new();
+        self.pending.retain_mut(|joining| {
+            let deadlines = &joining.deadlines;
+            joining.batch.items.retain(|item| {
+                !deadlines
+                    .iter()
+                    .any(|(at, id)| *id == item.request_id && *at <= now)
+            });
+            if joining.batch.items.is_empty() {
+                emptied.push(joining.group);
+            }
+            !joining.batch.items.is_empty()
+        });
+        for group in emptied {
+            let done = Emitted {
+                tokens: Vec::new(),
+                done: true,
+            };
+            self.emit(group, done);
+        }
+    }
+
+    /// The groups waiting that fit join, in the order they came. A group
+    /// larger than every slot joins only an idle engine, so it is never
+    /// held for good.
     fn join_pending(&mut self, now: Instant) {
-        for Joining {
-            group,
-            batch,
-            deadlines,
-        } in std::mem::take(&mut self.pending)
-        {
+        while let Some(head) = self.pending.front() {
+            let fits = self.engine.len() + head.batch.items.len() <= self.slots;
+            if !fits && !self.engine.is_empty() {
+                break;
+            }
+            let Some(Joining {
+                group,
+                batch,
+                deadlines,
+            }) = self.pending.pop_front()
+            else {
+                break;
+            };
             let deadline = |request_id: u64| {
                 deadlines
                     .iter()
@@ -305,7 +396,7 @@ impl Task {
                 span.in_scope(|| tracing::debug!(shared = token.shared, "last token generated"));
             }
         }
-        let Some(events) = self.streams.get(&group.stream) else {
+        let Some(Stream { events, .. }) = self.streams.get(&group.stream) else {
             return;
         };
         if !emitted.tokens.is_empty() {

@@ -113,7 +113,6 @@ impl Engine {
     }
 
     /// How many requests generate.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.members.len()
     }

@@ -2,7 +2,7 @@
 //! `--batching continuous`, driven by tonic clients as batchers drive it.
 
 use horoscoper_proto::mesh::{
-    Batch, BatchItem, Cancel, GenerateRequest, GenerateResponse, generate_request::Command,
+    Batch, BatchItem, Cancel, GenerateRequest, GenerateResponse, Room, generate_request::Command,
     generate_response::Event, worker_service_client::WorkerServiceClient,
 };
 use horoscoper_runtime::args::BatchingMode;
@@ -22,6 +22,8 @@ fn expected(prefix: &str) -> String {
 struct Stream {
     down: mpsc::Sender<GenerateRequest>,
     up: Streaming<GenerateResponse>,
+    /// Every Room the worker said, in order.
+    rooms: Vec<Room>,
 }
 
 impl Stream {
@@ -32,8 +34,26 @@ impl Stream {
         self.down.send(request).await.unwrap();
     }
 
+    /// The next event other than Room (which goes to `rooms`).
     async fn next(&mut self) -> Event {
-        self.up.message().await.unwrap().unwrap().event.unwrap()
+        loop {
+            match self.up.message().await.unwrap().unwrap().event.unwrap() {
+                Event::Room(room) => self.rooms.push(room),
+                event => return event,
+            }
+        }
+    }
+
+    /// Reads up to the next Room.
+    async fn room(&mut self) -> Room {
+        let seen = self.rooms.len();
+        while self.rooms.len() == seen {
+            match self.up.message().await.unwrap().unwrap().event.unwrap() {
+                Event::Room(room) => self.rooms.push(room),
+                other => panic!("expected Room, got {other:?}"),
+            }
+        }
+        self.rooms[seen]
     }
 
     /// Joins `prefixes` as batch `batch_id`, request ids from `first`.
@@ -51,8 +71,13 @@ impl Stream {
     }
 }
 
-/// A continuous worker whose requests each take `delay_ms` alone; its url.
+/// A continuous worker of 4 slots whose requests each take `delay_ms`
+/// alone; its url.
 async fn worker(delay_ms: u64, stop: &CancellationToken) -> String {
+    worker_of(delay_ms, 4, stop).await
+}
+
+async fn worker_of(delay_ms: u64, slots: usize, stop: &CancellationToken) -> String {
     let generation = GenerationArgs {
         min_delay_ms: delay_ms,
         max_delay_ms: delay_ms,
@@ -63,6 +88,7 @@ async fn worker(delay_ms: u64, stop: &CancellationToken) -> String {
         worker_id: Some("w-cont".into()),
         generation: Generation {
             batching: BatchingMode::Continuous,
+            slots,
             ..generation.load().unwrap()
         },
         metrics: Default::default(),
@@ -89,7 +115,11 @@ async fn open(url: &str) -> Stream {
         .await
         .unwrap()
         .into_inner();
-    let mut stream = Stream { down, up };
+    let mut stream = Stream {
+        down,
+        up,
+        rooms: Vec::new(),
+    };
     match stream.next().await {
         Event::Ready(ready) => {
             assert!(ready.joins, "continuous: a batch joins the steps");
@@ -211,4 +241,39 @@ async fn a_batch_id_still_generating_is_refused() {
     };
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("batch 1"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn every_stream_shares_the_slots_and_a_batch_beyond_them_waits_its_turn() {
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let url = worker_of(300, 2, &stop).await;
+    let mut a = open(&url).await;
+    assert_eq!(a.room().await, Room { free: 2, taken: 0 });
+    a.join(1, 1, &["aries", "hello"]).await;
+    assert_eq!(a.room().await, Room { free: 0, taken: 2 });
+    let mut b = open(&url).await;
+    assert_eq!(
+        b.room().await,
+        Room { free: 0, taken: 0 },
+        "another's requests fill it"
+    );
+    // B sends anyway, as a batcher whose Room crossed A's batch would.
+    b.join(1, 1, &["leo"]).await;
+    let seen_b = until_done(&mut b, 1).await;
+    let seen_a = until_done(&mut a, 1).await;
+    // It took the slot of A's shorter request once that ended: never three
+    // at once.
+    assert_eq!((seen_a.shared[&1], seen_a.shared[&2]), (2, 2));
+    assert_eq!(seen_b.texts[&1], expected("leo"));
+    assert_eq!(seen_b.shared[&1], 2, "it waited for a free slot");
+    assert!(
+        b.rooms.contains(&Room { free: 0, taken: 1 }),
+        "its batch holds the slot it waits for: {:?}",
+        b.rooms
+    );
+    // Once every request has ended, every slot is free again.
+    while b.rooms.last() != Some(&Room { free: 2, taken: 1 }) {
+        b.room().await;
+    }
 }
