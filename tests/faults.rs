@@ -729,6 +729,60 @@ async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_continuous_batching_a_worker_told_to_stop_finishes_its_requests_takes_no_other_and_exits()
+ {
+    let folder = logs("continuous-worker-drain");
+    let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
+    let continuous = ["--batching", "continuous", "--slots", "4"];
+    let w1 = worker_with(&folder, "w1", w1_port, 1500, &continuous).await;
+    let _batcher = batcher_with(
+        &folder,
+        batcher_port,
+        metrics_port,
+        &[w1_port, w2_port],
+        1,
+        &["--batching", "continuous"],
+    )
+    .await;
+    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
+    let client = client(loopback(gateway_port)).await;
+    let (_fault_tx, fault) = tokio::sync::watch::channel(None);
+    let mut first = fly(&client, 4, fault.clone());
+    first.all_started().await;
+    let _w2 = worker_with(&folder, "w2", w2_port, 1500, &continuous).await;
+    let health = watch_health(w1_port, "").await;
+
+    let signalled = Instant::now();
+    w1.notify("TERM");
+    turns_not_serving(health).await;
+    let mut second = fly(&client, 4, fault);
+    second.all_started().await;
+    let (status, took) = exits(w1, signalled).await;
+    let (first, second) = (first.ends().await, second.ends().await);
+
+    let all = merged(&first, &second);
+    row(
+        "continuous batching: a worker sent SIGTERM mid-generation (grace 25 s)",
+        &format!(
+            "health NOT_SERVING at once; its requests finished on it; requests sent meanwhile joined the other worker; exited 0 after {} ms",
+            took.as_millis()
+        ),
+        &all,
+        0,
+        0,
+    );
+    assert!(status.success(), "{status:?}");
+    all_whole(&first, Some("w1"));
+    all_whole(&second, Some("w2"));
+    let metrics = http_get(loopback(metrics_port), "/metrics").await.body;
+    assert_eq!(
+        common::sample(&metrics, "horoscoper_redispatched_total").unwrap(),
+        0.0,
+        "a draining worker is not a lost one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_only_worker_told_to_stop_is_not_lost_and_what_waits_runs_on_its_replacement() {
     let folder = logs("only-worker-drain");
     let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();

@@ -193,8 +193,14 @@ async fn trace_spans(query: SocketAddr, trace_id: &str) -> Vec<SpanView> {
 
 /// Asks Jaeger for each request's trace and every batch span, and checks
 /// them: one trace per request across the three services with the right
-/// parents, and batch spans linked to exactly the requests they served.
-async fn check_traces(query: SocketAddr, requests: &[(String, String)], batches: usize) {
+/// parents, and batch spans (`batches` of them, sealed for one of
+/// `reasons`) linked to exactly the requests they served.
+async fn check_traces(
+    query: SocketAddr,
+    requests: &[(String, String)],
+    batches: usize,
+    reasons: &[&str],
+) {
     let mut batch_of_request: HashMap<String, String> = HashMap::new();
     for (trace_id, client_span) in requests {
         let spans = trace_spans(query, trace_id).await;
@@ -276,7 +282,11 @@ async fn check_traces(query: SocketAddr, requests: &[(String, String)], batches:
             "batch {id} links exactly the requests it served"
         );
         assert_eq!(batch.tags["batch_size"], served.len().to_string());
-        assert!(["full", "window", "stale_head"].contains(&batch.tags["reason"].as_str()));
+        assert!(
+            reasons.contains(&batch.tags["reason"].as_str()),
+            "{:?}",
+            batch.tags
+        );
         assert!(
             batch.tags["worker"].starts_with("worker-"),
             "{:?}",
@@ -284,6 +294,9 @@ async fn check_traces(query: SocketAddr, requests: &[(String, String)], batches:
         );
     }
 }
+
+/// Why a static batch is sealed.
+const STATIC_REASONS: &[&str] = &["full", "window", "stale_head"];
 
 const BATCHING: [&str; 10] = [
     "--batch-size",
@@ -352,7 +365,7 @@ async fn separate_services_export_one_trace_per_request() {
     for service in services.into_iter().rev() {
         service.stop();
     }
-    check_traces(query, &requests, 2).await;
+    check_traces(query, &requests, 2, STATIC_REASONS).await;
     jaeger.stop();
 }
 
@@ -373,6 +386,43 @@ async fn the_one_process_mesh_exports_one_trace_per_request_per_service() {
     requests.extend(send_batch(&client, 14, 2).await);
     drop(client);
     mesh.stop();
-    check_traces(query, &requests, 2).await;
+    check_traces(query, &requests, 2, STATIC_REASONS).await;
+    jaeger.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Jaeger: just test-jaeger"]
+async fn in_continuous_batching_each_group_that_joins_is_a_batch_span_linked_to_its_requests() {
+    let (jaeger, otlp, query) = jaeger().await;
+    let gateway: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = gateway.to_string();
+    let args = [
+        "--listen",
+        listen.as_str(),
+        "--batching",
+        "continuous",
+        "--workers",
+        "1",
+        "--batch-size",
+        "2",
+        "--min-delay-ms",
+        "200",
+        "--max-delay-ms",
+        "200",
+        "--seed",
+        "1",
+    ];
+    let mesh = Process::start(
+        &binary("horoscoper"),
+        &args,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)],
+    );
+    let client = wait_for_gateway(gateway).await;
+    // One at a time: each joins alone, one group each.
+    let mut requests = send_batch(&client, 21, 1).await;
+    requests.extend(send_batch(&client, 22, 1).await);
+    drop(client);
+    mesh.stop();
+    check_traces(query, &requests, 2, &["join"]).await;
     jaeger.stop();
 }
