@@ -93,6 +93,16 @@ async fn a_bearer_token_is_required_on_every_front_end_but_health() {
     let served = http(mesh.addr, sse("authorization: Bearer s3cret\r\n")).await;
     assert!(served.starts_with("http/1.1 200"), "{served}");
     assert!(served.contains("finished"), "{served}");
+
+    // What the mesh runs is behind the token too.
+    let survey = |auth: &str| {
+        format!("GET /api/v1/mesh HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n")
+    };
+    let refused = http(mesh.addr, survey("")).await;
+    assert!(refused.starts_with("http/1.1 401"), "{refused}");
+    let served = http(mesh.addr, survey("authorization: Bearer s3cret\r\n")).await;
+    assert!(served.starts_with("http/1.1 200"), "{served}");
+    assert!(served.contains(r#""batching":"static""#), "{served}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{client, collect, expected_text, mesh, start, text};
+use common::{client, collect, expected_text, http_get, mesh, start, text};
 use horoscoper_proto::v1::{Batching, InferResponse};
 use tokio::time::Instant;
 use tonic::Streaming;
@@ -123,4 +123,30 @@ async fn batchers_share_a_workers_slots_and_never_fill_it_past_them() {
         );
     }
     mesh.stop().await;
+}
+
+#[tokio::test]
+async fn the_gateway_says_how_the_mesh_batches_before_any_request() {
+    let view = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap();
+    let plain = mesh(&[]).await;
+    let response = http_get(plain.addr, "/api/v1/mesh").await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let seen = view(&response.body);
+    assert_eq!(seen["batching"], "static", "{seen}");
+    assert_eq!(seen["batchers"][0]["queued"], 0, "{seen}");
+    plain.stop().await;
+
+    let mut flags = flags("2", "600");
+    flags.extend(["--batchers", "2"].map(String::from));
+    let continuous = mesh(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let seen = view(&http_get(continuous.addr, "/api/v1/mesh").await.body);
+    assert_eq!(seen["batching"], "continuous", "{seen}");
+    let batchers = seen["batchers"].as_array().unwrap();
+    assert_eq!(batchers.len(), 2, "{seen}");
+    assert!(
+        batchers
+            .iter()
+            .all(|b| b["batching"] == "continuous" && b["draining"] == false)
+    );
+    continuous.stop().await;
 }

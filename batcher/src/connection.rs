@@ -166,7 +166,6 @@ impl Connection {
             calls,
             demand: (ready.offers && !calls).then(|| self.dispatcher.demand()),
             joins: ready.joins,
-            reported: 0,
             connected: Instant::now(),
             commands,
             down,
@@ -277,9 +276,6 @@ struct GenerateStream<'a> {
     demand: Option<watch::Receiver<mesh::Demand>>,
     /// The worker runs continuous batching: batches join, several run.
     joins: bool,
-    /// Of the requests dispatched here, how many the dispatcher still
-    /// counts as running (continuous batching).
-    reported: usize,
     /// When the stream was set up.
     connected: Instant,
     commands: mpsc::UnboundedSender<ToWorker>,
@@ -332,16 +328,11 @@ impl GenerateStream<'_> {
         }
     }
 
-    /// Tells the dispatcher of the requests that ended here since it was
-    /// last told (continuous batching): their slots are free.
-    fn settle(&mut self) {
-        if !self.joins {
-            return;
-        }
-        let open: usize = self.running.iter().map(RunningBatch::open).sum();
-        if open < self.reported {
-            self.dispatcher.ended(self.index, self.reported - open);
-            self.reported = open;
+    /// Tells the dispatcher that `requests` ended here (continuous
+    /// batching): their slots are free.
+    fn ended_here(&self, requests: usize) {
+        if self.joins && requests > 0 {
+            self.dispatcher.ended(self.index, requests);
         }
     }
 
@@ -466,7 +457,7 @@ impl GenerateStream<'_> {
                 else {
                     return Ok(());
                 };
-                self.settle();
+                self.ended_here(1);
                 self.send(Command::Cancel(mesh::Cancel {
                     batch_id,
                     request_id,
@@ -501,9 +492,6 @@ impl GenerateStream<'_> {
             self.dispatcher.requeue(batch.requests);
             return Err(self.protocol_error(&message));
         }
-        if self.joins {
-            self.reported += batch.requests.len();
-        }
         let (running, batch) =
             RunningBatch::start(batch, self.worker_id.clone(), self.resumes, self.joins);
         self.running.push(running);
@@ -524,9 +512,11 @@ impl GenerateStream<'_> {
                         done.batch_id
                     )));
                 };
-                self.running.remove(at).done(Instant::now());
+                let running = self.running.remove(at);
+                let open = running.open();
+                running.done(Instant::now());
                 if self.joins {
-                    self.settle();
+                    self.ended_here(open);
                     return Ok(());
                 }
                 self.dispatcher.idle(self.index);
@@ -595,8 +585,10 @@ impl GenerateStream<'_> {
             return Err(self.protocol_error(&format!("Step for unknown batch {}", step.batch_id)));
         };
         let batch_id = running.batch_id();
+        let open = running.open();
         let left = running.step(step);
-        self.settle();
+        let ended = open - running.open();
+        self.ended_here(ended);
         for request_id in left {
             self.send(Command::Cancel(mesh::Cancel {
                 batch_id,

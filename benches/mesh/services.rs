@@ -218,6 +218,9 @@ impl Mesh {
                     (i + 1).to_string(),
                     "--batching".into(),
                     setup.batching.into(),
+                    // In continuous batching, a batch's worth of slots.
+                    "--slots".into(),
+                    setup.batch_size.to_string(),
                 ]);
                 args
             })

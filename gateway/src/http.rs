@@ -1,5 +1,12 @@
 //! What the gateway's port serves over plain HTTP, beside gRPC and gRPC-Web:
-//! the web page at `/`, and the original's SSE endpoint.
+//! the web page at `/`, the original's SSE endpoint, and what the mesh
+//! runs.
+//!
+//! `GET /api/v1/mesh` says how the batchers batch, for the page to show
+//! before any request: `{"batching": "static" | "continuous" | "mixed" |
+//! null, "batchers": [{"batcher_id", "batching", "queued", "draining"}]}`,
+//! from each batcher's last load (a batcher that says nothing within a
+//! second is left out; `null` when none did).
 //!
 //! `POST /api/v1/infer` takes `{"prefix": "..."}` (or the original's
 //! `{"text": "..."}`) and answers `text/event-stream`, one event per token:
@@ -36,6 +43,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/app.js", get(app_js))
         .route("/healthcheck", get(healthcheck))
         .route("/api/v1/infer", post(infer))
+        .route("/api/v1/mesh", get(mesh))
         .with_state(gateway)
 }
 
@@ -135,4 +143,52 @@ async fn infer(
             Sse::new(once).keep_alive(keep_alive).into_response()
         }
     }
+}
+
+/// A batcher, as `/api/v1/mesh` shows it.
+#[derive(Debug, Serialize)]
+struct BatcherView {
+    batcher_id: String,
+    batching: &'static str,
+    queued: u32,
+    draining: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct MeshView {
+    /// The batchers' mode when they agree, `mixed` when not, `None` when
+    /// none answered.
+    batching: Option<&'static str>,
+    batchers: Vec<BatcherView>,
+}
+
+fn batching(continuous: bool) -> &'static str {
+    if continuous { "continuous" } else { "static" }
+}
+
+async fn mesh(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
+    let metadata = MetadataMap::from_headers(headers);
+    if let Err(error) = gateway.authorize(&metadata) {
+        let body = serde_json::json!({ "detail": error.to_string() });
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    let batchers: Vec<BatcherView> = gateway
+        .survey()
+        .await
+        .into_iter()
+        .map(|load| BatcherView {
+            batcher_id: load.batcher_id,
+            batching: batching(load.continuous),
+            queued: load.queued,
+            draining: load.draining,
+        })
+        .collect();
+    let mut modes = batchers.iter().map(|batcher| batcher.batching);
+    let first = modes.next();
+    let batching = match first {
+        Some(mode) if modes.all(|other| other == mode) => Some(mode),
+        Some(_) => Some("mixed"),
+        None => None,
+    };
+    Json(MeshView { batching, batchers }).into_response()
 }

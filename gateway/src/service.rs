@@ -29,6 +29,10 @@ use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
+/// How long a survey waits for a batcher it has no session with to say
+/// its load.
+const SURVEY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The public service.
 #[derive(Clone)]
 pub struct Gateway {
@@ -58,6 +62,11 @@ impl Gateway {
 
     /// Whether the call bears the configured token (any call does when none
     /// is configured).
+    /// What every batcher last said of itself (see [`Upstream::survey`]).
+    pub async fn survey(&self) -> Vec<horoscoper_proto::mesh::Load> {
+        self.batcher.survey(SURVEY_WAIT).await
+    }
+
     pub fn authorize(&self, metadata: &MetadataMap) -> Result<(), Error> {
         let Some(expected) = &self.bearer_token else {
             return Ok(());

@@ -28,7 +28,7 @@ use std::{
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Status, transport::Channel};
 
@@ -48,6 +48,8 @@ pub struct BatcherSession {
     draining: AtomicBool,
     /// `Routes::ended`, to read without the lock that replies hold.
     ended: AtomicBool,
+    /// The batcher's last load, for those who look (`None` until the first).
+    report: watch::Sender<Option<Load>>,
 }
 
 #[derive(Default)]
@@ -98,6 +100,7 @@ impl BatcherSession {
             continuous: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             ended: AtomicBool::new(false),
+            report: watch::Sender::new(None),
         });
         (session, UnboundedReceiverStream::new(sent))
     }
@@ -128,6 +131,11 @@ impl BatcherSession {
             batch_size: self.batch_size.load(Ordering::Relaxed),
             continuous: self.continuous.load(Ordering::Relaxed),
         }
+    }
+
+    /// The batcher's last load as it comes: `None` until the first.
+    pub fn report(&self) -> watch::Receiver<Option<Load>> {
+        self.report.subscribe()
     }
 
     /// This gateway's requests open on it, queued or running.
@@ -195,6 +203,7 @@ impl BatcherSession {
         if load.draining && !self.draining.swap(true, Ordering::Relaxed) {
             tracing::info!(batcher = %load.batcher_id, "batcher draining: it gets no new request");
         }
+        self.report.send_replace(Some(load.clone()));
     }
 
     /// The client of request `id` left: withdraw it, unless it has ended.

@@ -321,6 +321,24 @@ impl Upstream {
         }
     }
 
+    /// What every batcher last said of itself (its load), opening a
+    /// session to any that has none, as a request would; one that says
+    /// nothing within `within` is left out.
+    pub async fn survey(&self, within: Duration) -> Vec<horoscoper_proto::mesh::Load> {
+        let batchers: Vec<Arc<Batcher>> = self.state().batchers.values().cloned().collect();
+        let mut reports = tokio::task::JoinSet::new();
+        for batcher in &batchers {
+            let mut report = self.session(batcher).report();
+            reports.spawn(async move {
+                let heard = tokio::time::timeout(within, report.wait_for(Option::is_some)).await;
+                heard.ok()?.ok()?.clone()
+            });
+        }
+        let mut loads: Vec<_> = reports.join_all().await.into_iter().flatten().collect();
+        loads.sort_by(|a, b| a.batcher_id.cmp(&b.batcher_id));
+        loads
+    }
+
     /// The batcher's session in use, or a new one when there is none or it
     /// ended.
     fn session(&self, batcher: &Arc<Batcher>) -> Arc<BatcherSession> {

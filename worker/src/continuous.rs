@@ -149,15 +149,16 @@ impl Task {
         loop {
             let input = match step_ends {
                 None => inputs.recv().await,
+                // A step due goes first: a flood of inputs never delays it.
                 Some(at) => tokio::select! {
                     biased;
-                    input = inputs.recv() => input,
                     () = due(at) => {
                         self.step(at);
                         step_ends = self.next_step(at);
                         self.tell_room();
                         continue;
                     }
+                    input = inputs.recv() => input,
                 },
             };
             let Some(input) = input else {
@@ -273,6 +274,8 @@ impl Task {
         }
         self.expire_pending(now);
         let mut out: Vec<(Group, Emitted)> = Vec::new();
+        // Each group's place in `out`.
+        let mut places: HashMap<Group, usize> = HashMap::new();
         let mut bytes = 0;
         loop {
             for (group, emitted) in self.engine.step() {
@@ -281,12 +284,16 @@ impl Task {
                     .iter()
                     .map(|t| t.text.len() + 16)
                     .sum::<usize>();
-                match out.iter_mut().find(|(g, _)| *g == group) {
-                    Some((_, gathered)) => {
+                match places.get(&group) {
+                    Some(&place) => {
+                        let gathered = &mut out[place].1;
                         gathered.tokens.extend(emitted.tokens);
                         gathered.done = emitted.done;
                     }
-                    None => out.push((group, emitted)),
+                    None => {
+                        places.insert(group, out.len());
+                        out.push((group, emitted));
+                    }
                 }
             }
             self.join_pending(at);

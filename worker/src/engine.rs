@@ -23,7 +23,10 @@ use crate::{
 };
 use horoscoper_proto::mesh::{Batch, StepToken};
 use rand::RngCore;
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    time::Duration,
+};
 use tokio::time::Instant;
 
 /// Where a group came from: a batcher stream, and the batch id it gave.
@@ -37,6 +40,8 @@ pub struct Group {
 #[derive(Debug, Default)]
 pub struct Engine {
     members: Vec<Member>,
+    /// How many requests of each group generate.
+    groups: HashMap<Group, usize>,
 }
 
 #[derive(Debug)]
@@ -76,7 +81,7 @@ impl Engine {
         if batch.items.is_empty() {
             return Err(Error::EmptyBatch(batch.batch_id));
         }
-        if self.members.iter().any(|member| member.group == group) {
+        if self.has(group) {
             return Err(Error::DuplicateBatch(batch.batch_id));
         }
         let mut joined = Vec::with_capacity(batch.items.len());
@@ -108,6 +113,7 @@ impl Engine {
                 done: true,
             }));
         }
+        self.groups.insert(group, joined.len());
         self.members.extend(joined);
         Ok(None)
     }
@@ -141,6 +147,8 @@ impl Engine {
     pub fn step(&mut self) -> Vec<(Group, Emitted)> {
         let together = u32::try_from(self.members.len()).unwrap_or(u32::MAX);
         let mut out: Vec<(Group, Emitted)> = Vec::new();
+        // Each group's place in `out`.
+        let mut places: HashMap<Group, usize> = HashMap::new();
         for member in &mut self.members {
             member.shared = member.shared.max(together);
             member.pace.pop_front();
@@ -148,20 +156,28 @@ impl Engine {
             if token.last {
                 token.shared = member.shared;
             }
-            match out.iter_mut().find(|(group, _)| *group == member.group) {
-                Some((_, emitted)) => emitted.tokens.push(token),
-                None => out.push((
-                    member.group,
-                    Emitted {
+            match places.get(&member.group) {
+                Some(&place) => out[place].1.tokens.push(token),
+                None => {
+                    places.insert(member.group, out.len());
+                    let emitted = Emitted {
                         tokens: vec![token],
                         done: false,
-                    },
-                )),
+                    };
+                    out.push((member.group, emitted));
+                }
             }
         }
-        self.members.retain(|member| !member.live.is_done());
+        let groups = &mut self.groups;
+        self.members.retain(|member| {
+            let done = member.live.is_done();
+            if done {
+                uncount(groups, member.group);
+            }
+            !done
+        });
         for (group, emitted) in &mut out {
-            emitted.done = !self.members.iter().any(|member| member.group == *group);
+            emitted.done = !self.groups.contains_key(group);
         }
         out
     }
@@ -177,20 +193,26 @@ impl Engine {
     /// Drops every request of a stream that ended.
     pub fn drop_stream(&mut self, stream: u64) {
         self.members.retain(|member| member.group.stream != stream);
+        self.groups.retain(|group, _| group.stream != stream);
     }
 
     /// Whether a group is generating.
     pub fn has(&self, group: Group) -> bool {
-        self.members.iter().any(|member| member.group == group)
+        self.groups.contains_key(&group)
     }
 
     /// Removes the members `leaves` picks; the groups that this empties.
     fn leave(&mut self, leaves: impl Fn(&Member) -> bool) -> Vec<(Group, Emitted)> {
         let mut touched: Vec<Group> = Vec::new();
+        let mut seen: HashSet<Group> = HashSet::new();
+        let groups = &mut self.groups;
         self.members.retain(|member| {
             let gone = leaves(member);
-            if gone && !touched.contains(&member.group) {
-                touched.push(member.group);
+            if gone {
+                uncount(groups, member.group);
+                if seen.insert(member.group) {
+                    touched.push(member.group);
+                }
             }
             !gone
         });
@@ -207,6 +229,16 @@ impl Engine {
                 )
             })
             .collect()
+    }
+}
+
+/// One request of `group` left.
+fn uncount(groups: &mut HashMap<Group, usize>, group: Group) {
+    if let Some(count) = groups.get_mut(&group) {
+        *count -= 1;
+        if *count == 0 {
+            groups.remove(&group);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Scenario 7: static against continuous batching on the same mesh (2
 //! workers, B = 4, default delays), under open-loop Poisson arrivals at 50,
-//! 70 and 90 % of static batching's ceiling.
+//! 70 and 90 % of static batching's ceiling; and continuous batching with
+//! two batchers sharing the workers' slots, at 70 %.
 
 use super::{Bench, Latencies, Mesh, MeshSetup, fmt_ms, plot};
 use std::{
@@ -15,7 +16,12 @@ use std::{
 
 /// Offered load, as a share of static batching's ceiling.
 const LOADS: [f64; 3] = [0.5, 0.7, 0.9];
-const MODES: [&str; 2] = ["static", "continuous"];
+/// Each series: its label, `--batching`, batchers, and its loads.
+const SERIES: [(&str, &str, usize, &[f64]); 3] = [
+    ("static", "static", 1, &LOADS),
+    ("continuous", "continuous", 1, &LOADS),
+    ("continuous, 2 batchers", "continuous", 2, &[0.7]),
+];
 const WORKERS: usize = 2;
 const SLOTS: usize = 4;
 const DELAYS_MS: (u64, u64) = (500, 3000);
@@ -29,12 +35,12 @@ impl Bench {
         let mut first_token: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
         // Each mode's time to first token p50 at 70 %, and completed rate.
         let mut at_70 = [(f64::NAN, 0.0); 2];
-        for (m, mode) in MODES.into_iter().enumerate() {
+        for (m, (label, mode, batchers, loads)) in SERIES.into_iter().enumerate() {
             let mut points = Vec::new();
-            for load in LOADS {
+            for &load in loads {
                 let setup = MeshSetup {
                     workers: WORKERS,
-                    batchers: 1,
+                    batchers,
                     batch_size: SLOTS,
                     batch_window_ms: 250,
                     min_delay_ms: DELAYS_MS.0,
@@ -43,22 +49,31 @@ impl Bench {
                 };
                 let mesh = Mesh::start(&setup, &self.logs("7-modes")).await;
                 let offered = ceiling * load;
-                let mut run =
-                    self.load(format!("{mode}, {:.0} % load", load * 100.0), 4, 10.0, 80.0);
+                let mut run = self.load(
+                    format!("{label}, {:.0} % load", load * 100.0),
+                    4,
+                    10.0,
+                    80.0,
+                );
                 run.rate = Some(offered);
-                let sampler = Busy::start(mesh.batchers[0]);
+                // Each batcher counts the workers running its own requests:
+                // with two, a worker would count twice.
+                let sampler = (batchers == 1).then(|| Busy::start(mesh.batchers[0]));
                 let outcome = run.run(mesh.addr, &mut |_| {}).await;
-                let busy = sampler.stop().await / WORKERS as f64;
+                let busy = match sampler {
+                    Some(sampler) => format!("{:.2}", sampler.stop().await / WORKERS as f64),
+                    None => "–".to_string(),
+                };
                 self.failed += outcome.error_count();
                 let ttft = Latencies::new(outcome.ttft.clone());
                 let whole = Latencies::new(outcome.whole.clone());
-                if load == 0.7 {
+                if load == 0.7 && m < 2 {
                     at_70[m] = (ttft.ms(0.5), outcome.client_rate);
                 }
                 points.push((load * 100.0, ttft.ms(0.5)));
                 let _ = writeln!(
                     rows,
-                    "| {mode} | {:.0} % | {offered:.2} | {:.2} | {} / {} | {} / {} | {busy:.2} | {} |",
+                    "| {label} | {:.0} % | {offered:.2} | {:.2} | {} / {} | {} / {} | {busy} | {} |",
                     load * 100.0,
                     outcome.client_rate,
                     fmt_ms(ttft.ms(0.5)),
@@ -68,7 +83,9 @@ impl Bench {
                     outcome.error_count(),
                 );
             }
-            first_token.push((mode, points));
+            if loads.len() > 1 {
+                first_token.push((label, points));
+            }
         }
         let [(static_p50, static_rate), (continuous_p50, continuous_rate)] = at_70;
         self.target(
@@ -90,7 +107,9 @@ impl Bench {
              arrive as a Poisson process at a share of static batching's ceiling \
              ({WORKERS} × {SLOTS} ÷ {mean_batch_s} s = {ceiling:.2} requests/s), whatever the mesh \
              does. Busy: the share of time a worker has a batch (static) or at least one \
-             request (continuous), sampled from the batcher's gauge.\n\n\
+             request (continuous), sampled from the batcher's gauge (–: with two batchers, \
+             each counts only the workers running its own requests). With two batchers, \
+             the workers' slots are shared (--slots {SLOTS}).\n\n\
              | batching | load | offered req/s | completed req/s | first token p50 / p99 | whole response p50 / p99 | workers busy | errors |\n\
              |---|---|---|---|---|---|---|---|\n{rows}",
             DELAYS_MS.0, DELAYS_MS.1

@@ -41,7 +41,7 @@ async function askAll(
   browser: Browser,
   addr: string,
   count: number,
-): Promise<{ page: Page; served: string[]; errors: string[] }> {
+): Promise<{ page: Page; served: string[]; errors: string[]; modeBefore: string | null }> {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1200 } });
   const errors: string[] = [];
   page.on("pageerror", (error) => errors.push(String(error)));
@@ -62,6 +62,11 @@ async function askAll(
   });
 
   await page.goto(`http://${addr}/`);
+  // The page asks the gateway how the mesh batches before anyone asks.
+  await page.waitForFunction(() => Boolean(document.getElementById("mode")?.dataset.mode), undefined, {
+    timeout: 10_000,
+  });
+  const modeBefore = await page.locator("#mode").getAttribute("data-mode");
   const cards = page.locator(".user");
   assert.equal(await cards.count(), 6, "six users by default");
   if (count !== 6) {
@@ -85,7 +90,7 @@ async function askAll(
     assert.ok(seen.every((text) => response!.startsWith(text)), "every partial text is a prefix of the whole");
     served.push((await card.locator(".served").textContent()) ?? "");
   }
-  return { page, served, errors };
+  return { page, served, errors, modeBefore };
 }
 
 async function allDone(page: Page): Promise<void> {
@@ -104,7 +109,8 @@ async function screenshot(page: Page, name: string): Promise<void> {
 test("static batching: six users stream their horoscopes and each batch is a block on its worker's lane", async () => {
   const browser = await launch();
   try {
-    const { page, served, errors } = await askAll(browser, gatewayAddr, 6);
+    const { page, served, errors, modeBefore } = await askAll(browser, gatewayAddr, 6);
+    assert.equal(modeBefore, "static", "the mode shows before any request");
     assert.equal(await page.locator("#mode").getAttribute("data-mode"), "static");
     const batchIds = new Set<string>();
     for (const [index, line] of served.entries()) {
@@ -135,7 +141,8 @@ test("continuous batching: each request is a bar on its worker's lane, and a fre
   try {
     // Six users on 2 workers × 2 slots (that mesh runs --batch-size 2): two
     // wait for a slot to free.
-    const { page, served, errors } = await askAll(browser, continuousAddr!, 6);
+    const { page, served, errors, modeBefore } = await askAll(browser, continuousAddr!, 6);
+    assert.equal(modeBefore, "continuous", "the mode shows before any request");
     assert.equal(await page.locator("#mode").getAttribute("data-mode"), "continuous");
     for (const line of served) assert.match(line, /worker-\d+ · queued \d+ ms/);
     assert.equal(await page.locator("#timeline .block").count(), 0, "no batch blocks");

@@ -322,4 +322,19 @@ userCount.addEventListener("change", () => {
   renderUsers(count);
 });
 
+/** Asks the gateway how the mesh batches, to show it before any request. */
+async function askMode(): Promise<void> {
+  try {
+    const response = await fetch("/api/v1/mesh");
+    if (!response.ok) return;
+    const mesh = (await response.json()) as { batching: string | null };
+    // A response that came back meanwhile has said it already.
+    if (modeBadge.dataset.mode) return;
+    if (mesh.batching === "static" || mesh.batching === "continuous") showMode(mesh.batching);
+  } catch {
+    // The badge waits for the first response instead.
+  }
+}
+
 renderUsers(Number(userCount.value));
+void askMode();
