@@ -122,6 +122,13 @@ async fn batchers_share_a_workers_slots_and_never_fill_it_past_them() {
             "two slots, three batchers: {batch:?}"
         );
     }
+    // The worker's own count: no step had more than two requests.
+    let metrics = http_get(mesh.addr, "/metrics").await.body;
+    let steps = common::sample(&metrics, "horoscoper_step_requests_count").unwrap();
+    let within_two =
+        common::sample(&metrics, r#"horoscoper_step_requests_bucket{le="2.0"}"#).unwrap();
+    assert!(steps > 0.0);
+    assert_eq!(within_two, steps, "{metrics}");
     mesh.stop().await;
 }
 

@@ -94,6 +94,9 @@ async fn counts_requests_batches_and_tokens_of_a_known_workload() {
         (r#"horoscoper_batches_total{reason="stale_head"}"#, 0.0),
         ("horoscoper_worker_batches_total", 5.0),
         ("horoscoper_tokens_total", tokens as f64),
+        // Batches of one: one request in each step, one step a token.
+        ("horoscoper_step_requests_count", tokens as f64),
+        ("horoscoper_step_requests_sum", tokens as f64),
         ("horoscoper_queue_length", 0.0),
         ("horoscoper_workers", 2.0),
         ("horoscoper_workers_busy", 0.0),

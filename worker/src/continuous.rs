@@ -278,6 +278,7 @@ impl Task {
         let mut places: HashMap<Group, usize> = HashMap::new();
         let mut bytes = 0;
         loop {
+            self.metrics.step_requests.observe(self.engine.len() as f64);
             for (group, emitted) in self.engine.step() {
                 bytes += emitted
                     .tokens

@@ -1,14 +1,34 @@
 //! The worker's Prometheus metrics.
 
-use prometheus_client::{metrics::counter::Counter, registry::Registry};
+use prometheus_client::{
+    metrics::{
+        counter::Counter,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
 
-/// Counters shared by every worker of a process.
-#[derive(Clone, Debug, Default)]
+/// Metrics shared by every worker of a process.
+#[derive(Clone, Debug)]
 pub struct Metrics {
     /// Tokens generated.
     pub tokens: Counter,
     /// Batches run to their end (finished or emptied by cancellations).
     pub batches: Counter,
+    /// Requests that took part in each generation step: a static batch's
+    /// live requests, or those in the engine in continuous batching.
+    pub step_requests: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            tokens: Counter::default(),
+            batches: Counter::default(),
+            // 1 to 4096, as many as a batch or a worker's slots may hold.
+            step_requests: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+        }
+    }
 }
 
 impl Metrics {
@@ -23,6 +43,11 @@ impl Metrics {
             "horoscoper_worker_batches",
             "Batches the workers ran to their end",
             self.batches.clone(),
+        );
+        registry.register(
+            "horoscoper_step_requests",
+            "Requests that took part in each generation step of a worker",
+            self.step_requests.clone(),
         );
     }
 }

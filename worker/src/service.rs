@@ -288,6 +288,7 @@ impl Inner {
                 return self.finish(batch_id, outbound).await;
             }
             let mut tokens = running.step();
+            self.metrics.step_requests.observe(tokens.len() as f64);
             // The steps already due go in the same message: at zero delay a
             // batch's whole text is due at once, and goes out in one Step
             // rather than a message (and a wake-up at every hop) per word.
@@ -301,6 +302,7 @@ impl Inner {
                 }
                 offsets.next();
                 let more = running.step();
+                self.metrics.step_requests.observe(more.len() as f64);
                 *bytes += step_tokens_len(&more);
                 tokens.extend(more);
             }
