@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{client, collect, expected_text, http_get, mesh, start, text};
+use common::{client, collect, expected_text, http_get, http_post, mesh, start, text};
 use horoscoper_proto::v1::{Batching, InferResponse};
 use tokio::time::Instant;
 use tonic::Streaming;
@@ -156,4 +156,28 @@ async fn the_gateway_says_how_the_mesh_batches_before_any_request() {
             .all(|b| b["batching"] == "continuous" && b["draining"] == false)
     );
     continuous.stop().await;
+}
+
+#[tokio::test]
+async fn the_originals_sse_endpoint_streams_whole_texts_in_continuous_batching() {
+    let flags = flags("2", "300");
+    let mesh = mesh(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let response = http_post(
+        mesh.addr,
+        "/api/v1/infer",
+        "application/json",
+        r#"{"prefix": "hello"}"#,
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let events: Vec<serde_json::Value> = response
+        .body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    let whole: String = events.iter().map(|e| e["text"].as_str().unwrap()).collect();
+    assert_eq!(whole, expected_text("hello"));
+    assert_eq!(events.last().unwrap()["status"], "FINISHED");
+    mesh.stop().await;
 }

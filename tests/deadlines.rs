@@ -21,9 +21,22 @@ fn with_timeout(prefix: &str, timeout: Duration) -> tonic::Request<InferRequest>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_that_passes_mid_stream_ends_it_with_deadline_exceeded() {
+    deadline_mid_stream("static").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_continuous_batching_a_deadline_that_passes_mid_stream_ends_it_too() {
+    deadline_mid_stream("continuous").await;
+}
+
+/// A request whose deadline passes while it streams, beside one without,
+/// on one worker in `batching` mode.
+async fn deadline_mid_stream(batching: &str) {
     let flags = [
         "--workers",
         "1",
+        "--batching",
+        batching,
         "--batch-size",
         "4",
         "--batch-window-ms",
