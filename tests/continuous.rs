@@ -170,12 +170,7 @@ async fn the_originals_sse_endpoint_streams_whole_texts_in_continuous_batching()
     )
     .await;
     assert_eq!(response.status, 200);
-    let events: Vec<serde_json::Value> = response
-        .body
-        .lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .map(|data| serde_json::from_str(data).unwrap())
-        .collect();
+    let events = common::sse_events(&response.body);
     let whole: String = events.iter().map(|e| e["text"].as_str().unwrap()).collect();
     assert_eq!(whole, expected_text("hello"));
     assert_eq!(events.last().unwrap()["status"], "FINISHED");

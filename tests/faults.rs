@@ -300,34 +300,16 @@ fn slowest_failure(ends: &[(String, End)]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_batch_hands_its_requests_to_another_and_clients_see_no_error() {
-    let folder = logs("worker-killed");
-    let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
-    let w1 = worker(&folder, "w1", w1_port, 2000).await;
-    let _w2 = worker(&folder, "w2", w2_port, 2000).await;
-    let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
-    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
-    let client = client(loopback(gateway_port)).await;
-
-    let (fault_tx, fault) = tokio::sync::watch::channel(None);
-    let mut flight = fly(&client, 8, fault);
-    flight.all_started().await;
-    // A few tokens in, so that the requests that run again must skip them.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let killed = Instant::now();
-    fault_tx.send_replace(Some(killed));
-    w1.signal("KILL");
-    let ends = flight.ends().await;
-    let took = killed.elapsed();
-
     // What w2 generated: its own batch whole, and of the 4 run again only
     // the tokens their clients lacked (the worker neither sends the others
     // nor waits for their steps).
-    let texts: usize = ends
-        .iter()
-        .map(|(prefix, _)| expected_text(prefix).split(' ').count())
-        .sum();
-    let w2_metrics = http_get(loopback(w2_port), "/metrics").await.body;
-    let generated = common::sample(&w2_metrics, "horoscoper_tokens_total").unwrap() as usize;
+    let Killed {
+        ends,
+        took,
+        texts,
+        generated,
+        redispatched,
+    } = kill_one_of_two("worker-killed", &[]).await;
     row(
         "worker killed (SIGKILL) mid-batch, another worker up",
         &format!(
@@ -369,35 +351,39 @@ async fn a_worker_killed_mid_batch_hands_its_requests_to_another_and_clients_see
         own < generated && generated < texts,
         "w2 generated its own {own} tokens and only part of the rest: {generated} of {texts}"
     );
-    let metrics = http_get(loopback(metrics_port), "/metrics").await.body;
-    assert_eq!(
-        common::sample(&metrics, "horoscoper_redispatched_total").unwrap(),
-        4.0
-    );
+    assert_eq!(redispatched, 4.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_continuous_batching_a_worker_killed_mid_generation_hands_its_requests_over_whole() {
-    let folder = logs("continuous-worker-killed");
+/// What killing one of two workers mid-batch gave.
+struct Killed {
+    ends: Vec<(String, End)>,
+    /// From the kill to the last request's end.
+    took: Duration,
+    /// Tokens in the 8 requests' whole texts.
+    texts: usize,
+    /// Tokens the surviving worker generated.
+    generated: usize,
+    /// The batcher's `horoscoper_redispatched_total`.
+    redispatched: f64,
+}
+
+/// Two workers (`w1`, `w2`) of 2 s batches, both services started with
+/// `extra`; 8 requests; w1 killed (SIGKILL) half a second after every
+/// request's first token.
+async fn kill_one_of_two(scenario: &str, extra: &[&str]) -> Killed {
+    let folder = logs(scenario);
     let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
-    let continuous = ["--batching", "continuous", "--slots", "4"];
-    let w1 = worker_with(&folder, "w1", w1_port, 2000, &continuous).await;
-    let _w2 = worker_with(&folder, "w2", w2_port, 2000, &continuous).await;
-    let _batcher = batcher_with(
-        &folder,
-        batcher_port,
-        metrics_port,
-        &[w1_port, w2_port],
-        1,
-        &["--batching", "continuous"],
-    )
-    .await;
+    let w1 = worker_with(&folder, "w1", w1_port, 2000, extra).await;
+    let _w2 = worker_with(&folder, "w2", w2_port, 2000, extra).await;
+    let workers = [w1_port, w2_port];
+    let _batcher = batcher_with(&folder, batcher_port, metrics_port, &workers, 1, extra).await;
     let _gateway = gateway(&folder, gateway_port, batcher_port).await;
     let client = client(loopback(gateway_port)).await;
 
     let (fault_tx, fault) = tokio::sync::watch::channel(None);
     let mut flight = fly(&client, 8, fault);
     flight.all_started().await;
+    // A few tokens in, so that the requests that run again must skip them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let killed = Instant::now();
     fault_tx.send_replace(Some(killed));
@@ -411,6 +397,28 @@ async fn in_continuous_batching_a_worker_killed_mid_generation_hands_its_request
         .sum();
     let w2_metrics = http_get(loopback(w2_port), "/metrics").await.body;
     let generated = common::sample(&w2_metrics, "horoscoper_tokens_total").unwrap() as usize;
+    let metrics = http_get(loopback(metrics_port), "/metrics").await.body;
+    let redispatched = common::sample(&metrics, "horoscoper_redispatched_total").unwrap();
+    Killed {
+        ends,
+        took,
+        texts,
+        generated,
+        redispatched,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_continuous_batching_a_worker_killed_mid_generation_hands_its_requests_over_whole() {
+    // Both modes run 4 requests a worker at once (--batch-size 4, and the
+    // workers' default --slots 4).
+    let Killed {
+        ends,
+        took,
+        texts,
+        generated,
+        redispatched,
+    } = kill_one_of_two("continuous-worker-killed", &["--batching", "continuous"]).await;
     row(
         "continuous batching: a worker killed (SIGKILL) mid-generation, another up",
         &format!(
@@ -432,11 +440,7 @@ async fn in_continuous_batching_a_worker_killed_mid_generation_hands_its_request
         generated < texts,
         "w2 generated only what the clients lacked: {generated} of {texts}"
     );
-    let metrics = http_get(loopback(metrics_port), "/metrics").await.body;
-    assert_eq!(
-        common::sample(&metrics, "horoscoper_redispatched_total").unwrap(),
-        4.0
-    );
+    assert_eq!(redispatched, 4.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

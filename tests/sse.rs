@@ -3,17 +3,8 @@
 
 mod common;
 
-use common::{ONE_SLOW_WORKER, expected_text, http_post, mesh, occupy};
+use common::{ONE_SLOW_WORKER, expected_text, http_post, mesh, occupy, sse_events as events};
 use serde_json::{Value, json};
-
-/// The `data:` payloads of an event stream, in order (keep-alive comments
-/// and blank separators skipped).
-fn events(body: &str) -> Vec<Value> {
-    body.lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .map(|data| serde_json::from_str(data).expect("each event is JSON"))
-        .collect()
-}
 
 const ZERO_DELAY: [&str; 4] = ["--min-delay-ms", "0", "--max-delay-ms", "0"];
 

@@ -167,6 +167,15 @@ pub fn text(responses: &[InferResponse]) -> String {
     responses.iter().map(|r| r.text.as_str()).collect()
 }
 
+/// The `data:` payloads of an SSE body, in order (keep-alive comments and
+/// blank separators skipped).
+pub fn sse_events(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).expect("each event is JSON"))
+        .collect()
+}
+
 /// A plain HTTP/1.1 response.
 pub struct HttpResponse {
     pub status: u16,
