@@ -690,19 +690,34 @@ async fn exits(process: Process, signalled: Instant) -> (std::process::ExitStatu
     (status, signalled.elapsed())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
-    let folder = logs("worker-drain");
+/// What draining one of two workers mid-batch gave.
+struct Drained {
+    status: std::process::ExitStatus,
+    /// From SIGTERM to its exit.
+    took: Duration,
+    /// The 4 requests it ran when told to stop.
+    first: Vec<(String, End)>,
+    /// The 4 sent while it drained.
+    second: Vec<(String, End)>,
+    /// The batcher's `horoscoper_redispatched_total`.
+    redispatched: f64,
+}
+
+/// A worker `w1` of 1.5 s batches runs 4 requests; `w2` comes up (only
+/// then, so that those are w1's); w1 gets SIGTERM, and once its health says
+/// NOT_SERVING 4 more requests are sent. Every service starts with `extra`.
+async fn drain_one_of_two(scenario: &str, extra: &[&str]) -> Drained {
+    let folder = logs(scenario);
     let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
-    // w2 comes up only once w1 runs the first batch, so that batch is w1's.
-    let w1 = worker(&folder, "w1", w1_port, 1500).await;
-    let _batcher = batcher(&folder, batcher_port, metrics_port, &[w1_port, w2_port], 1).await;
+    let w1 = worker_with(&folder, "w1", w1_port, 1500, extra).await;
+    let workers = [w1_port, w2_port];
+    let _batcher = batcher_with(&folder, batcher_port, metrics_port, &workers, 1, extra).await;
     let _gateway = gateway(&folder, gateway_port, batcher_port).await;
     let client = client(loopback(gateway_port)).await;
     let (_fault_tx, fault) = tokio::sync::watch::channel(None);
     let mut first = fly(&client, 4, fault.clone());
     first.all_started().await;
-    let _w2 = worker(&folder, "w2", w2_port, 1500).await;
+    let _w2 = worker_with(&folder, "w2", w2_port, 1500, extra).await;
     let health = watch_health(w1_port, "horoscoper.mesh.v1.WorkerService").await;
     // The server as a whole too: what probes and load balancers ask by default.
     let overall = watch_health(w1_port, "").await;
@@ -715,7 +730,26 @@ async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
     second.all_started().await;
     let (status, took) = exits(w1, signalled).await;
     let (first, second) = (first.ends().await, second.ends().await);
+    let metrics = http_get(loopback(metrics_port), "/metrics").await.body;
+    let redispatched = common::sample(&metrics, "horoscoper_redispatched_total").unwrap();
+    Drained {
+        status,
+        took,
+        first,
+        second,
+        redispatched,
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
+    let Drained {
+        status,
+        took,
+        first,
+        second,
+        redispatched,
+    } = drain_one_of_two("worker-drain", &[]).await;
     let all = merged(&first, &second);
     row(
         "worker sent SIGTERM mid-batch (grace 25 s)",
@@ -730,40 +764,19 @@ async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
     assert!(status.success(), "{status:?}");
     all_whole(&first, Some("w1"));
     all_whole(&second, Some("w2"));
+    assert_eq!(redispatched, 0.0, "a draining worker is not a lost one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_continuous_batching_a_worker_told_to_stop_finishes_its_requests_takes_no_other_and_exits()
  {
-    let folder = logs("continuous-worker-drain");
-    let [w1_port, w2_port, batcher_port, metrics_port, gateway_port] = ports();
-    let continuous = ["--batching", "continuous", "--slots", "4"];
-    let w1 = worker_with(&folder, "w1", w1_port, 1500, &continuous).await;
-    let _batcher = batcher_with(
-        &folder,
-        batcher_port,
-        metrics_port,
-        &[w1_port, w2_port],
-        1,
-        &["--batching", "continuous"],
-    )
-    .await;
-    let _gateway = gateway(&folder, gateway_port, batcher_port).await;
-    let client = client(loopback(gateway_port)).await;
-    let (_fault_tx, fault) = tokio::sync::watch::channel(None);
-    let mut first = fly(&client, 4, fault.clone());
-    first.all_started().await;
-    let _w2 = worker_with(&folder, "w2", w2_port, 1500, &continuous).await;
-    let health = watch_health(w1_port, "").await;
-
-    let signalled = Instant::now();
-    w1.notify("TERM");
-    turns_not_serving(health).await;
-    let mut second = fly(&client, 4, fault);
-    second.all_started().await;
-    let (status, took) = exits(w1, signalled).await;
-    let (first, second) = (first.ends().await, second.ends().await);
-
+    let Drained {
+        status,
+        took,
+        first,
+        second,
+        redispatched,
+    } = drain_one_of_two("continuous-worker-drain", &["--batching", "continuous"]).await;
     let all = merged(&first, &second);
     row(
         "continuous batching: a worker sent SIGTERM mid-generation (grace 25 s)",
@@ -778,12 +791,7 @@ async fn in_continuous_batching_a_worker_told_to_stop_finishes_its_requests_take
     assert!(status.success(), "{status:?}");
     all_whole(&first, Some("w1"));
     all_whole(&second, Some("w2"));
-    let metrics = http_get(loopback(metrics_port), "/metrics").await.body;
-    assert_eq!(
-        common::sample(&metrics, "horoscoper_redispatched_total").unwrap(),
-        0.0,
-        "a draining worker is not a lost one"
-    );
+    assert_eq!(redispatched, 0.0, "a draining worker is not a lost one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

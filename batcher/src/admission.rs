@@ -94,7 +94,8 @@ impl Admission {
     /// it while draining, full or shutting down, saying why on `reply`.
     pub fn admit(&self, submit: SubmitRequest, mut reply: Reply) -> Option<Admitted> {
         if self.drain.is_draining() {
-            reply.fail(Error::Draining.into());
+            // Nothing was done: the gateway may send it elsewhere.
+            reply.fail(horoscoper_proto::reply::refused(Error::Draining.into()));
             return None;
         }
         // Every request goes to a worker in a batch with others: one that

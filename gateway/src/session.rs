@@ -169,8 +169,10 @@ impl BatcherSession {
     /// Each reply to the request it belongs to; a request's last ends it.
     /// A reply to a request no longer open (its client left) is dropped. A
     /// reply that cannot be read (a panic in decoding it) ends its request
-    /// alone with INTERNAL.
-    fn deliver(&self, response: SessionResponse) {
+    /// alone with INTERNAL. The requests the batcher refused without taking
+    /// them (it drains) are no longer open here, and come back with why.
+    fn deliver(&self, response: SessionResponse) -> Vec<(Arc<Route>, Status)> {
+        let mut refused = Vec::new();
         if let Some(load) = response.load {
             self.loaded(&load);
         }
@@ -184,6 +186,16 @@ impl BatcherSession {
                         "the gateway could not read the batcher's reply: {panic}"
                     )))
                 });
+            if let Err(status) = &messages
+                && reply::is_refused(status)
+            {
+                if let Some(route) = routes.open.remove(&id) {
+                    route.closed();
+                    let status = Status::new(status.code(), status.message());
+                    refused.push((route, status));
+                }
+                continue;
+            }
             let last = reply::ends(&messages);
             if let Some(route) = routes.open.get(&id) {
                 route.push(messages);
@@ -193,6 +205,7 @@ impl BatcherSession {
                 }
             }
         }
+        refused
     }
 
     fn loaded(&self, load: &Load) {
@@ -241,11 +254,13 @@ impl Withdraw for BatcherSession {
 
 /// Opens the session, routes its replies until it ends, then ends it: its
 /// open routes come back, with why it ended.
+/// A request the batcher refused goes to `on_refused`, with the status.
 pub async fn run(
     session: Arc<BatcherSession>,
     mut client: BatcherServiceClient<Channel>,
     commands: UnboundedReceiverStream<SessionRequest>,
     url: Arc<str>,
+    on_refused: impl Fn(Arc<Route>, Status),
 ) -> (Vec<Arc<Route>>, Ended) {
     let routed = horoscoper_runtime::panic::caught(async {
         let mut replies = match client.session(commands).await {
@@ -254,7 +269,11 @@ pub async fn run(
         };
         loop {
             match replies.message().await {
-                Ok(Some(response)) => session.deliver(response),
+                Ok(Some(response)) => {
+                    for (route, status) in session.deliver(response) {
+                        on_refused(route, status);
+                    }
+                }
                 // It drained (or it was told to) and had no request of ours
                 // open: any sent since were never taken.
                 Ok(None) => {

@@ -351,11 +351,22 @@ impl Upstream {
         }
         let (session, commands) = BatcherSession::new();
         let upstream = self.clone();
+        // A request the batcher refused untaken (it drains, and this
+        // gateway had not heard yet) goes to another, as from a lost one.
+        let refused = {
+            let (upstream, batcher) = (self.clone(), batcher.clone());
+            move |route: Arc<Route>, status: Status| {
+                if let Err(status) = upstream.moved(&batcher, &route, &status) {
+                    route.push(Err(status));
+                }
+            }
+        };
         let ran = session::run(
             session.clone(),
             batcher.client.clone(),
             commands,
             batcher.url.clone(),
+            refused,
         );
         let batcher_ = batcher.clone();
         tokio::spawn(async move {

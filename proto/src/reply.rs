@@ -4,7 +4,26 @@
 //! request.
 
 use crate::mesh::{Failure, Reply, SubmitResponse, Tokens, reply::Outcome};
-use tonic::Status;
+use tonic::{Status, metadata::MetadataValue};
+
+/// Marks a status as a refusal (`Failure.refused`) while it travels inside
+/// a service; never sent to a client.
+const REFUSED: &str = "x-horoscoper-refused";
+
+/// `status`, as the refusal of a request the batcher did not take: a
+/// gateway may send the request to another batcher.
+pub fn refused(mut status: Status) -> Status {
+    status
+        .metadata_mut()
+        .insert(REFUSED, MetadataValue::from_static("1"));
+    status
+}
+
+/// Whether `status` refused its request before it was taken (see
+/// [`refused`]).
+pub fn is_refused(status: &Status) -> bool {
+    status.metadata().contains_key(REFUSED)
+}
 
 /// A token, or the status that ends the request.
 pub type Message = Result<SubmitResponse, Status>;
@@ -37,6 +56,7 @@ pub fn encode(id: u64, messages: Messages) -> Reply {
         Err(status) => Outcome::Failure(Failure {
             code: status.code() as i32,
             message: status.message().to_string(),
+            refused: is_refused(&status),
         }),
     };
     Reply {
@@ -52,7 +72,14 @@ pub fn decode(reply: Reply) -> (u64, Messages) {
     let messages = match reply.outcome {
         Some(Outcome::Token(token)) => Ok(vec![token]),
         Some(Outcome::Tokens(Tokens { tokens })) if !tokens.is_empty() => Ok(tokens),
-        Some(Outcome::Failure(failure)) => Err(Status::new(failure.code.into(), failure.message)),
+        Some(Outcome::Failure(failure)) => {
+            let status = Status::new(failure.code.into(), failure.message);
+            Err(if failure.refused {
+                refused(status)
+            } else {
+                status
+            })
+        }
         Some(Outcome::Tokens(_)) | None => Err(Status::internal(
             "the batcher sent a reply with neither a token nor a status",
         )),
@@ -85,6 +112,13 @@ mod tests {
             (id, status.code(), status.message()),
             (8, Code::Unavailable, "gone")
         );
+        assert!(!is_refused(&status));
+
+        let draining = refused(Status::unavailable("draining"));
+        let (_, messages) = decode(encode(9, Err(draining)));
+        let status = messages.unwrap_err();
+        assert!(is_refused(&status), "a refusal stays one on the way");
+        assert_eq!(status.message(), "draining");
     }
 
     #[test]
