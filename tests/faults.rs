@@ -743,55 +743,48 @@ async fn drain_one_of_two(scenario: &str, extra: &[&str]) -> Drained {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_told_to_stop_finishes_its_batch_takes_no_other_and_exits() {
-    let Drained {
-        status,
-        took,
-        first,
-        second,
-        redispatched,
-    } = drain_one_of_two("worker-drain", &[]).await;
-    let all = merged(&first, &second);
-    row(
+    let drained = drain_one_of_two("worker-drain", &[]).await;
+    drained.check(
         "worker sent SIGTERM mid-batch (grace 25 s)",
-        &format!(
-            "health NOT_SERVING at once; its batch finished on it; requests sent meanwhile ran on the other worker; exited 0 after {} ms",
-            took.as_millis()
-        ),
-        &all,
-        0,
-        0,
+        "its batch finished on it; requests sent meanwhile ran on the other worker",
     );
-    assert!(status.success(), "{status:?}");
-    all_whole(&first, Some("w1"));
-    all_whole(&second, Some("w2"));
-    assert_eq!(redispatched, 0.0, "a draining worker is not a lost one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_continuous_batching_a_worker_told_to_stop_finishes_its_requests_takes_no_other_and_exits()
  {
-    let Drained {
-        status,
-        took,
-        first,
-        second,
-        redispatched,
-    } = drain_one_of_two("continuous-worker-drain", &["--batching", "continuous"]).await;
-    let all = merged(&first, &second);
-    row(
+    let continuous = ["--batching", "continuous"];
+    let drained = drain_one_of_two("continuous-worker-drain", &continuous).await;
+    drained.check(
         "continuous batching: a worker sent SIGTERM mid-generation (grace 25 s)",
-        &format!(
-            "health NOT_SERVING at once; its requests finished on it; requests sent meanwhile joined the other worker; exited 0 after {} ms",
-            took.as_millis()
-        ),
-        &all,
-        0,
-        0,
+        "its requests finished on it; requests sent meanwhile joined the other worker",
     );
-    assert!(status.success(), "{status:?}");
-    all_whole(&first, Some("w1"));
-    all_whole(&second, Some("w2"));
-    assert_eq!(redispatched, 0.0, "a draining worker is not a lost one");
+}
+
+impl Drained {
+    /// Its row, and what must hold: health NOT_SERVING at once (awaited
+    /// before), the first requests whole on w1, the later whole on w2, an
+    /// exit 0, and no request counted as lost.
+    fn check(self, scenario: &str, happened: &str) {
+        let all = merged(&self.first, &self.second);
+        row(
+            scenario,
+            &format!(
+                "health NOT_SERVING at once; {happened}; exited 0 after {} ms",
+                self.took.as_millis()
+            ),
+            &all,
+            0,
+            0,
+        );
+        assert!(self.status.success(), "{:?}", self.status);
+        all_whole(&self.first, Some("w1"));
+        all_whole(&self.second, Some("w2"));
+        assert_eq!(
+            self.redispatched, 0.0,
+            "a draining worker is not a lost one"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

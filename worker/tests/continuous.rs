@@ -1,15 +1,15 @@
 //! Continuous batching over real gRPC: a worker on port 0 run with
 //! `--batching continuous`, driven by tonic clients as batchers drive it.
 
+mod common;
+
 use horoscoper_proto::mesh::{
     Batch, BatchItem, Cancel, GenerateRequest, GenerateResponse, Room, generate_request::Command,
-    generate_response::Event, worker_service_client::WorkerServiceClient,
+    generate_response::Event,
 };
 use horoscoper_runtime::args::BatchingMode;
-use horoscoper_worker::{Config, Generation, GenerationArgs};
 use std::collections::HashMap;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Streaming};
 
@@ -78,43 +78,12 @@ async fn worker(delay_ms: u64, stop: &CancellationToken) -> String {
 }
 
 async fn worker_of(delay_ms: u64, slots: usize, stop: &CancellationToken) -> String {
-    let generation = GenerationArgs {
-        min_delay_ms: delay_ms,
-        max_delay_ms: delay_ms,
-        corpus: None,
-        seed: Some(1),
-    };
-    let config = Config {
-        worker_id: Some("w-cont".into()),
-        generation: Generation {
-            batching: BatchingMode::Continuous,
-            slots,
-            ..generation.load().unwrap()
-        },
-        metrics: Default::default(),
-        registry: None,
-        drain_grace: std::time::Duration::from_secs(30),
-        mesh_tls: None,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(horoscoper_worker::run(
-        config,
-        listener,
-        stop.clone().cancelled_owned(),
-    ));
-    url
+    common::start("w-cont", delay_ms, BatchingMode::Continuous, slots, stop).await
 }
 
 /// A stream to the worker, past its Ready, which says it takes joins.
 async fn open(url: &str) -> Stream {
-    let mut client = WorkerServiceClient::connect(url.to_owned()).await.unwrap();
-    let (down, receiver) = mpsc::channel(8);
-    let up = client
-        .generate(ReceiverStream::new(receiver))
-        .await
-        .unwrap()
-        .into_inner();
+    let (down, up) = common::connect(url).await;
     let mut stream = Stream {
         down,
         up,

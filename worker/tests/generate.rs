@@ -1,14 +1,14 @@
 //! `WorkerService.Generate` over real gRPC: a worker on port 0, driven by a
 //! tonic client as the batcher drives it.
 
+mod common;
+
 use horoscoper_proto::mesh::{
     Batch, BatchItem, Cancel, Demand, GenerateRequest, GenerateResponse, Pass,
     generate_request::Command, generate_response::Event,
-    worker_service_client::WorkerServiceClient,
 };
-use horoscoper_worker::{Config, GenerationArgs};
+use horoscoper_runtime::args::BatchingMode;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Streaming};
 
@@ -38,40 +38,14 @@ impl Session {
 
 /// A worker whose batches take exactly `delay_ms`, and an open stream to it.
 async fn session(delay_ms: u64) -> Session {
-    let generation = GenerationArgs {
-        min_delay_ms: delay_ms,
-        max_delay_ms: delay_ms,
-        corpus: None,
-        seed: Some(1),
-    };
-    let config = Config {
-        worker_id: Some("w-test".into()),
-        generation: generation.load().unwrap(),
-        metrics: Default::default(),
-        registry: None,
-        drain_grace: std::time::Duration::from_secs(30),
-        mesh_tls: None,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    tokio::spawn(horoscoper_worker::run(
-        config,
-        listener,
-        stop.clone().cancelled_owned(),
-    ));
+    let url = common::start("w-test", delay_ms, BatchingMode::Static, 4, &stop).await;
     open(url, stop).await
 }
 
 /// A stream to the worker at `url`, past its Ready.
 async fn open(url: String, stop: CancellationToken) -> Session {
-    let mut client = WorkerServiceClient::connect(url.clone()).await.unwrap();
-    let (down, receiver) = mpsc::channel(8);
-    let up = client
-        .generate(ReceiverStream::new(receiver))
-        .await
-        .unwrap()
-        .into_inner();
+    let (down, up) = common::connect(&url).await;
     let mut session = Session {
         url,
         down,
