@@ -176,3 +176,25 @@ async fn the_originals_sse_endpoint_streams_whole_texts_in_continuous_batching()
     assert_eq!(events.last().unwrap()["status"], "FINISHED");
     mesh.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_that_finds_no_free_slot_within_its_time_to_live_ends_with_deadline_exceeded() {
+    // One worker of one slot (--batch-size 1), busy for 3 s.
+    let flags = [
+        &common::ONE_SLOW_WORKER[..],
+        &["--batching", "continuous", "--request-ttl-ms", "300"],
+    ]
+    .concat();
+    let mesh = mesh(&flags).await;
+    let client = client(mesh.addr).await;
+    let _busy = common::occupy(&client).await;
+
+    let status = common::infer(&client, "waits").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("time to live of 300 ms"),
+        "{}",
+        status.message()
+    );
+    mesh.stop().await;
+}
