@@ -67,7 +67,6 @@ impl Continuous {
             streams: HashMap::new(),
             spans: HashMap::new(),
             pending: VecDeque::new(),
-            slots: generation.slots,
             generation,
             rng,
             metrics,
@@ -135,8 +134,7 @@ struct Task {
     /// Groups that join at a step boundary once they fit, in the order
     /// they came.
     pending: VecDeque<Joining>,
-    /// Most requests generating at once.
-    slots: usize,
+    /// How it generates, and its slots: the most requests at once.
     generation: Generation,
     rng: Arc<Mutex<StdRng>>,
     metrics: Metrics,
@@ -182,7 +180,10 @@ impl Task {
             .iter()
             .map(|joining| joining.batch.items.len())
             .sum();
-        let free = self.slots.saturating_sub(self.engine.len() + waiting);
+        let free = self
+            .generation
+            .slots
+            .saturating_sub(self.engine.len() + waiting);
         u32::try_from(free).unwrap_or(u32::MAX)
     }
 
@@ -345,7 +346,7 @@ impl Task {
     /// held for good.
     fn join_pending(&mut self, now: Instant) {
         while let Some(head) = self.pending.front() {
-            let fits = self.engine.len() + head.batch.items.len() <= self.slots;
+            let fits = self.engine.len() + head.batch.items.len() <= self.generation.slots;
             if !fits && !self.engine.is_empty() {
                 break;
             }
